@@ -1,0 +1,167 @@
+"""The data contract every loader returns: an :class:`AnomalyDataset` of three :class:`Split`.
+
+Why arrays and not a torch ``Dataset``: medical UAD sets fit in memory at benchmark resolution,
+so every split is held once as ``uint8`` and converted to float per batch (on the device when
+there is one). No per-sample PIL work in the hot loop, and embedding caches can be keyed by the
+array content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """Bad input: the message names the file, folder or split and what was expected."""
+
+
+@dataclass
+class Split:
+    """One split held in memory.
+
+    Attributes:
+        images: ``uint8`` ``[N, C, H, W]``.
+        labels: ``int64`` ``[N]``, 0 normal / 1 anomalous.
+        masks: ``uint8`` ``[N, 1, H, W]`` with values {0, 1}, or ``None`` when the source has none.
+        groups: ``[N]`` patient or volume ids (strings); splits never share a group.
+        name: ``train``, ``val`` or ``test`` (used in error messages).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    name: str = "split"
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images)
+        if self.images.ndim == 3:
+            self.images = self.images[:, None]
+        if self.images.ndim != 4:
+            raise DatasetError(f"{self.name}: images must be [N, C, H, W], got shape {self.images.shape}")
+        if self.images.dtype != np.uint8:
+            raise DatasetError(f"{self.name}: images must be uint8, got {self.images.dtype}")
+        n = len(self.images)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if len(self.labels) != n:
+            raise DatasetError(f"{self.name}: {n} images but {len(self.labels)} labels")
+        if n and not np.isin(self.labels, (0, 1)).all():
+            raise DatasetError(f"{self.name}: labels must be 0 (normal) or 1 (anomalous)")
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks)
+            if self.masks.ndim == 3:
+                self.masks = self.masks[:, None]
+            want = (n, 1, *self.images.shape[2:])
+            if self.masks.shape != want:
+                raise DatasetError(f"{self.name}: masks must have shape {want}, got {self.masks.shape}")
+            self.masks = (self.masks > 0).astype(np.uint8)
+        if self.groups is None:
+            self.groups = np.array([f"{self.name}-{i}" for i in range(n)])
+        self.groups = np.asarray(self.groups).astype(str)
+        if len(self.groups) != n:
+            raise DatasetError(f"{self.name}: {n} images but {len(self.groups)} group ids")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_normal(self) -> int:
+        return int((self.labels == 0).sum())
+
+    @property
+    def n_anomalous(self) -> int:
+        return int((self.labels == 1).sum())
+
+    @property
+    def has_masks(self) -> bool:
+        return self.masks is not None
+
+    def subset(self, index: np.ndarray) -> "Split":
+        index = np.asarray(index)
+        return Split(self.images[index], self.labels[index],
+                     None if self.masks is None else self.masks[index], self.groups[index], self.name)
+
+    def normal(self) -> "Split":
+        return self.subset(np.flatnonzero(self.labels == 0))
+
+    def batches(self, batch_size: int, device: str = "cpu") -> Iterator["torch.Tensor"]:  # noqa: F821
+        """Float batches in [0, 1], converted on ``device``."""
+        for start in range(0, len(self), batch_size):
+            yield to_float(self.images[start:start + batch_size], device)
+
+    def summary(self) -> dict:
+        return {"n": len(self), "normal": self.n_normal, "anomalous": self.n_anomalous,
+                "groups": int(len(np.unique(self.groups))), "masks": self.has_masks}
+
+
+def to_float(images: np.ndarray, device: str = "cpu") -> "torch.Tensor":  # noqa: F821
+    """uint8 ``[N, C, H, W]`` -> float32 tensor in [0, 1] on ``device`` (conversion on device)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)
+
+
+@dataclass
+class DatasetCard:
+    """What a reader needs to trust and reproduce a dataset; printed by ``bench show dataset``."""
+
+    name: str
+    modality: str = ""
+    description: str = ""
+    normal: str = ""          # what counts as normal
+    anomaly: str = ""         # what counts as anomalous
+    license: str = ""
+    citation: str = ""
+    source: str = ""          # where to download
+    layout: str = ""          # expected folder layout under the data root
+    splits: str = ""          # how train/val/test are made
+    notes: str = ""
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass
+class AnomalyDataset:
+    """Train (normal only), validation and test splits plus the card that describes them."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    card: DatasetCard
+    config: dict = field(default_factory=dict)   # the parameters it was built with (cache keys)
+
+    def __post_init__(self) -> None:
+        self.train.name, self.val.name, self.test.name = "train", "val", "test"
+        if len(self.train) == 0 or self.train.n_normal == 0:
+            raise DatasetError(f"{self.name}: the training split has no normal images")
+        if self.train.n_anomalous:
+            raise DatasetError(f"{self.name}: the training split holds {self.train.n_anomalous} anomalous "
+                               "images; unsupervised training must see normals only")
+        shapes = {s.images.shape[1:] for s in (self.train, self.val, self.test) if len(s)}
+        if len(shapes) != 1:
+            raise DatasetError(f"{self.name}: splits disagree on image shape: {sorted(shapes)}")
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = np.intersect1d(getattr(self, a).groups, getattr(self, b).groups)
+            if len(shared):
+                raise DatasetError(f"{self.name}: splits {a} and {b} share {len(shared)} groups, "
+                                   f"e.g. {shared[0]!r}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def has_masks(self) -> bool:
+        return self.test.has_masks
+
+    def summary(self) -> dict:
+        return {s: getattr(self, s).summary() for s in ("train", "val", "test")}

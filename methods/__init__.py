@@ -1,0 +1,1 @@
+"""Encoders, density heads and detectors, each found through its registry."""

@@ -1,0 +1,143 @@
+"""The contracts every method implements.
+
+* :class:`Encoder` maps images to a representation ``[N, D]`` and may be trained on normals.
+* :class:`DensityHead` scores a representation (``-log p`` or a distance; higher = more anomalous)
+  and is differentiable in torch, so CRADL-style gradient maps work for every pairing.
+* :class:`Detector` is what the runner calls; :class:`methods.detectors.latent.LatentDetector`
+  turns any encoder x head pair into one, and end-to-end methods implement it directly.
+
+Hyper-parameters go to ``__init__`` and fitted state ends in ``_`` (scikit-learn's convention),
+``fit`` returns ``self``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from datasets.base import Split, to_float
+
+
+class MethodError(RuntimeError):
+    """A method failed in a way a user can act on (NaN features, diverging flow, ...)."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator for explicit use."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Encoder(nn.Module):
+    """Images ``[N, C, H, W]`` float in [0, 1] -> representation ``[N, out_dim]``.
+
+    Subclasses set ``out_dim`` and implement ``forward``; trainable ones override ``fit``.
+    Optional capabilities the runner looks for: ``reconstruct(x)`` (reconstruction maps) and
+    ``feature_maps(x)`` (patch heads).
+    """
+
+    trainable: bool = True
+
+    def __init__(self, in_chans: int = 1, image_size: int = 64):
+        super().__init__()
+        self.in_chans = in_chans
+        self.image_size = image_size
+        self.out_dim: int = 0
+
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "Encoder":
+        """Train on the (normal) training split; frozen encoders keep this no-op."""
+        return self
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray | Split, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
+        """Batched, gradient-free ``forward`` over uint8 images; returns a CPU float tensor."""
+        if isinstance(images, Split):
+            images = images.images
+        was_training = self.training
+        self.eval().to(device)
+        out = [self(to_float(images[i:i + batch_size], device)).float().cpu()
+               for i in range(0, len(images), batch_size)]
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.out_dim)
+
+
+class DensityHead(nn.Module):
+    """Density model on a representation; ``forward(z)`` is the anomaly score, differentiable.
+
+    The base class standardises features with training statistics (CRADL z-scores every
+    dimension before its GMM and flow) and guards against what real embeddings do: constant
+    dimensions keep unit scale, and non-finite features or scores raise :class:`MethodError`.
+    Subclasses implement ``_fit(z)`` and ``_score(z)`` on standardised features.
+    """
+
+    standardize: bool = True
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean_", torch.zeros(0))
+        self.register_buffer("scale_", torch.ones(0))
+
+    def fit(self, z: torch.Tensor, *, seed: int = 0) -> "DensityHead":
+        z = torch.as_tensor(z).detach().float().cpu()
+        if z.ndim != 2 or len(z) == 0:
+            raise MethodError(f"{type(self).__name__}: expected training features [N, D] with N > 0, "
+                              f"got shape {tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            bad = (~torch.isfinite(z)).any(1).sum().item()
+            raise MethodError(f"{type(self).__name__}: {bad} training embeddings contain NaN/inf; "
+                              "the encoder produced non-finite features")
+        if self.standardize:
+            self.mean_ = z.mean(0)
+            std = z.std(0) if len(z) > 1 else torch.ones(z.shape[1])
+            self.scale_ = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
+        else:
+            self.mean_, self.scale_ = torch.zeros(z.shape[1]), torch.ones(z.shape[1])
+        seed_everything(seed)
+        self._fit((z - self.mean_) / self.scale_, seed=seed)
+        return self
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.mean_.numel() == 0:
+            raise MethodError(f"{type(self).__name__} is used before fit()")
+        zs = (z - self.mean_.to(z)) / self.scale_.to(z)
+        score = self._score(zs)
+        if not torch.isfinite(score).all():
+            raise MethodError(f"{type(self).__name__}: non-finite anomaly scores "
+                              f"({(~torch.isfinite(score)).sum().item()} of {len(score)})")
+        return score
+
+    @torch.no_grad()
+    def score(self, z: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+        """Gradient-free scores as a numpy array."""
+        return torch.cat([self(z[i:i + batch_size]) for i in range(0, len(z), batch_size)]).cpu().numpy()
+
+    def _fit(self, z: torch.Tensor, *, seed: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class Prediction:
+    """Image scores ``[N]`` (higher = more anomalous) and pixel maps ``[N, H, W]`` or ``None``."""
+
+    scores: np.ndarray
+    maps: np.ndarray | None = None
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the runner calls: end-to-end methods implement this directly."""
+
+    def fit(self, train: Split, *, seed: int, device: str) -> "Detector": ...
+
+    def predict(self, images: np.ndarray, *, device: str) -> Prediction: ...

@@ -1,0 +1,1 @@
+"""Every module here registers entries; the registry imports them all."""
