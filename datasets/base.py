@@ -134,9 +134,15 @@ class AnomalyDataset:
     test: Split
     card: DatasetCard
     config: dict = field(default_factory=dict)   # the parameters it was built with (cache keys)
+    #: Optional labelled candidates for an *unlabeled* pool (one-class semi-supervised methods such
+    #: as DDAD-ASR): never drawn from test, disjoint by group from train/val/test. Labels are kept
+    #: only so a pool can be assembled at a chosen anomaly rate; methods never see them.
+    pool: Split | None = None
 
     def __post_init__(self) -> None:
         self.train.name, self.val.name, self.test.name = "train", "val", "test"
+        if self.pool is not None:
+            self.pool.name = "pool"
         if len(self.train) == 0 or self.train.n_normal == 0:
             raise DatasetError(f"{self.name}: the training split has no normal images")
         if self.train.n_anomalous:
@@ -145,7 +151,9 @@ class AnomalyDataset:
         shapes = {s.images.shape[1:] for s in (self.train, self.val, self.test) if len(s)}
         if len(shapes) != 1:
             raise DatasetError(f"{self.name}: splits disagree on image shape: {sorted(shapes)}")
-        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        names = ["train", "val", "test"] + (["pool"] if self.pool is not None else [])
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        for a, b in pairs:
             shared = np.intersect1d(getattr(self, a).groups, getattr(self, b).groups)
             if len(shared):
                 raise DatasetError(f"{self.name}: splits {a} and {b} share {len(shared)} groups, "

@@ -1,0 +1,31 @@
+"""Shared fixtures: where the real MedMNIST files live, and a fast torch setup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("UAD_BENCH_SHARED_DATA", PROJECT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` with the real PneumoniaMNIST/BreastMNIST files (never committed)."""
+    if not (SHARED_DATA / "pneumoniamnist.npz").exists():
+        pytest.skip(f"real MedMNIST files not found in {SHARED_DATA} (set UAD_BENCH_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    """Two cores: keep intra-op threads at 2 so parallel test work does not thrash."""
+    try:
+        import torch
+
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    except ImportError:  # pragma: no cover
+        pass
+    yield
