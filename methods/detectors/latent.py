@@ -1,0 +1,46 @@
+"""The encoder x density-head detector: the pairing the whole suite is built to compare."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets.base import Split
+from methods.base import DensityHead, Encoder, Prediction
+from methods.localization import gradient_maps, reconstruction_maps, supports
+
+
+class LatentDetector:
+    """Score = ``head(encoder(x))``; maps from input gradients or the encoder's reconstruction.
+
+    The runner uses the pieces separately (cached embeddings, one head at a time); ``fit`` and
+    ``predict`` give the same result in one call for library use.
+    """
+
+    setting = "uad"
+
+    def __init__(self, encoder: Encoder, head: DensityHead, localization: str | None = "gradient",
+                 batch_size: int = 128):
+        if localization is not None and not supports(encoder, localization):
+            raise ValueError(f"{type(encoder).__name__} cannot make '{localization}' maps")
+        self.encoder = encoder
+        self.head = head
+        self.localization = localization
+        self.batch_size = batch_size
+
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "LatentDetector":
+        self.encoder.fit(train, seed=seed, device=device, progress=progress)
+        self.head.fit(self.encoder.embed(train, self.batch_size, device), seed=seed)
+        return self
+
+    def maps(self, images: np.ndarray, *, device: str = "cpu") -> np.ndarray | None:
+        if self.localization == "gradient":
+            return gradient_maps(self.encoder, self.head, images, batch_size=self.batch_size // 2, device=device)
+        if self.localization == "reconstruction":
+            return reconstruction_maps(self.encoder, images, batch_size=self.batch_size, device=device)
+        return None
+
+    def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
+        z = self.encoder.embed(images, self.batch_size, device)
+        self.head.cpu()
+        scores = self.head.score(z)
+        return Prediction(scores, self.maps(images, device=device) if with_maps else None)

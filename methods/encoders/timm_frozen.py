@@ -1,0 +1,63 @@
+"""Frozen timm backbones: ImageNet features (``imagenet/<name>``) and untrained controls (``random/<name>``).
+
+Why both: "ImageNet features + a Gaussian" is the baseline that wins today in medical UAD
+(PaDiM/DFM-like), and the same architecture with random weights tells how much of that comes
+from pre-training rather than from the architecture's inductive bias.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from methods.backbones import ImageNetInput, create_backbone, imagenet_stats
+from methods.base import Encoder
+from methods.registry import register_encoder
+
+
+class FrozenTimmEncoder(Encoder):
+    """Global-pooled features of a frozen timm backbone; 1-channel images are repeated to RGB.
+
+    Args:
+        model_name: timm name, e.g. ``tf_efficientnet_lite0``, ``resnet18``, ``wide_resnet50_2.tv_in1k``.
+        pretrained: load ImageNet weights (see methods/backbones.py for where they come from).
+        weights: optional local weights file.
+        input_size: resize images to this side before the backbone (None keeps the dataset size).
+    """
+
+    trainable = False
+
+    def __init__(self, model_name: str, in_chans: int = 1, image_size: int = 64, *, pretrained: bool = True,
+                 weights: str | None = None, input_size: int | None = None):
+        super().__init__(in_chans, image_size)
+        self.model_name = model_name
+        self.backbone = create_backbone(model_name, pretrained=pretrained, weights=weights, num_classes=0)
+        mean, std = imagenet_stats(self.backbone)
+        self.normalize = ImageNetInput(mean, std)
+        self.input_size = input_size
+        self.out_dim = int(self.backbone.num_features)
+        self.backbone.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FrozenTimmEncoder":
+        """Frozen means frozen: BatchNorm keeps its ImageNet statistics even in train mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return self.backbone(self.normalize(x))
+
+
+@register_encoder("imagenet", family=True, member="timm name")
+def imagenet(model_name: str, **kwargs) -> FrozenTimmEncoder:
+    """Frozen timm backbone with ImageNet weights (offline: tf_efficientnet_lite0)."""
+    return FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
+
+
+@register_encoder("random", family=True, member="timm name")
+def random_init(model_name: str, **kwargs) -> FrozenTimmEncoder:
+    """The same frozen timm backbone with random weights: the untrained control."""
+    kwargs.pop("weights", None)
+    return FrozenTimmEncoder(model_name, pretrained=False, **kwargs)
