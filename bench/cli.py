@@ -1,0 +1,169 @@
+"""``python -m bench``: run grids, list registries, show dataset cards, build reports, measure speed.
+
+Heavy imports (torch, timm, ...) happen inside the commands, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+LISTABLE = ("datasets", "encoders", "heads", "detectors", "grids")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark representation spaces x density models for anomaly detection in medical images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a grid (resumes: finished cells are not recomputed)")
+    run.add_argument("--grid", default="quick", help="grid name under bench/grids/ or a TOML path (default: quick)")
+    run.add_argument("--data-root", default=None, help="folder with the datasets (default: $UAD_BENCH_DATA or ./data)")
+    run.add_argument("--out", default=None, help="run directory (default: runs/<grid name>)")
+    run.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override the grid, e.g. encoder.simclr.epochs=2 or seeds=[0,1,2] (repeatable)")
+    run.add_argument("--cache", default=None, help="encoder cache folder (default: $UAD_BENCH_CACHE or runs/cache)")
+    run.add_argument("--reports", default="reports", help="where reports go (default: reports/<run name>)")
+    run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    lst = sub.add_parser("list", help="list registered datasets, encoders, heads, detectors or grids")
+    lst.add_argument("what", nargs="?", choices=LISTABLE, default=None)
+
+    show = sub.add_parser("show", help="print a dataset card (with --load: load it and print split counts)")
+    show.add_argument("what", choices=["dataset"])
+    show.add_argument("name")
+    show.add_argument("--data-root", default=None)
+    show.add_argument("--load", action="store_true", help="load the data and print counts per split")
+    show.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                      help="loader parameters, e.g. image_size=128")
+
+    rep = sub.add_parser("report", help="build tables and figures from a run directory")
+    rep.add_argument("run_dir")
+    rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>)")
+    rep.add_argument("--fast", action="store_true", help="tables and heatmaps only (no bootstrap, no t-SNE)")
+
+    perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
+    perf.add_argument("--device", default="auto")
+    perf.add_argument("--encoders", type=int, default=2, help="E, the number of encoders in the cache benchmark")
+    perf.add_argument("--steps", type=int, default=20, help="training steps timed per loop")
+    perf.add_argument("--batch-size", type=int, default=64)
+    perf.add_argument("--image-size", type=int, default=64)
+    perf.add_argument("--out", default="runs/perf")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
+                "perf": cmd_perf}[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for errors a user can act on
+        from bench.grid import GridError
+        from bench.registry import UnknownEntryError
+
+        known = (GridError, UnknownEntryError, FileNotFoundError)
+        try:
+            from datasets.base import DatasetError
+            from methods.base import MethodError
+
+            known += (DatasetError, MethodError)
+        except ImportError:  # pragma: no cover
+            pass
+        if isinstance(exc, known):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def cmd_run(args) -> int:
+    from bench.grid import load_grid
+    from bench.runner import Runner
+
+    grid = load_grid(args.grid, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / grid.name
+    runner = Runner(grid, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
+                    progress=not args.quiet)
+    print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device})")
+    summary = runner.run()
+    print(summary.line())
+    for failure in summary.failures:
+        print(f"  failed: {failure}", file=sys.stderr)
+    if not args.no_report:
+        from bench.report import build_report
+
+        report_dir = build_report(out, Path(args.reports) / out.name)
+        print(f"report: {report_dir / 'README.md'}")
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_list(args) -> int:
+    from bench.grid import available_grids
+
+    sections = [args.what] if args.what else list(LISTABLE)
+    for what in sections:
+        if what == "grids":
+            names = available_grids()
+        elif what == "datasets":
+            from datasets import list_datasets
+
+            names = list_datasets()
+        else:
+            from methods import registry
+
+            names = getattr(registry, f"list_{what}")()
+        if len(sections) > 1:
+            print(f"{what}:")
+        for name in names:
+            print(f"  {name}" if len(sections) > 1 else name)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from bench.grid import apply_override
+    from datasets import DATASETS, create_dataset
+
+    entry, member = DATASETS.lookup(args.name)
+    card = entry.tags.get("card")
+    if callable(card):
+        card = card(member) if entry.family else card()
+    if card is not None:
+        for key, value in card.as_dict().items():
+            print(f"{key:12s} {value}")
+    else:
+        print(f"{args.name}: {entry.summary or 'no card'}")
+    if args.load:
+        params: dict = {}
+        for item in args.params:
+            holder = {}
+            apply_override(holder, f"v{item[item.index('='):]}")
+            params[item.split("=", 1)[0]] = holder["v"]
+        dataset = create_dataset(args.name, root=args.data_root, **params)
+        print("counts:")
+        for split, counts in dataset.summary().items():
+            print(f"  {split:6s} " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        print(f"  shape  {dataset.channels}x{dataset.image_size}x{dataset.image_size}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench.report import build_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
+    out = build_report(run_dir, Path(args.out) if args.out else None, full=not args.fast)
+    print(f"report: {out / 'README.md'}")
+    return 0
+
+
+def cmd_perf(args) -> int:
+    from bench.perf import main as perf_main
+
+    return perf_main(args)

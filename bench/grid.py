@@ -1,0 +1,228 @@
+"""Grid files: which datasets x encoders x heads (and detectors) x seeds a run crosses.
+
+A grid is a TOML file (``bench/grids/<name>.toml`` or any path)::
+
+    name = "quick"
+    seeds = [0]
+    datasets = ["synthetic"]
+    encoders = ["simclr", "vae", "imagenet/tf_efficientnet_lite0"]
+    heads = ["gaussian", {name = "gmm", id = "gmm8", n_components = 8}]
+    detectors = []                      # end-to-end methods, crossed with datasets x seeds
+    localization = ["gradient"]         # add "reconstruction" for encoders that reconstruct
+
+    [defaults.dataset]                  # parameters for every dataset (e.g. image_size)
+    image_size = 64
+    [dataset.synthetic]                 # parameters for one entry, by id
+    n_train = 600
+    [encoder.simclr]
+    epochs = 10
+
+A list entry is a registry name or an inline table with ``name``, an optional ``id`` (its label in
+tables; several variants of one method need distinct ids) and parameters. ``--set`` edits the
+parsed grid before expansion: ``--set encoder.simclr.epochs=2``, ``--set seeds=[0,1,2]``,
+``--set datasets=["medmnist/pneumoniamnist"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GRID_DIR = Path(__file__).parent / "grids"
+SECTIONS = {"datasets": "dataset", "encoders": "encoder", "heads": "head", "detectors": "detector"}
+
+
+class GridError(ValueError):
+    """A grid file or ``--set`` override that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One configured entry of a grid axis: registry ``name``, table label ``id`` and parameters."""
+
+    id: str
+    name: str
+    params: tuple = ()          # sorted (key, value) pairs, hashable
+
+    @property
+    def kwargs(self) -> dict:
+        return {k: _thaw(v) for k, v in self.params}
+
+    def spec(self) -> dict:
+        return {"name": self.name, "id": self.id, **self.kwargs}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a dataset x (encoder x head | detector) x seed, plus the map kind."""
+
+    dataset: Component
+    seed: int
+    encoder: Component | None = None
+    head: Component | None = None
+    detector: Component | None = None
+    localization: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "detector" if self.detector is not None else "latent"
+
+    @property
+    def method(self) -> str:
+        if self.detector is not None:
+            return self.detector.id
+        label = f"{self.encoder.id} × {self.head.id}"
+        return label if self.localization in (None, "gradient") else f"{label} [{self.localization}]"
+
+    @property
+    def cell_id(self) -> str:
+        parts = [self.dataset.id]
+        parts += [self.detector.id] if self.detector is not None else [self.encoder.id, self.head.id]
+        if self.localization not in (None, "gradient"):
+            parts.append(self.localization)
+        parts.append(f"s{self.seed}")
+        return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "-", p) for p in parts)
+
+    def config(self) -> dict:
+        """Flattened configuration of this cell (stored in its record, hashed for resume)."""
+        flat: dict[str, Any] = {"seed": self.seed, "localization": self.localization}
+        for role in ("dataset", "encoder", "head", "detector"):
+            comp = getattr(self, role)
+            if comp is not None:
+                flat[f"{role}.name"] = comp.name
+                flat.update({f"{role}.{k}": v for k, v in comp.kwargs.items()})
+        return flat
+
+    def config_hash(self) -> str:
+        return stable_hash(self.config())
+
+
+@dataclass
+class Grid:
+    """A parsed grid; ``cells()`` expands it."""
+
+    name: str
+    data: dict
+    source: str = ""
+    path: Path | None = None
+    overrides: list = field(default_factory=list)
+
+    def components(self, axis: str) -> list[Component]:
+        section = SECTIONS[axis]
+        tables = self.data.get(section, {})
+        defaults = self.data.get("defaults", {}).get(section, {})
+        out, seen = [], set()
+        for entry in self.data.get(axis, []) or []:
+            if isinstance(entry, str):
+                name, cid, inline = entry, entry, {}
+            elif isinstance(entry, dict) and "name" in entry:
+                inline = {k: v for k, v in entry.items() if k not in ("name", "id")}
+                name, cid = entry["name"], entry.get("id", entry["name"])
+            else:
+                raise GridError(f"grid '{self.name}': {axis} entries must be names or tables with 'name', got {entry!r}")
+            if cid in seen:
+                raise GridError(f"grid '{self.name}': two {axis} share the id '{cid}'; give one an 'id'")
+            seen.add(cid)
+            params = {**defaults, **tables.get(name, {}), **tables.get(cid, {}), **inline}
+            out.append(Component(cid, name, _freeze(params)))
+        return out
+
+    @property
+    def seeds(self) -> list[int]:
+        seeds = self.data.get("seeds", [0])
+        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
+            raise GridError(f"grid '{self.name}': seeds must be a non-empty list of integers, got {seeds!r}")
+        return seeds
+
+    def cells(self) -> list[Cell]:
+        """Datasets x seeds x (encoders x heads x localizations + detectors), in a stable order.
+
+        Localizations other than ``gradient`` are kept only for encoders that support them; that
+        check needs the encoder class, so it is done by the runner (``Cell.localization``).
+        """
+        locs = self.data.get("localization", ["gradient"])
+        cells = []
+        for dataset in self.components("datasets"):
+            for seed in self.seeds:
+                for encoder in self.components("encoders"):
+                    for loc in locs:
+                        for head in self.components("heads"):
+                            cells.append(Cell(dataset, seed, encoder=encoder, head=head, localization=loc))
+                for detector in self.components("detectors"):
+                    cells.append(Cell(dataset, seed, detector=detector))
+        if not cells:
+            raise GridError(f"grid '{self.name}' expands to no cells: it needs datasets and encoders+heads or detectors")
+        return cells
+
+
+def available_grids() -> list[str]:
+    return sorted(p.stem for p in GRID_DIR.glob("*.toml"))
+
+
+def load_grid(name_or_path: str, overrides: list[str] | None = None) -> Grid:
+    """Read a grid by name (``bench/grids/<name>.toml``) or path and apply ``key=value`` overrides."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = GRID_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise GridError(f"grid '{name_or_path}' not found (no file {path}); available: {', '.join(available_grids())}")
+    source = path.read_text()
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise GridError(f"grid file {path}: {exc}") from exc
+    for item in overrides or []:
+        apply_override(data, item)
+    grid = Grid(str(data.get("name", path.stem)), data, source, path, list(overrides or []))
+    grid.cells()  # validate early, with the grid's name in the message
+    return grid
+
+
+def apply_override(data: dict, item: str) -> None:
+    """``section.name.key=value`` (the name may contain dots or slashes) or ``key=value``."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise GridError(f"--set expects key=value, got '{item}'")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts = key.strip().split(".")
+    if parts[0] in SECTIONS.values() or parts[0] == "defaults":
+        if len(parts) < 3:
+            raise GridError(f"--set {key}: expected {parts[0]}.<name>.<parameter>=value")
+        target = data.setdefault(parts[0], {}).setdefault(".".join(parts[1:-1]), {})
+        target[parts[-1]] = value
+    elif len(parts) == 1:
+        data[parts[0]] = value
+    else:
+        raise GridError(f"--set {key}: unknown section '{parts[0]}' (dataset, encoder, head, detector, defaults)")
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def _freeze(params: dict) -> tuple:
+    return tuple(sorted((k, json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
+                        for k, v in params.items()))
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
