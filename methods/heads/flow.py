@@ -1,0 +1,210 @@
+"""Normalizing-flow head: CRADL's INN (Lüth et al., 2023, arXiv:2301.02126) rebuilt with nflows.
+
+CRADL stacks 8 FrEIA ``GLOWCouplingBlock`` (clamp 2, subnet Linear(c, 512)-ReLU-Linear(512, c))
+each followed by a random permutation. A GLOW block transforms *both* halves, so here one block is
+two nflows affine couplings with complementary masks plus a :class:`RandomPermutation`.
+
+Differences from CRADL, on purpose:
+
+* CRADL trains on ``0.5 * ||z||^2 / 2 - log|det J|`` (a z^2/4 base density) but scores with
+  ``0.5 * ||z||^2 - log|det J|``; here training and scoring use the same standard-normal NLL.
+* The last layer of every subnet starts at zero, so the untrained flow is the identity and the
+  score starts as the standard-normal NLL of the standardised features (stable first steps).
+* A non-finite or exploding loss raises :class:`MethodError` instead of leaving NaN weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from nflows.distributions.normal import StandardNormal
+from nflows.flows.base import Flow
+from nflows.transforms.base import CompositeTransform
+from nflows.transforms.coupling import AffineCouplingTransform
+from nflows.transforms.permutations import RandomPermutation
+from nflows.utils import torchutils
+from torch import nn
+
+from methods.base import DensityHead, MethodError
+from methods.registry import register_head
+
+# FrEIA's "ATAN" soft clamp: clamp * 0.636 * atan(s / clamp) stays within about (-clamp, clamp)
+# (2/pi = 0.6366) and is the identity near zero.
+ATAN_SLOPE = 0.636
+
+
+class SoftClampAffineCoupling(AffineCouplingTransform):
+    """Affine coupling with GLOW/FrEIA's log-scale ``clamp * 0.636 * atan(s / clamp)``.
+
+    nflows 0.14 uses ``scale = sigmoid(s + 2) + 1e-3``, which can only shrink (scale < 1.001);
+    a GLOW block can also expand, by up to ``exp(clamp)``.
+    """
+
+    def __init__(self, mask, transform_net_create_fn, clamp: float = 2.0):
+        super().__init__(mask, transform_net_create_fn)
+        self.clamp = clamp
+
+    def _log_scale_and_shift(self, transform_params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift = transform_params[:, :self.num_transform_features]
+        raw = transform_params[:, self.num_transform_features:]
+        return self.clamp * ATAN_SLOPE * torch.atan(raw / self.clamp), shift
+
+    def _scale_and_shift(self, transform_params):
+        log_scale, shift = self._log_scale_and_shift(transform_params)
+        return torch.exp(log_scale), shift
+
+    def forward(self, inputs, context=None):
+        """Same as nflows' ``CouplingTransform.forward`` for 2-D inputs, with slices instead of
+        index gathers/scatters (the masks here are two contiguous halves; ~20% faster on CPU)."""
+        first, second = self._halves(inputs)
+        if first is None:
+            return super().forward(inputs, context)
+        transform_first = bool(self.transform_features[0] == 0)
+        identity, transform = (second, first) if transform_first else (first, second)
+        transformed, logabsdet = self._coupling_transform_forward(
+            transform, self.transform_net(identity, context))
+        parts = (transformed, identity) if transform_first else (identity, transformed)
+        return torch.cat(parts, dim=1), logabsdet
+
+    def inverse(self, inputs, context=None):
+        first, second = self._halves(inputs)
+        if first is None:
+            return super().inverse(inputs, context)
+        transform_first = bool(self.transform_features[0] == 0)
+        identity, transform = (second, first) if transform_first else (first, second)
+        restored, logabsdet = self._coupling_transform_inverse(
+            transform, self.transform_net(identity, context))
+        parts = (restored, identity) if transform_first else (identity, restored)
+        return torch.cat(parts, dim=1), logabsdet
+
+    def _halves(self, inputs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Split ``inputs`` at the mask boundary, or ``(None, None)`` where the fast path does not apply."""
+        if inputs.dim() != 2 or inputs.shape[1] != self.features or not self._contiguous:
+            return None, None
+        boundary = self.num_transform_features if self.transform_features[0] == 0 \
+            else self.num_identity_features
+        return inputs[:, :boundary], inputs[:, boundary:]
+
+    @property
+    def _contiguous(self) -> bool:
+        if not hasattr(self, "_is_contiguous"):
+            order = torch.cat([self.transform_features, self.identity_features]) \
+                if len(self.transform_features) and self.transform_features[0] == 0 \
+                else torch.cat([self.identity_features, self.transform_features])
+            self._is_contiguous = (len(self.identity_features) > 0 and len(self.transform_features) > 0
+                                   and bool((order == torch.arange(self.features, device=order.device)).all()))
+        return self._is_contiguous
+
+    def _coupling_transform_forward(self, inputs, transform_params):
+        log_scale, shift = self._log_scale_and_shift(transform_params)
+        return inputs * torch.exp(log_scale) + shift, torchutils.sum_except_batch(log_scale)
+
+    def _coupling_transform_inverse(self, inputs, transform_params):
+        log_scale, shift = self._log_scale_and_shift(transform_params)
+        return (inputs - shift) * torch.exp(-log_scale), -torchutils.sum_except_batch(log_scale)
+
+
+class CouplingSubnet(nn.Module):
+    """Linear-ReLU-Linear, last layer zero-initialised; accepts nflows' ``(inputs, context)`` call."""
+
+    def __init__(self, in_features: int, out_features: int, hidden_features: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden_features), nn.ReLU(),
+                                 nn.Linear(hidden_features, out_features))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(inputs)
+
+
+def build_glow_flow(features: int, n_blocks: int, hidden_features: int, clamp: float) -> Flow:
+    """``n_blocks`` x [coupling(first half) -> coupling(second half) -> RandomPermutation]."""
+    first_half = torch.zeros(features)
+    first_half[: features // 2] = 1  # nflows: mask > 0 is transformed; D = 1 leaves this empty
+    masks = [first_half, 1 - first_half] if features > 1 else [1 - first_half]
+
+    def subnet(n_in: int, n_out: int) -> nn.Module:
+        return CouplingSubnet(n_in, n_out, hidden_features)
+
+    transforms: list[nn.Module] = []
+    for _ in range(n_blocks):
+        transforms += [SoftClampAffineCoupling(mask, subnet, clamp) for mask in masks]
+        transforms.append(RandomPermutation(features))
+    return Flow(CompositeTransform(transforms), StandardNormal([features]))
+
+
+@register_head("flow")
+class FlowHead(DensityHead):
+    """GLOW-like normalizing flow; score = -log p(z) under a standard-normal base.
+
+    Defaults follow CRADL's recipe: 8 blocks, hidden 512, clamp 2, Adam lr 2e-3 with weight decay
+    1e-4, MultiStepLR [20, 40] x 0.1, 60 epochs, batch 512, dequantisation noise 1e-3, gradient
+    norm clipped to 5. Training stops with :class:`MethodError` when the loss is non-finite or
+    the mean NLL exceeds ``max_nll_per_dim`` nats per dimension (about 1.42 for the identity flow).
+    ``loss_history_`` holds the mean training loss per epoch.
+    """
+
+    def __init__(self, n_blocks: int = 8, hidden_features: int = 512, clamp: float = 2.0,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, milestones: tuple[int, ...] = (20, 40),
+                 gamma: float = 0.1, epochs: int = 60, batch_size: int = 512, noise_std: float = 1e-3,
+                 grad_clip: float = 5.0, max_nll_per_dim: float = 100.0, device: str = "cpu"):
+        super().__init__()
+        for name, value in [("n_blocks", n_blocks), ("hidden_features", hidden_features),
+                            ("epochs", epochs), ("batch_size", batch_size)]:
+            if value < 1:
+                raise ValueError(f"flow head: {name} must be >= 1, got {value}")
+        if clamp <= 0 or lr <= 0:
+            raise ValueError(f"flow head: clamp and lr must be > 0, got clamp={clamp}, lr={lr}")
+        self.n_blocks = n_blocks
+        self.hidden_features = hidden_features
+        self.clamp = clamp
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.milestones = tuple(milestones)
+        self.gamma = gamma
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.noise_std = noise_std
+        self.grad_clip = grad_clip
+        self.max_nll_per_dim = max_nll_per_dim
+        self.device = device
+        self.flow_: Flow | None = None
+        self.loss_history_: list[float] = []
+
+    def _fit(self, z: torch.Tensor, *, seed: int) -> None:
+        # The base class has just seeded torch, so the init and the permutations are deterministic.
+        n, d = z.shape
+        flow = build_glow_flow(d, self.n_blocks, self.hidden_features, self.clamp).to(self.device)
+        optimizer = torch.optim.Adam(flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), self.gamma)
+        generator = torch.Generator().manual_seed(seed)
+        data = z.to(self.device)
+        self.loss_history_ = []
+        flow.train()
+        for epoch in range(self.epochs):
+            order = torch.randperm(n, generator=generator).to(self.device)
+            total = 0.0
+            for step, start in enumerate(range(0, n, self.batch_size)):
+                batch = data[order[start:start + self.batch_size]]
+                noise = torch.randn(batch.shape, generator=generator).to(self.device)
+                loss = -flow.log_prob(batch + self.noise_std * noise).mean()
+                value = loss.item()
+                if not math.isfinite(value) or value > self.max_nll_per_dim * d:
+                    raise MethodError(f"flow diverged at epoch {epoch}, step {step} (loss={value:.4g}); "
+                                      f"try a lower lr (now {self.lr:g}), a smaller clamp or fewer blocks")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(flow.parameters(), self.grad_clip)
+                optimizer.step()
+                total += value * len(batch)
+            schedule.step()
+            self.loss_history_.append(total / n)
+        self.flow_ = flow.eval().cpu()
+
+    def _score(self, z: torch.Tensor) -> torch.Tensor:
+        flow = self.flow_
+        if next(flow.parameters()).device != z.device:
+            flow = flow.to(z.device)
+        return -flow.log_prob(z.float()).to(z.dtype)
