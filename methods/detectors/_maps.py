@@ -1,0 +1,109 @@
+"""Helpers the end-to-end detectors share: input checks and resizing, map upsampling, smoothing, pooling.
+
+Why one place: ReContrast, PaDiM and PatchCore all post-process the same way (bilinear upsampling
+of a low-resolution map to the input, then a Gaussian with sigma 4 as in their official code), and
+every detector must reject bad input with the same one-line message. The CRADL gradient-map
+post-processing lives in ``methods/localization.py``; this module is for feature- and
+reconstruction-based detectors.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from methods.base import MethodError
+
+SCORE_REDUCTIONS = ("max", "mean")
+
+
+def check_images(images: np.ndarray, in_chans: int, who: str) -> np.ndarray:
+    """Validate ``uint8 [N, C, H, W]`` with the detector's channel count; 3-D input gets C=1."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise MethodError(f"{who}: expected uint8 images [N, C, H, W], got {images.dtype} {images.shape}")
+    if images.shape[1] != in_chans:
+        raise MethodError(f"{who}: built for in_chans={in_chans}, got images with {images.shape[1]} channels")
+    if len(images) == 0:
+        raise MethodError(f"{who}: got no images")
+    return images
+
+
+def check_choice(value: str, choices: tuple[str, ...], name: str, who: str) -> str:
+    if value not in choices:
+        raise MethodError(f"{who}: {name}='{value}' is not one of {choices}")
+    return value
+
+
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``[N, C, H, W]`` (no-op when the size already matches)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int], *, align_corners: bool = False) -> torch.Tensor:
+    """Bilinear upsampling of ``[N, H, W]`` or ``[N, 1, H, W]`` maps to ``size``; returns ``[N, H', W']``.
+
+    ReContrast upsamples with ``align_corners=True``, PaDiM and PatchCore with ``False``.
+    """
+    if maps.ndim == 3:
+        maps = maps[:, None]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[-2:]) != size:
+        maps = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=align_corners)
+    return maps[:, 0]
+
+
+def gaussian_smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Per-map Gaussian blur of ``[N, H, W]`` exactly as ``scipy.ndimage.gaussian_filter(map, sigma)``.
+
+    The official ReContrast, PaDiM and PatchCore code smooth each upsampled map with scipy's filter
+    (reflect border, truncate 4 sigma); the batch axis gets sigma 0 so maps never mix.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if not sigma:
+        return maps
+    return gaussian_filter(maps, sigma=(0, sigma, sigma)).astype(np.float32, copy=False)
+
+
+def reduce_maps(maps: np.ndarray, how: str = "max") -> np.ndarray:
+    """Image score from its map: ``max`` (ReContrast, PaDiM, PatchCore) or ``mean`` (MedIAnomaly, DDAD)."""
+    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    if how == "max":
+        return flat.max(axis=1)
+    if how == "mean":
+        return flat.mean(axis=1)
+    raise MethodError(f"unknown score reduction '{how}'; choose from {SCORE_REDUCTIONS}")
+
+
+def check_finite(values: np.ndarray, what: str, who: str) -> np.ndarray:
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise MethodError(f"{who}: {bad} non-finite values in the {what}; the model diverged or saw bad input")
+    return values
+
+
+def chunks(n: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of length ``batch_size`` (the last may be shorter)."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Seeded shuffled index batches for one epoch; the ragged tail is dropped when a full batch exists.
+
+    Dropping the tail mirrors the official loaders (``drop_last=True``) and keeps BatchNorm away
+    from batches of one; a training set smaller than ``batch_size`` is one batch.
+    """
+    order = torch.randperm(n, generator=generator)
+    batch = min(batch_size, n)
+    for start in range(0, n - batch + 1, batch):
+        yield order[start:start + batch]

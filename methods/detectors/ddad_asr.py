@@ -1,0 +1,258 @@
+"""DDAD-ASR: dual-distribution discrepancy with self-supervised anomaly score refinement.
+
+Cai, Chen, Cheng, "Dual-distribution discrepancy with self-supervised refinement for anomaly
+detection in medical images", Medical Image Analysis 86:102794 (2023), arXiv 2210.04227; official
+code caiyu6666/DDAD-ASR. This is a *one-class semi-supervised* method (``setting = "oc-ssl"``):
+besides the normal training images it sees an unlabeled pool that contains anomalies (built by
+:func:`methods.detectors._pool.unlabeled_pool`; its labels are never read here).
+
+* NDM: K=3 independently initialised AEs trained on the normal images; UDM: K=3 AEs trained on
+  normal + unlabeled images. The AE is :class:`methods.detectors.ae.ConvAutoencoder` with the
+  official sizes (64x64 input in [-1, 1], 16-32-64-64 convs, dense 1024-2048-16, unbounded output),
+  Adam lr 5e-4, betas (0.5, 0.999), batch 64, 250 epochs.
+* Pixel scores: intra = unbiased std over the NDM reconstructions, inter = |mean_UDM - mean_NDM|.
+  Like the official AE variant, the two maps enter ASR-Net raw (no normalisation; only the AE-U
+  variant divides by the predicted sigma).
+* ASR-Net (3x3 convs 2->128->128->2, BN, ReLU, softmax) is trained for 100 epochs (Adam 1e-4,
+  betas (0.5, 0.999), weight decay 1e-4, batch 8) with the focal loss (gamma 2, label smoothing
+  1e-5, applied to softmax outputs) on synthetic anomalies: with p=0.5 a square (centre in the
+  central 80%, half-width in [5%, 20%) of the side) is alpha-blended (alpha ~ U(0, 1)) with the same
+  region of another normal training image.
+* Image score = mean of the refined anomaly-probability map (the official "R_dual" default);
+  ``score="intra" | "inter" | "rec"`` gives the variants without ASR (spatial means as well).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.base import Split
+from methods.base import MethodError, Prediction, seed_everything
+from methods.detectors._maps import (check_choice, check_finite, check_images, chunks, epoch_batches, reduce_maps,
+                                     upsample)
+from methods.detectors.ae import ConvAutoencoder, fit_autoencoder, to_signed
+from methods.registry import register_detector
+
+SCORES = ("asr_dual", "asr_intra", "intra", "inter", "rec")
+
+
+class RefineNet(nn.Module):
+    """ASR-Net: three 3x3 convs (``in -> mid -> mid -> 2``) with BN + ReLU between; logits out."""
+
+    def __init__(self, in_channels: int = 2, mid_channels: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, 3, padding=1), nn.BatchNorm2d(mid_channels), nn.ReLU(),
+            nn.Conv2d(mid_channels, mid_channels, 3, padding=1), nn.BatchNorm2d(mid_channels), nn.ReLU(),
+            nn.Conv2d(mid_channels, 2, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, smooth: float = 1e-5) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017) on *probabilities* ``[N, 2, H, W]`` against a {0, 1} mask ``[N, H, W]``.
+
+    As in the official code: the one-hot target is clamped to ``[smooth, 1 - smooth]``,
+    ``p_t = <target, p> + smooth`` and the loss is ``-(1 - p_t)^gamma log p_t`` averaged over pixels.
+    """
+    one_hot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    one_hot = one_hot.clamp(smooth / (probs.shape[1] - 1), 1.0 - smooth)
+    pt = (one_hot * probs).sum(1) + smooth
+    return (-(1 - pt).pow(gamma) * pt.log()).mean()
+
+
+def blend_squares(x: torch.Tensor, pool: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+                  probability: float = 0.5, core: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDAD-ASR's synthetic anomalies for a batch ``x`` (rows ``index`` of ``pool``), all in [-1, 1].
+
+    Each image gets, with ``probability``, a square of side ``2w`` (``w`` uniform in
+    ``[round(0.05 S), round(0.2 S))``) centred uniformly in the central ``core`` fraction, filled by
+    ``(1 - a) x + a y`` with ``y`` the same region of another random image of ``pool`` and a scalar
+    ``a ~ U(0, 1)``. Returns the images and the {0, 1} masks ``[N, H, W]``.
+    """
+    n, size = len(x), x.shape[-1]
+    device = x.device
+
+    def uniform_int(low: int, high: int) -> torch.Tensor:
+        return torch.randint(low, max(high, low + 1), (n,), generator=generator).to(device)
+
+    offset = int((1 - core) * size / 2)
+    centre_y, centre_x = uniform_int(offset, offset + int(core * size)), uniform_int(offset, offset + int(core * size))
+    half = uniform_int(int(round(0.05 * size)), int(round(0.2 * size)))
+    alpha = torch.rand(n, generator=generator).to(device)
+    chosen = (torch.rand(n, generator=generator) < probability).to(device)
+    others = torch.randint(1, len(pool), (n,), generator=generator).to(device)     # never the image itself
+    source = pool[(index.to(device) + others) % len(pool)]
+    coords = torch.arange(size, device=device)
+    rows = (coords[None] >= centre_y[:, None] - half[:, None]) & (coords[None] < centre_y[:, None] + half[:, None])
+    cols = (coords[None] >= centre_x[:, None] - half[:, None]) & (coords[None] < centre_x[:, None] + half[:, None])
+    mask = (rows[:, :, None] & cols[:, None, :] & chosen[:, None, None])              # [N, S, S]
+    weight = (alpha[:, None, None] * mask)[:, None]                                   # [N, 1, S, S]
+    return x * (1 - weight) + source * weight, (weight[:, 0] > 0).long()
+
+
+@register_detector("ddad_asr")
+class DDADASR:
+    """DDAD-ASR (Cai et al., MedIA 2023): NDM/UDM AE ensembles + ASR-Net; one-class semi-supervised.
+
+    ``fit(train, seed=..., device=..., unlabeled=pool)`` needs the unlabeled pool
+    (:func:`methods.detectors._pool.unlabeled_pool`); its labels are never read.
+
+    Args:
+        input_size: side of the internal resolution (official 64; multiple of 16).
+        ensemble_size: AEs per module (K=3).
+        latent_dim, base_width, hidden_dim: AE sizes (16, 16, 2048).
+        epochs, batch_size, lr, betas, weight_decay: AE training (250, 64, 5e-4, (0.5, 0.999), 0).
+        score: ``asr_dual`` (default: ASR-Net on [inter, intra]), ``asr_intra`` (ASR-Net on intra),
+            or the unrefined ``intra``, ``inter``, ``rec`` maps.
+        asr_epochs, asr_batch_size, asr_lr, asr_weight_decay, asr_channels: ASR-Net training
+            (100, 8, 1e-4, 1e-4, 128).
+        focal_gamma, anomaly_probability: focal loss gamma (2) and synthetic-anomaly rate (0.5).
+    """
+
+    setting = "oc-ssl"
+
+    def __init__(self, in_chans: int = 1, image_size: int = 64, *, input_size: int = 64, ensemble_size: int = 3,
+                 latent_dim: int = 16, base_width: int = 16, hidden_dim: int = 2048, epochs: int = 250,
+                 batch_size: int = 64, lr: float = 5e-4, betas: tuple[float, float] = (0.5, 0.999),
+                 weight_decay: float = 0.0, score: str = "asr_dual", asr_epochs: int = 100, asr_batch_size: int = 8,
+                 asr_lr: float = 1e-4, asr_weight_decay: float = 1e-4, asr_channels: int = 128,
+                 focal_gamma: float = 2.0, anomaly_probability: float = 0.5, progress: bool = False):
+        if ensemble_size < 2:
+            raise MethodError(f"ddad_asr: ensemble_size must be >= 2 (the intra-discrepancy is a std), "
+                              f"got {ensemble_size}")
+        self.in_chans = in_chans
+        self.image_size = image_size
+        self.input_size = input_size
+        self.ensemble_size = ensemble_size
+        self.latent_dim = latent_dim
+        self.base_width = base_width
+        self.hidden_dim = hidden_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.betas = tuple(betas)
+        self.weight_decay = weight_decay
+        self.score = check_choice(score, SCORES, "score", "ddad_asr")
+        self.asr_epochs = asr_epochs
+        self.asr_batch_size = asr_batch_size
+        self.asr_lr = asr_lr
+        self.asr_weight_decay = asr_weight_decay
+        self.asr_channels = asr_channels
+        self.focal_gamma = focal_gamma
+        self.anomaly_probability = anomaly_probability
+        self.progress = progress
+
+    # -- training ----------------------------------------------------------------------------
+    def _ensemble(self, data: torch.Tensor, generator: torch.Generator, device: str, module: str) -> nn.ModuleList:
+        models = nn.ModuleList()
+        for k in range(self.ensemble_size):
+            model = ConvAutoencoder(self.in_chans, self.input_size, self.latent_dim, self.base_width,
+                                    self.hidden_dim).to(device)
+            self.history_[f"{module}{k}"] = fit_autoencoder(
+                model, data, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, betas=self.betas,
+                weight_decay=self.weight_decay, generator=generator, progress=self.progress,
+                desc=f"ddad_asr {module} {k + 1}/{self.ensemble_size}")
+            models.append(model.eval().requires_grad_(False))
+        return models
+
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", unlabeled: Split | None = None) -> "DDADASR":
+        if unlabeled is None:
+            raise MethodError("ddad_asr is one-class semi-supervised: fit() needs unlabeled=<Split>; build one with "
+                              "methods.detectors._pool.unlabeled_pool(dataset, anomaly_rate=...) (rate 0 = pure UAD)")
+        images = check_images(train.images, self.in_chans, "ddad_asr (train)")
+        extra = check_images(unlabeled.images, self.in_chans, f"ddad_asr ({unlabeled.name})")
+        if len(images) < 2:
+            raise MethodError(f"ddad_asr: needs at least 2 normal training images, got {len(images)}")
+        if images.shape[2:] != extra.shape[2:]:
+            raise MethodError(f"ddad_asr: unlabeled images are {extra.shape[2:]}, training images {images.shape[2:]}")
+        started = time.perf_counter()
+        generator = seed_everything(seed)
+        self.history_: dict[str, list[float]] = {}
+        normal = to_signed(images, self.input_size, device)
+        self.ndm_ = self._ensemble(normal, generator, device, "NDM")
+        mixed = torch.cat([normal, to_signed(extra, self.input_size, device)])
+        self.udm_ = self._ensemble(mixed, generator, device, "UDM")
+        del mixed
+        self.refine_ = self._fit_refine(normal, generator, device) if self.score.startswith("asr") else None
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def _fit_refine(self, normal: torch.Tensor, generator: torch.Generator, device: str) -> RefineNet:
+        from tqdm.auto import tqdm
+
+        inputs = 2 if self.score == "asr_dual" else 1
+        net = RefineNet(inputs, self.asr_channels).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=self.asr_lr, betas=(0.5, 0.999), weight_decay=self.asr_weight_decay)
+        losses = []
+        for epoch in tqdm(range(self.asr_epochs), desc="ddad_asr ASR-Net", leave=False, disable=not self.progress,
+                          unit="epoch"):
+            # Fresh synthetic anomalies every epoch; discrepancies from the frozen AEs in large batches.
+            order = torch.randperm(len(normal), generator=generator)
+            synthetic, masks = [], []
+            for s in chunks(len(normal), 256):
+                index = order[s]
+                x, mask = blend_squares(normal[index.to(normal.device)], normal, index, generator,
+                                        self.anomaly_probability)
+                synthetic.append(self._refine_input(x))
+                masks.append(mask)
+            synthetic, masks = torch.cat(synthetic), torch.cat(masks)
+            net.train()
+            running = []
+            for index in epoch_batches(len(synthetic), self.asr_batch_size, generator):
+                index = index.to(synthetic.device)
+                probs = torch.softmax(net(synthetic[index]), dim=1)
+                loss = focal_loss(probs, masks[index], self.focal_gamma)
+                if not torch.isfinite(loss):
+                    raise MethodError(f"ddad_asr: ASR-Net diverged at epoch {epoch}; lower asr_lr={self.asr_lr}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                running.append(loss.item())
+            losses.append(float(np.mean(running)))
+        self.history_["ASR"] = losses
+        return net.eval()
+
+    # -- scoring -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _discrepancies(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-pixel maps ``[B, 1, S, S]`` (mean over channels) for inputs in [-1, 1] at ``input_size``."""
+        ndm = torch.stack([model(x) for model in self.ndm_])          # [K, B, C, S, S]
+        udm = torch.stack([model(x) for model in self.udm_])
+        mean_ndm = ndm.mean(0)
+        return {"intra": ndm.std(0, unbiased=True).mean(1, keepdim=True),
+                "inter": (udm.mean(0) - mean_ndm).abs().mean(1, keepdim=True),
+                "rec": (x - mean_ndm).pow(2).mean(1, keepdim=True)}
+
+    def _refine_input(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self._discrepancies(x)
+        if self.score == "asr_dual":
+            return torch.cat([maps["inter"], maps["intra"]], dim=1)
+        return maps["intra"]
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:
+        if not hasattr(self, "ndm_"):
+            raise MethodError("ddad_asr: predict() called before fit()")
+        images = check_images(images, self.in_chans, "ddad_asr")
+        for module in (*self.ndm_, *self.udm_):
+            module.eval().to(device)
+        if self.refine_ is not None:
+            self.refine_.eval().to(device)
+        scores, maps = [], []
+        for s in chunks(len(images), 64):
+            x = to_signed(images[s], self.input_size, device)
+            if self.refine_ is not None:
+                amap = torch.softmax(self.refine_(self._refine_input(x)), dim=1)[:, 1]
+            else:
+                amap = self._discrepancies(x)[self.score][:, 0]
+            scores.append(reduce_maps(amap.cpu().numpy(), "mean"))    # spatial mean at the model resolution
+            maps.append(upsample(amap, images.shape[-2:]).cpu().numpy())
+        scores, maps = np.concatenate(scores), np.concatenate(maps).astype(np.float32)
+        return Prediction(check_finite(scores, "scores", "ddad_asr"), check_finite(maps, "maps", "ddad_asr"))
