@@ -193,8 +193,10 @@ class Runner:
     # -- encoder x head cells -----------------------------------------------------------
     def prepare_encoder(self, comp: Component, seed: int, dataset, dataset_comp: Component):
         """Build the encoder; load it and its embeddings from the cache, or train and embed once."""
+        from methods.base import seed_everything
         from methods.registry import create_encoder
 
+        seed_everything(seed)        # initial weights are part of what the seed fixes
         encoder = create_encoder(comp.name, in_chans=dataset.channels, image_size=dataset.image_size,
                                  **comp.kwargs)
         dataset_spec = {"name": dataset_comp.name, **dataset_comp.kwargs, "content": dataset_fingerprint(dataset)}
@@ -251,6 +253,7 @@ class Runner:
     def run_latent_cell(self, cell, encoder, emb, dataset, info, summary, load_s, first, shared_maps) -> None:
         import torch
 
+        from methods.base import seed_everything
         from methods.detectors.latent import LatentDetector
         from methods.registry import create_head
 
@@ -261,6 +264,7 @@ class Runner:
         stage = f"head {cell.head.id}"
         try:
             t0 = time.perf_counter()
+            seed_everything(cell.seed)
             head = create_head(cell.head.name, **cell.head.kwargs)
             head.fit(torch.from_numpy(emb["train"]), seed=cell.seed)
             timings["head_fit_s"] = time.perf_counter() - t0
@@ -297,6 +301,7 @@ class Runner:
 
     # -- end-to-end detector cells ------------------------------------------------------
     def run_detector_cell(self, cell: Cell, dataset, summary: RunSummary, load_s: float) -> None:
+        from methods.base import seed_everything
         from methods.registry import create_detector
 
         stamp, t_start = now(), time.perf_counter()
@@ -304,6 +309,7 @@ class Runner:
         stage = f"detector {cell.detector.id}"
         setting = "uad"
         try:
+            seed_everything(cell.seed)
             detector = create_detector(cell.detector.name, in_chans=dataset.channels,
                                        image_size=dataset.image_size, **cell.detector.kwargs)
             setting = getattr(detector, "setting", "uad")
