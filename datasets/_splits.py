@@ -41,7 +41,7 @@ def allocate(n: int, fractions: Sequence[float]) -> list[int]:
     there are enough items for every such part (so a tiny test set keeps a val *and* a test group).
     """
     fractions = list(fractions) + [max(0.0, 1.0 - sum(fractions))]
-    exact = [f * n for f in fractions]
+    exact = [round(f * n, 9) for f in fractions]     # 0.3 * 5 must not become 1.5000000000000002
     counts = [int(np.floor(e)) for e in exact]
     order = sorted(range(len(fractions)), key=lambda i: (-(exact[i] - counts[i]), i))
     for i in order[: n - sum(counts)]:

@@ -41,7 +41,7 @@ from datasets.registry import register_dataset
 DOWNLOAD = ("https://drive.google.com/drive/folders/1La5H_3tqWioPmGN04DM1vdl3rbcBez62 (official); "
             "mirror used by anomalib: https://huggingface.co/datasets/code-dev05/BMAD")
 CITATION = ("Bao J, Sun H, Deng H, He Y, Zhang Z, Li X. BMAD: Benchmarks for Medical Anomaly Detection. "
-            "CVPR Workshops 2024; arXiv:2306.11876")
+            "arXiv:2306.11876 (2023)")
 MASK_FOLDERS = ("label", "anomaly_mask")
 
 
@@ -65,7 +65,7 @@ MEMBERS: dict[str, _Member] = {
                      "BTCV (normal training) + LiTS (Bilic et al., MedIA 2023)", "1542 / 166 / 1493 slices",
                      r"^(img|liver)_(\d+)_\d+(?:_hist)?$", {"img": "btcv", "liver": "lits"}),
     "resc": _Member(("Retina_RESC", "RESC", "resc"), True, 1, "retinal OCT B-scans (512x1024)",
-                    "RESC (Hu et al., MICCAI 2019)", "4297 / 115 / 1805 images", None),
+                    "RESC (Retinal Edema Segmentation Challenge, as prepared for P-Net, Zhou et al., ECCV 2020)", "4297 / 115 / 1805 images", None),
     "oct2017": _Member(("Retina_OCT2017", "OCT2017", "oct2017"), False, 1, "retinal OCT B-scans (512x496)",
                        "OCT2017 (Kermany et al., Cell 2018; CC BY 4.0)", "26315 / 32 / 968 images", None),
     "rsna": _Member(("Chest", "RSNA", "chest"), False, 1, "chest X-ray (1024x1024)",

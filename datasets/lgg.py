@@ -125,5 +125,6 @@ def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | No
     note = f"{int(low.sum())} slices below min_foreground={min_foreground} dropped" if low.any() else ""
     config = {"loader": "lgg", "source": str(folder), "image_size": int(image_size), "channels": channels,
               "modality": modality, "seed": int(seed), "train_fraction": float(train_fraction),
-              "val_fraction": float(val_fraction), "min_foreground": float(min_foreground), **info}
+              "val_fraction": float(val_fraction), "min_foreground": float(min_foreground),
+              "dropped_low_foreground": int(low.sum()), **info}
     return assemble("lgg", arrays, labels, groups, tags, LGG_CARD, config, source=folder, split_note=note)

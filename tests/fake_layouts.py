@@ -93,27 +93,33 @@ class FakeLayouts:
         return Written(folder, {"train": n_train, "test_normal": n_normal, "test_abnormal": n_abnormal,
                                 "pool": 2 * n_unlabeled})
 
+    def write_isic_validation(self, n_normal: int = 2, n_abnormal: int = 2) -> Written:
+        """Add the official Task-3 validation folders (the reader then uses them as ``val``)."""
+        return self._isic_part(self.root / "ISIC2018_Task3", "Validation", n_normal, n_abnormal, 34000, [])
+
+    def _isic_part(self, folder: Path, part: str, n_nv: int, n_other: int, index: int, lesions: list) -> Written:
+        classes = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+        rows = []
+        for j in range(n_nv + n_other):
+            image_id = f"ISIC_{index + j:07d}"
+            anomalous = j >= n_nv
+            cls = "MEL" if anomalous else "NV"
+            self._pair(folder / f"ISIC2018_Task3_{part}_Input" / f"{image_id}.jpg", None, anomalous, 3)
+            rows.append([image_id] + [f"{float(c == cls):.1f}" for c in classes])
+            if part == "Training":
+                lesions.append([image_id, f"HAM_{j // 2:07d}", "histo"])  # two images per lesion
+        gt = folder / f"ISIC2018_Task3_{part}_GroundTruth"
+        gt.mkdir(parents=True, exist_ok=True)
+        with (gt / f"ISIC2018_Task3_{part}_GroundTruth.csv").open("w", newline="") as fh:
+            csv.writer(fh).writerows([["image"] + classes] + rows)
+        (folder / f"ISIC2018_Task3_{part}_Input" / "LICENSE.txt").write_text("fake")
+        return Written(folder, {"normal": n_nv, "abnormal": n_other})
+
     def _medianomaly_isic(self, member, n_train, n_normal, n_abnormal, n_unlabeled) -> Written:
         folder = self.root / "ISIC2018_Task3"
-        classes = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
-        index = 24306
-        lesions = []
-        for part, n_nv, n_other in (("Training", n_train, 3), ("Test", n_normal, n_abnormal)):
-            rows = []
-            for j in range(n_nv + n_other):
-                image_id = f"ISIC_{index:07d}"
-                index += 1
-                anomalous = j >= n_nv
-                cls = "MEL" if anomalous else "NV"
-                self._pair(folder / f"ISIC2018_Task3_{part}_Input" / f"{image_id}.jpg", None, anomalous, 3)
-                rows.append([image_id] + [f"{float(c == cls):.1f}" for c in classes])
-                if part == "Training":
-                    lesions.append([image_id, f"HAM_{j // 2:07d}", "histo"])  # two images per lesion
-            gt = folder / f"ISIC2018_Task3_{part}_GroundTruth"
-            gt.mkdir(parents=True, exist_ok=True)
-            with (gt / f"ISIC2018_Task3_{part}_GroundTruth.csv").open("w", newline="") as fh:
-                csv.writer(fh).writerows([["image"] + classes] + rows)
-            (folder / f"ISIC2018_Task3_{part}_Input" / "LICENSE.txt").write_text("fake")
+        lesions: list = []
+        self._isic_part(folder, "Training", n_train, 3, 24306, lesions)
+        self._isic_part(folder, "Test", n_normal, n_abnormal, 30000, lesions)
         with (folder / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_LesionGroupings.csv"
               ).open("w", newline="") as fh:
             csv.writer(fh).writerows([["image", "lesion_id", "diagnosis_confirm_type"]] + lesions)
