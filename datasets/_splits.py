@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 
@@ -119,7 +119,7 @@ def assign_by_group(groups: np.ndarray, labels: np.ndarray, train_fraction: floa
         counts = allocate(len(members), fractions)
         order = _permuted(members, seed, f"{salt}/{name}")
         start = 0
-        for split, count in zip(names, counts):
+        for split, count in zip(names, counts, strict=True):
             for g in order[start:start + count]:
                 where[str(g)] = split
             start += count

@@ -23,8 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from datasets._cache import cached_decode, resolve_cache_dir
-from datasets._io import (Record, data_root, index_by_stem, list_images, native_channels, read_mask, open_image,
-                          require_dir, resolve_channels)
+from datasets._io import (
+    Record,
+    data_root,
+    index_by_stem,
+    list_images,
+    native_channels,
+    open_image,
+    read_mask,
+    require_dir,
+    resolve_channels,
+)
 from datasets._splits import assemble, assign_by_group
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
 from datasets.registry import register_dataset

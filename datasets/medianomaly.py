@@ -31,8 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from datasets._cache import cached_decode, resolve_cache_dir
-from datasets._io import (Record, data_root, find_folder, index_by_stem, list_images, require_dir,
-                          require_file, resolve_channels)
+from datasets._io import (
+    Record,
+    data_root,
+    find_folder,
+    index_by_stem,
+    list_images,
+    require_dir,
+    require_file,
+    resolve_channels,
+)
 from datasets._splits import assemble, carve_val_from_test, check_fraction, drop_shared_groups
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
 from datasets.registry import register_dataset

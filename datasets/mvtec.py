@@ -68,7 +68,8 @@ def _catalog(folder: Path) -> list[Record]:
             records.append(Record(path, 1, f"{defect}/{path.stem}", "test", mask))
         if masks:
             orphan = masks[sorted(masks)[0]]
-            raise DatasetError(f"{orphan}: mask without an image; expected {test / defect / (sorted(masks)[0] + '.png')}")
+            expected = test / defect / (sorted(masks)[0] + ".png")
+            raise DatasetError(f"{orphan}: mask without an image; expected {expected}")
     if truth.is_dir():
         for extra in sorted(d for d in truth.iterdir() if d.is_dir() and d.name not in defects):
             raise DatasetError(f"{extra}: masks without images; expected a matching folder test/{extra.name}")

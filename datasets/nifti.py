@@ -17,8 +17,8 @@ by group and training takes the normal slices of training volumes only.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

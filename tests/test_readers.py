@@ -100,7 +100,7 @@ def test_layout_loads_with_counts_shapes_masks_and_disjoint_groups(trees, name):
         assert ds.config.get("dropped_low_foreground", 0) == counts.get("dropped", 0)
     if has_masks:
         for split in splits:
-            for image, label, mask in zip(split.images, split.labels, split.masks):
+            for image, label, mask in zip(split.images, split.labels, split.masks, strict=True):
                 if label == 1:
                     np.testing.assert_array_equal(mask[0], EXPECTED_MASK)
                     inside, outside = image[:, mask[0] == 1].mean(), image[:, mask[0] == 0].mean()
