@@ -207,8 +207,12 @@ def decode_records(records: Sequence[Record], size: int, channels: int, *, band:
 
     if workers > 1 and n > 16:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(work, range(n)):
-                pass
+            try:
+                for _ in pool.map(work, range(n)):
+                    pass
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)   # fail fast on the first bad file
+                raise
     else:
         for i in range(n):
             work(i)

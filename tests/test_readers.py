@@ -171,6 +171,18 @@ def test_val_fraction_zero_keeps_the_published_test_set_and_isic_uses_official_v
     assert len(set(isic.train.groups)) == 3                     # lesion ids group 6 training images
 
 
+def test_channel_choice_and_bad_parameters(trees):
+    gray3 = load("medianomaly/rsna", trees, channels=3).train.images
+    assert gray3.shape[1] == 3 and np.array_equal(gray3[:, 0], gray3[:, 2])
+    assert load("medianomaly/lag", trees, channels=1).channels == 1
+    with pytest.raises(DatasetError, match="channels must be"):
+        load("bmad/brats", trees, channels=2)
+    with pytest.raises(DatasetError, match="modality must be one of"):
+        load("lgg", trees, modality="t2")
+    with pytest.raises(DatasetError, match="val_fraction"):
+        load("mvtec/bottle", trees, val_fraction=1.5)
+
+
 def test_unlabeled_pool_is_read_when_asked(trees):
     ds = load("medianomaly/rsna", trees, with_pool=True)
     assert ds.pool is not None and (ds.pool.n_normal, ds.pool.n_anomalous) == (2, 2)
@@ -353,3 +365,26 @@ def test_bad_nifti_volumes(tmp_path):
         load("nifti", root)
     assert_clear(err, flair)
     assert not (root / ".uad_cache").exists() or not list((root / ".uad_cache").iterdir())
+
+
+def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
+    from bench.grid import load_grid
+    from bench.runner import Runner
+
+    grid_file = tmp_path / "real.toml"
+    grid_file.write_text(textwrap.dedent("""
+        name = "real-layouts"
+        datasets = ["lgg", "medianomaly/brats2021", "bmad/brats", {name = "nifti", id = "volumes", path = "brats_nifti"}]
+        encoders = ["vae"]
+        heads = ["gaussian"]
+        [defaults.dataset]
+        image_size = 16
+        [dataset."medianomaly/brats2021"]
+        val_fraction = 0.25
+    """))
+    grid = load_grid(str(grid_file))
+    runner = Runner(grid, tmp_path / "out", data_root=trees, device="cpu", progress=False)
+    built = {comp.id: runner.load_dataset(comp) for comp in grid.components("datasets")}
+    assert set(built) == {"lgg", "medianomaly/brats2021", "bmad/brats", "volumes"}
+    assert all(ds.image_size == 16 and ds.has_masks for ds in built.values())
+    assert built["medianomaly/brats2021"].config["val_fraction"] == 0.25
