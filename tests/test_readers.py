@@ -374,7 +374,8 @@ def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
     grid_file = tmp_path / "real.toml"
     grid_file.write_text(textwrap.dedent("""
         name = "real-layouts"
-        datasets = ["lgg", "medianomaly/brats2021", "bmad/brats", {name = "nifti", id = "volumes", path = "brats_nifti"}]
+        datasets = ["lgg", "medianomaly/brats2021", "bmad/brats",
+                    {name = "nifti", id = "volumes", path = "brats_nifti"}]
         encoders = ["vae"]
         heads = ["gaussian"]
         [defaults.dataset]
