@@ -1,0 +1,315 @@
+"""Figures for the report, sized for one paper column (3.5 in wide, fonts >= 7 pt).
+
+Why object-oriented matplotlib (``Figure`` instead of ``pyplot``): no global state, no GUI
+backend, nothing to close, so building many figures in one process neither leaks memory nor
+depends on the display. Every function takes plain arrays or frames, draws one figure and
+returns the written paths (PNG at 200 dpi and PDF, both without timestamps so a rebuild of the
+same store gives the same files).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+COLUMN_WIDTH_IN = 3.5
+DPI = 200
+PAPER_STYLE = {
+    "font.size": 7,
+    "axes.titlesize": 8,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "figure.titlesize": 8,
+    "axes.linewidth": 0.6,
+    "lines.linewidth": 1.0,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "pdf.fonttype": 42,  # embed TrueType: editable text in the PDF
+    "svg.hashsalt": "uad-bench",
+}
+NORMAL_COLOUR, ANOMALY_COLOUR = "#4477AA", "#EE6677"
+
+
+def paper_style(fn: Callable) -> Callable:
+    """Run a plotting function inside the paper rc-context (fonts are fixed when artists are made)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(PAPER_STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """Write ``stem.png`` (200 dpi) and ``stem.pdf``; return both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    fig.savefig(png, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None})
+    return [png, pdf]
+
+
+def _height(n_rows: int, per_row: float, base: float, cap: float = 9.0) -> float:
+    return float(min(cap, base + per_row * n_rows))
+
+
+@paper_style
+def heatmap(means: pd.DataFrame, annotations: pd.DataFrame, title: str, stem: Path,
+            lower_is_better: bool = False, failed: pd.DataFrame | None = None) -> list[Path]:
+    """Encoder (rows) x head (columns) heatmap annotated with the mean; failed cells say so."""
+    import seaborn as sns
+
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, _height(len(means), 0.28, 0.9)))
+    ax = fig.add_subplot()
+    data = means.astype(float)
+    sns.heatmap(data, ax=ax, annot=annotations.to_numpy(dtype=object), fmt="",
+                cmap="viridis_r" if lower_is_better else "viridis", linewidths=0.5, linecolor="white",
+                cbar_kws={"label": title.split(" — ")[-1], "shrink": 0.8},
+                annot_kws={"fontsize": 7})
+    if failed is not None:
+        for i, row in enumerate(data.index):
+            for j, col in enumerate(data.columns):
+                if bool(failed.loc[row, col]) and not np.isfinite(data.loc[row, col]):
+                    ax.text(j + 0.5, i + 0.5, "failed", ha="center", va="center", fontsize=7, color="#B00020")
+    ax.set_xlabel("head")
+    ax.set_ylabel("encoder")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="y", rotation=0)
+    return save_figure(fig, stem)
+
+
+@paper_style
+def interval_plot(frame: pd.DataFrame, title: str, xlabel: str, stem: Path,
+                  lower_is_better: bool = False) -> list[Path]:
+    """Point estimate with its bootstrap CI per method (columns ``label``, ``estimate``, ``low``,
+    ``high``, ``kind``), best method on top."""
+    frame = frame.sort_values("estimate", ascending=lower_is_better, kind="mergesort")
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, _height(len(frame), 0.2, 0.8)))
+    ax = fig.add_subplot()
+    y = np.arange(len(frame))[::-1]
+    colours = ["#228833" if k == "detector" else "#4477AA" for k in frame["kind"]]
+    err = np.vstack([frame["estimate"] - frame["low"], frame["high"] - frame["estimate"]])
+    err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+    for yi, x, e0, e1, c in zip(y, frame["estimate"], err[0], err[1], colours):
+        ax.errorbar(x, yi, xerr=[[e0], [e1]], fmt="o", ms=3, color=c, elinewidth=0.9, capsize=1.5)
+    ax.set_yticks(y)
+    ax.set_yticklabels(frame["label"])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", linewidth=0.3, alpha=0.6)
+    return save_figure(fig, stem)
+
+
+@paper_style
+def roc_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, stem: Path) -> list[Path]:
+    """ROC (left) and precision-recall (right) curves of the given (scores, labels) per method."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 2.2))
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    for label, (scores, labels) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, scores)
+        precision, recall, _ = precision_recall_curve(labels, scores)
+        ax_roc.plot(fpr, tpr, label=label)
+        ax_pr.step(recall, precision, where="post")
+    ax_roc.plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle=":")
+    ax_roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall")
+    for ax in (ax_roc, ax_pr):
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_aspect("equal")
+    fig.legend(*ax_roc.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=2, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+@paper_style
+def score_histograms(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, stem: Path) -> list[Path]:
+    """Histograms of test scores, normal vs anomalous, one small panel per method."""
+    n = len(curves)
+    cols = 2 if n > 1 else 1
+    rows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 + 1.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, (label, (scores, labels)) in zip(axes, curves.items()):
+        scores, labels = np.asarray(scores, dtype=float), np.asarray(labels).astype(bool)
+        bins = np.histogram_bin_edges(scores, bins=30)
+        ax.hist(scores[~labels], bins=bins, density=True, alpha=0.6, color=NORMAL_COLOUR, label="normal")
+        ax.hist(scores[labels], bins=bins, density=True, alpha=0.6, color=ANOMALY_COLOUR, label="anomalous")
+        ax.set_title(label)
+        ax.set_yticks([])
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False,
+               bbox_to_anchor=(0.5, -0.04))
+    fig.supxlabel("anomaly score (test)")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return save_figure(fig, stem)
+
+
+def _to_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] in (1, 3):
+        image = np.moveaxis(image, 0, -1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return image, ("gray" if image.ndim == 2 else None)
+
+
+@paper_style
+def qualitative_panel(images: np.ndarray, masks: np.ndarray | None, maps: Mapping[str, np.ndarray],
+                      case_titles: Sequence[str], title: str, stem: Path) -> list[Path]:
+    """Rows: input, ground-truth mask (when there is one), each method's map; columns: test cases.
+
+    Each method's maps share one colour scale over the shown cases (its min..max), so cases
+    compare within a row.
+    """
+    n_cases = len(images)
+    rows = [("input", None)] + ([("mask", None)] if masks is not None else []) + list(maps.items())
+    cell = COLUMN_WIDTH_IN / (n_cases + 0.9)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, cell * len(rows) + 0.4))
+    axes = np.asarray(fig.subplots(len(rows), n_cases, squeeze=False))
+    for r, (name, method_maps) in enumerate(rows):
+        if method_maps is not None:
+            values = np.asarray(method_maps, dtype=np.float32)
+            finite = values[np.isfinite(values)]
+            vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        for c in range(n_cases):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if name == "input":
+                img, cmap = _to_display(images[c])
+                ax.imshow(img, cmap=cmap)
+                ax.set_title(case_titles[c], fontsize=7)
+            elif name == "mask" and method_maps is None:
+                img, _ = _to_display(masks[c])
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(values[c], cmap="inferno", vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(title)
+    fig.subplots_adjust(wspace=0.05, hspace=0.15)
+    return save_figure(fig, stem)
+
+
+@paper_style
+def latent_views(views: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, stem: Path) -> list[Path]:
+    """t-SNE of test embeddings per encoder, normal vs anomalous."""
+    n = len(views)
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    size = COLUMN_WIDTH_IN / cols
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, size * rows + 0.5))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, (name, (coords, labels)) in zip(axes, views.items()):
+        labels = np.asarray(labels).astype(bool)
+        ax.scatter(*coords[~labels].T, s=2, color=NORMAL_COLOUR, label="normal", linewidths=0)
+        ax.scatter(*coords[labels].T, s=2, color=ANOMALY_COLOUR, label="anomalous", linewidths=0)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False,
+               markerscale=3, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return save_figure(fig, stem)
+
+
+def _cliques(ranks: np.ndarray, cd: float) -> list[tuple[int, int]]:
+    """Maximal runs of sorted methods whose mean ranks differ by less than ``cd``."""
+    spans = []
+    for i in range(len(ranks)):
+        j = i
+        while j + 1 < len(ranks) and ranks[j + 1] - ranks[i] < cd:
+            j += 1
+        if j > i and not any(a <= i and j <= b for a, b in spans):
+            spans.append((i, j))
+    return spans
+
+
+@paper_style
+def critical_difference_diagram(mean_ranks: pd.Series, cd: float, title: str, stem: Path) -> list[Path]:
+    """Demšar's CD diagram: methods on a mean-rank axis (1 = best, left); a bar joins methods
+    whose mean ranks differ by less than the Nemenyi critical difference."""
+    mean_ranks = mean_ranks.sort_values(kind="mergesort")
+    k = len(mean_ranks)
+    half = int(np.ceil(k / 2))
+    n_side = max(half, k - half)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.9 + 0.16 * n_side))
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    lo, hi = 1, max(k, 2)
+    ax.set_xlim(lo - 0.9 * (hi - lo) / 2 - 0.2, hi + 0.9 * (hi - lo) / 2 + 0.2)
+    ax.set_ylim(-(n_side + 0.6), 2.2)
+    ax.hlines(0, lo, hi, color="black", linewidth=0.8)
+    for r in range(lo, hi + 1):
+        ax.vlines(r, 0, 0.25, color="black", linewidth=0.6)
+        ax.text(r, 0.4, str(r), ha="center", va="bottom", fontsize=7)
+    if np.isfinite(cd):
+        ax.hlines(1.5, lo, lo + cd, color="black", linewidth=1.2)
+        ax.vlines([lo, lo + cd], 1.35, 1.65, color="black", linewidth=0.8)
+        ax.text(lo + cd / 2, 1.75, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=7)
+    values = mean_ranks.to_numpy()
+    for i, (name, r) in enumerate(mean_ranks.items()):
+        left = i < half
+        level = -(i + 1.2) if left else -(k - i + 0.2)
+        x_text = lo - 0.3 if left else hi + 0.3
+        ax.plot([r, r, x_text], [0, level, level], color="black", linewidth=0.6)
+        ax.text(x_text - 0.05 if left else x_text + 0.05, level, f"{name} ({r:.2f})",
+                ha="right" if left else "left", va="center", fontsize=7)
+    if np.isfinite(cd):
+        for n, (a, b) in enumerate(_cliques(values, cd)):
+            y = -0.45 - 0.2 * n
+            ax.hlines(y, values[a] - 0.03, values[b] + 0.03, color="#B00020", linewidth=2.0)
+    ax.set_title(title)
+    return save_figure(fig, stem)
+
+
+@paper_style
+def diagnostic_scatter(frame: pd.DataFrame, diagnostics: Mapping[str, str],
+                       correlations: Mapping[str, tuple[float, float, int]], title: str,
+                       stem: Path, target: str = "image_auroc", target_label: str = "image AUROC") -> list[Path]:
+    """One panel per diagnostic: diagnostic of the cell's encoder (x) vs the cell's ``target`` (y),
+    coloured by head, with Spearman's rho in the panel title."""
+    names = [d for d in diagnostics if d in frame and frame[d].notna().any()]
+    cols = 2
+    rows = max(1, int(np.ceil((len(names) + 1) / cols)))  # one slot is kept for the legend
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 + 1.55 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    heads = sorted(frame["hue"].dropna().unique())
+    palette = mpl.colormaps["tab10"]
+    for i, (ax, name) in enumerate(zip(axes, names)):
+        for h_i, head in enumerate(heads):
+            sub = frame[frame["hue"] == head]
+            ax.scatter(sub[name], sub[target], s=6, color=palette(h_i % 10), label=head, linewidths=0)
+        rho, p, n = correlations.get(name, (float("nan"), float("nan"), 0))
+        ax.set_title(f"ρ = {rho:.2f}, p = {p:.2g}" if np.isfinite(rho) else "ρ = n/a")
+        ax.set_xlabel(diagnostics[name])
+        ax.set_ylabel(target_label if i % cols == 0 else "")
+    for ax in axes[len(names):]:
+        ax.set_axis_off()
+    if names:
+        axes[len(names)].legend(*axes[0].get_legend_handles_labels(), loc="center", frameon=False,
+                                title="head", markerscale=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, stem)

@@ -1,0 +1,483 @@
+"""Statistics for paper-ready results: seed summaries, bootstrap CIs, paired and rank tests.
+
+Why these and not just "mean ± std over seeds": seeds capture training noise only. The test set
+is a sample too, so every metric also gets a 95% bootstrap confidence interval over *test cases*;
+where a dataset has patients (``test_groups``) whole patients are resampled, because slices of
+one patient are not independent (the cluster bootstrap; Efron & Tibshirani 1993, ch. 6; the
+MOOD challenge bootstraps over cases for the same reason).
+
+Everything works on *weights*: a bootstrap resample is a vector of case multiplicities, so a
+metric on resample ``b`` is the weighted metric with weights ``W[b]``. This makes a thousand
+resamples of a 600-case test set one vectorised pass, lets every method of a dataset share the
+same resamples (which is what makes the paired bootstrap paired), and pixel-level metrics
+reduce to matrix products of per-image counts.
+
+Rank tests follow Demšar (2006), "Statistical comparisons of classifiers over multiple data
+sets", JMLR 7: Friedman's test on the ranks of methods within each dataset, and the Nemenyi
+critical difference ``CD = q_alpha * sqrt(k (k + 1) / (6 N))`` for the CD diagram.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage, stats
+
+#: Integration limit of AUPRO (false-positive rate); the area is normalised by it.
+AUPRO_FPR_LIMIT = 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds
+# ---------------------------------------------------------------------------------------------
+def mean_std(values) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof=1; 0.0 for a single value) and count of the finite values."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return float("nan"), float("nan"), 0
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return float(arr.mean()), std, int(arr.size)
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from names, identical across processes (python's ``hash`` is salted)."""
+    return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Group bootstrap
+# ---------------------------------------------------------------------------------------------
+def group_bootstrap_weights(groups, n_resamples: int, seed: int) -> np.ndarray:
+    """Case multiplicities ``[n_resamples, N]`` of a bootstrap that resamples whole groups.
+
+    Each resample draws as many groups as there are, with replacement; every case of a group
+    drawn ``c`` times gets weight ``c``, so groups are kept whole. ``groups=None`` (or all
+    distinct) is the ordinary case bootstrap.
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.size == 0:
+        raise ValueError(f"groups must be a non-empty 1-D array, got shape {groups.shape}")
+    _, inverse = np.unique(groups, return_inverse=True)
+    n_groups = int(inverse.max()) + 1
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+    flat = draws + (np.arange(n_resamples) * n_groups)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=n_resamples * n_groups).reshape(n_resamples, n_groups)
+    return counts[:, inverse].astype(np.int32)
+
+
+def weights_to_indices(weights: np.ndarray) -> list[np.ndarray]:
+    """The explicit index lists of resamples given as multiplicities (for inspection and tests)."""
+    weights = np.atleast_2d(weights)
+    cases = np.arange(weights.shape[1])
+    return [np.repeat(cases, row) for row in weights]
+
+
+def percentile_interval(samples, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the finite samples (NaN when none is finite)."""
+    arr = np.asarray(samples, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(arr, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighted image-level metrics (vectorised over resamples)
+# ---------------------------------------------------------------------------------------------
+def _as_weight_matrix(weights, n: int) -> tuple[np.ndarray, bool]:
+    if weights is None:
+        return np.ones((1, n)), True
+    w = np.asarray(weights, dtype=float)
+    single = w.ndim == 1
+    w = np.atleast_2d(w)
+    if w.shape[1] != n:
+        raise ValueError(f"weights have {w.shape[1]} cases, scores have {n}")
+    return w, single
+
+
+def _check_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=float).ravel()
+    y = np.asarray(labels).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in length")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or inf")
+    return s, y.astype(bool)
+
+
+def _tied_counts(scores, labels, weights, descending: bool):
+    """Weighted positives/negatives per distinct score, scores sorted ascending or descending."""
+    s, y = _check_scores(scores, labels)
+    w, single = _as_weight_matrix(weights, s.size)
+    order = np.argsort(-s if descending else s, kind="mergesort")
+    s, y, w = s[order], y[order], w[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * ~y, starts, axis=1)
+    return pos, neg, single
+
+
+def _finish(values: np.ndarray, single: bool):
+    return float(values[0]) if single else values
+
+
+def weighted_auroc(scores, labels, weights=None):
+    """Area under the ROC curve with case weights (ties count one half; Mann-Whitney form).
+
+    ``weights`` is ``None``, ``[N]`` or ``[B, N]``; returns a float or ``[B]`` (NaN where a
+    resample has no positive or no negative case).
+    """
+    pos, neg, single = _tied_counts(scores, labels, weights, descending=False)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    num = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return _finish(auc, single)
+
+
+def weighted_average_precision(scores, labels, weights=None):
+    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` (scikit-learn's definition) with case weights."""
+    pos, neg, single = _tied_counts(scores, labels, weights, descending=True)
+    tps, fps = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    total_pos = tps[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tps + fps > 0, tps / np.where(tps + fps > 0, tps + fps, 1.0), 0.0)
+        recall = tps / np.where(total_pos > 0, total_pos, 1.0)
+    gain = np.diff(recall, axis=1, prepend=0.0)
+    ap = np.sum(gain * precision, axis=1)
+    ap = np.where(total_pos[:, 0] > 0, ap, np.nan)
+    return _finish(ap, single)
+
+
+def weighted_fpr_at_tpr(scores, labels, weights=None, tpr: float = 0.95):
+    """False-positive rate at the highest threshold reaching ``tpr`` (FPR95 for 0.95; lower is better)."""
+    pos, neg, single = _tied_counts(scores, labels, weights, descending=True)
+    tps, fps = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    total_pos, total_neg = tps[:, -1], fps[:, -1]
+    valid = (total_pos > 0) & (total_neg > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr_curve = tps / np.where(total_pos > 0, total_pos, 1.0)[:, None]
+        fpr_curve = fps / np.where(total_neg > 0, total_neg, 1.0)[:, None]
+    first = np.argmax(tpr_curve >= tpr - 1e-12, axis=1)
+    fpr = fpr_curve[np.arange(len(first)), first]
+    return _finish(np.where(valid, fpr, np.nan), single)
+
+
+#: Image-level metric name (as in ``bench.store.METRICS``) -> weighted implementation.
+IMAGE_METRICS: dict[str, Callable] = {
+    "image_auroc": weighted_auroc,
+    "image_ap": weighted_average_precision,
+    "image_fpr95": weighted_fpr_at_tpr,
+}
+
+
+def image_metric_samples(scores, labels, weights) -> dict[str, np.ndarray]:
+    """Every image-level metric on every resample: ``{metric: [B]}``."""
+    return {name: np.atleast_1d(fn(scores, labels, weights)) for name, fn in IMAGE_METRICS.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel-level metrics from per-image counts
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PixelCounts:
+    """Per-image pixel counts on a grid of thresholds: everything a resampled pixel metric needs.
+
+    Why counts: resampling images only reweights rows, so each pixel metric of a resample is a
+    weighted sum of these rows. Pixel values are compared against ``thresholds`` (quantiles of
+    all map values, see :func:`threshold_grid`), so pixel AUROC/AP/AUPRO are those of maps
+    binned to that grid, which moves them by far less than their confidence interval (tested);
+    Dice at the given threshold is exact. No pixel is subsampled.
+    """
+
+    thresholds: np.ndarray     # [T] ascending
+    pos_above: np.ndarray      # [N, T] anomalous pixels with value >= threshold
+    neg_above: np.ndarray      # [N, T] normal pixels with value >= threshold
+    pos_total: np.ndarray      # [N]
+    neg_total: np.ndarray      # [N]
+    region_image: np.ndarray   # [R] image of each connected anomalous region
+    region_overlap: np.ndarray  # [R, T] fraction of the region's pixels >= threshold
+    dice_counts: np.ndarray | None = None  # [N, 3] TP, FP, FN at ``dice_threshold``
+    dice_threshold: float | None = None
+
+
+def threshold_grid(values: np.ndarray, n_thresholds: int) -> np.ndarray:
+    """Quantiles of ``values``: half evenly spaced, half crowding the upper tail.
+
+    Why the tail: pixel AP is decided among the few highest-scoring pixels, where evenly spaced
+    quantiles would lump thousands of pixels into one tie.
+    """
+    half = max(n_thresholds // 2, 2)
+    levels = np.r_[np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1e-6, 1.0, half)]
+    return np.unique(np.quantile(values, np.clip(np.sort(levels), 0.0, 1.0)))
+
+
+def pixel_counts(maps, masks, n_thresholds: int = 512, dice_threshold: float | None = None) -> PixelCounts:
+    """Bin anomaly maps ``[N, H, W]`` against ground-truth masks (``[N, H, W]`` or ``[N, 1, H, W]``).
+
+    Regions for AUPRO are 8-connected components of each mask. Thresholds come from
+    :func:`threshold_grid`.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    masks = np.asarray(masks)
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3 or maps.shape != masks.shape:
+        raise ValueError(f"maps {maps.shape} and masks {masks.shape} must both be [N, H, W]")
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("anomaly maps contain NaN or inf")
+    masks = masks > 0
+    n = maps.shape[0]
+    flat = maps.reshape(n, -1)
+    thresholds = threshold_grid(flat, n_thresholds)
+    n_t = thresholds.size
+    bins = np.clip(np.searchsorted(thresholds, flat, side="right") - 1, 0, n_t - 1)
+    image_index = np.repeat(np.arange(n), flat.shape[1]).reshape(flat.shape)
+    cells = image_index * n_t + bins
+    is_pos = masks.reshape(n, -1)
+
+    def above(selected: np.ndarray, index: np.ndarray, rows: int) -> np.ndarray:
+        hist = np.bincount(index[selected], minlength=rows * n_t).reshape(rows, n_t)
+        return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
+
+    pos_above = above(is_pos, cells, n)
+    neg_above = above(~is_pos, cells, n)
+
+    structure = np.ones((3, 3), dtype=bool)
+    region_ids = np.zeros_like(flat, dtype=np.int64)
+    region_image, offset = [], 0
+    for i in range(n):
+        labelled, count = ndimage.label(masks[i], structure=structure)
+        if count:
+            ids = labelled.ravel()
+            region_ids[i] = np.where(ids > 0, ids + offset, 0)
+            region_image.extend([i] * count)
+            offset += count
+    if offset:
+        in_region = region_ids > 0
+        region_cells = (region_ids - 1) * n_t + bins
+        region_above = above(in_region, region_cells, offset)
+        region_overlap = region_above / region_above[:, :1]
+    else:
+        region_overlap = np.zeros((0, n_t))
+
+    dice_counts = None
+    if dice_threshold is not None and np.isfinite(dice_threshold):
+        pred = flat >= dice_threshold
+        tp = np.sum(pred & is_pos, axis=1)
+        fp = np.sum(pred & ~is_pos, axis=1)
+        fn = np.sum(~pred & is_pos, axis=1)
+        dice_counts = np.stack([tp, fp, fn], axis=1).astype(float)
+
+    return PixelCounts(thresholds=thresholds, pos_above=pos_above.astype(float),
+                       neg_above=neg_above.astype(float), pos_total=pos_above[:, 0].astype(float),
+                       neg_total=neg_above[:, 0].astype(float),
+                       region_image=np.asarray(region_image, dtype=np.int64),
+                       region_overlap=region_overlap.astype(float), dice_counts=dice_counts,
+                       dice_threshold=None if dice_counts is None else float(dice_threshold))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def pixel_metric_samples(counts: PixelCounts, weights=None) -> dict[str, np.ndarray]:
+    """Pixel AUROC, AP, AUPRO (normalised by its FPR limit), oracle best Dice and Dice per resample."""
+    n = counts.pos_total.size
+    w, _ = _as_weight_matrix(weights, n)
+    tp = w @ counts.pos_above                      # [B, T], thresholds ascending
+    fp = w @ counts.neg_above
+    p_total, n_total = w @ counts.pos_total, w @ counts.neg_total
+    tpr = _ratio(tp, p_total[:, None])
+    fpr = _ratio(fp, n_total[:, None])
+    # Curves from the highest threshold down, starting at the origin.
+    tpr_desc = np.concatenate([np.zeros((len(w), 1)), tpr[:, ::-1]], axis=1)
+    fpr_desc = np.concatenate([np.zeros((len(w), 1)), fpr[:, ::-1]], axis=1)
+    auroc = np.sum(np.diff(fpr_desc, axis=1) * (tpr_desc[:, 1:] + tpr_desc[:, :-1]) / 2.0, axis=1)
+
+    precision = _ratio(tp, tp + fp)[:, ::-1]
+    precision = np.nan_to_num(precision, nan=0.0)
+    ap = np.sum(np.diff(tpr_desc, axis=1) * precision, axis=1)
+
+    out = {"pixel_auroc": auroc, "pixel_ap": ap}
+    if counts.region_overlap.shape[0]:
+        rw = w[:, counts.region_image]
+        pro = _ratio(rw @ counts.region_overlap, rw.sum(axis=1, keepdims=True))[:, ::-1]
+        pro_desc = np.concatenate([np.zeros((len(w), 1)), pro], axis=1)
+        out["pixel_aupro"] = np.array([_partial_area(f, p, AUPRO_FPR_LIMIT)
+                                       for f, p in zip(fpr_desc, pro_desc)]) / AUPRO_FPR_LIMIT
+    dice_oracle = _ratio(2 * tp, 2 * tp + fp + (p_total[:, None] - tp))
+    out["pixel_dice_oracle"] = np.nanmax(np.nan_to_num(dice_oracle, nan=-np.inf), axis=1)
+    if counts.dice_counts is not None:
+        tp_d, fp_d, fn_d = (w @ counts.dice_counts).T
+        out["pixel_dice"] = _ratio(2 * tp_d, 2 * tp_d + fp_d + fn_d)
+    invalid = ~((p_total > 0) & (n_total > 0))
+    for key in out:
+        out[key] = np.where(invalid, np.nan, out[key])
+    return out
+
+
+def _partial_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+    """Trapezoidal area under ``y(x)`` for ``x`` in ``[0, limit]``; ``x`` non-decreasing."""
+    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
+        return float("nan")
+    keep = x <= limit
+    xs, ys = x[keep], y[keep]
+    if xs[-1] < limit and keep.sum() < x.size:
+        nxt = int(np.argmax(~keep))
+        x0, x1, y0, y1 = x[nxt - 1], x[nxt], y[nxt - 1], y[nxt]
+        y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0) if x1 > x0 else y1
+        xs, ys = np.append(xs, limit), np.append(ys, y_lim)
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired comparisons
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairedComparison:
+    """Difference ``a - b`` of a metric with its bootstrap CI and two-sided p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    n_resamples: int
+
+
+def paired_bootstrap(samples_a, samples_b, observed_difference: float | None = None,
+                     level: float = 0.95) -> PairedComparison:
+    """Paired bootstrap test: ``samples_a[b]`` and ``samples_b[b]`` come from the *same* resample ``b``.
+
+    The p-value is twice the smaller tail of the resampled differences around zero, with the
+    usual +1 correction so it is never exactly 0 (Davison & Hinkley 1997, eq. 4.11).
+    """
+    a, b = np.asarray(samples_a, dtype=float), np.asarray(samples_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in shape: {a.shape} vs {b.shape}")
+    diff = a - b
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return PairedComparison(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    observed = float(np.mean(diff)) if observed_difference is None else float(observed_difference)
+    low, high = percentile_interval(diff, level)
+    if np.all(diff == 0):
+        p = 1.0
+    else:
+        tail = min(np.sum(diff <= 0), np.sum(diff >= 0))
+        p = min(1.0, 2.0 * (tail + 1) / (diff.size + 1))
+    return PairedComparison(observed, low, high, p, int(diff.size))
+
+
+def wilcoxon_signed_rank(a, b) -> tuple[float, float, int]:
+    """Wilcoxon signed-rank test on paired values (statistic, two-sided p, number of pairs).
+
+    All-equal pairs give p = 1; fewer than two pairs give NaN.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size < 2:
+        return float("nan"), float("nan"), int(a.size)
+    if np.allclose(a, b):
+        return 0.0, 1.0, int(a.size)
+    result = stats.wilcoxon(a, b, zero_method="zsplit")
+    return float(result.statistic), float(result.pvalue), int(a.size)
+
+
+def holm_adjust(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries stay NaN)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if finite.size == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="mergesort")]
+    m = order.size
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def spearman(x, y) -> tuple[float, float, int]:
+    """Spearman's rank correlation (rho, two-sided p, n) over the pairs where both are finite.
+
+    NaN when fewer than 3 pairs remain or either side is constant.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan"), float("nan"), int(x.size)
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue), int(x.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranks across datasets
+# ---------------------------------------------------------------------------------------------
+def rank_within_blocks(values: pd.DataFrame, lower_is_better: bool = False) -> pd.DataFrame:
+    """Rank methods (columns) within each dataset (row): 1 = best, ties share the average rank."""
+    return values.rank(axis=1, ascending=lower_is_better, method="average")
+
+
+def friedman_test(values: pd.DataFrame) -> tuple[float, float]:
+    """Friedman chi-square and p-value for methods (columns) over datasets (rows).
+
+    Needs at least 3 methods and 2 complete datasets; otherwise NaN.
+    """
+    complete = values.dropna(axis=0, how="any")
+    if complete.shape[1] < 3 or complete.shape[0] < 2:
+        return float("nan"), float("nan")
+    if np.allclose(complete.to_numpy(), complete.to_numpy()[:, :1]):
+        return 0.0, 1.0
+    result = stats.friedmanchisquare(*[complete[c].to_numpy() for c in complete.columns])
+    return float(result.statistic), float(result.pvalue)
+
+
+def nemenyi_critical_difference(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
+    """Critical difference of mean ranks (Nemenyi): ``q_alpha / sqrt(2) * sqrt(k (k+1) / (6 N))``.
+
+    ``q_alpha`` is the upper quantile of the studentized range with infinite degrees of freedom
+    (Demšar 2006, Table 5a lists the already divided values, e.g. 2.569 for k = 4).
+    """
+    if n_methods < 2 or n_datasets < 1:
+        return float("nan")
+    q = stats.studentized_range.ppf(1.0 - alpha, n_methods, np.inf) / np.sqrt(2.0)
+    return float(q * np.sqrt(n_methods * (n_methods + 1) / (6.0 * n_datasets)))
+
+
+@dataclass
+class RankSummary:
+    """Ranks of methods over datasets, the Friedman test and the Nemenyi critical difference."""
+
+    ranks: pd.DataFrame        # datasets x methods
+    mean_ranks: pd.Series      # ascending (best first)
+    friedman_statistic: float
+    friedman_p: float
+    critical_difference: float
+    n_datasets: int
+
+
+def rank_summary(values: pd.DataFrame, lower_is_better: bool = False, alpha: float = 0.05) -> RankSummary:
+    """Full rank analysis of a datasets x methods table; datasets with a missing method are dropped."""
+    complete = values.dropna(axis=0, how="any")
+    ranks = rank_within_blocks(complete, lower_is_better)
+    mean_ranks = ranks.mean(axis=0).sort_values(kind="mergesort")
+    stat, p = friedman_test(complete)
+    cd = nemenyi_critical_difference(complete.shape[1], complete.shape[0], alpha)
+    return RankSummary(ranks, mean_ranks, stat, p, cd, int(complete.shape[0]))
