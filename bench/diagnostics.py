@@ -199,7 +199,8 @@ def embedding_diagnostics(arrays: dict[str, np.ndarray], seed: int = 0, max_poin
     }
 
 
-def tsne_view(test: np.ndarray, labels: np.ndarray, max_points: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def tsne_view(test: np.ndarray, labels: np.ndarray, max_points: int = 500,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2-D t-SNE of (at most ``max_points``, stratified) standardised test embeddings and their labels."""
     from sklearn.manifold import TSNE
 

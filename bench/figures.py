@@ -10,8 +10,8 @@ same store gives the same files).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -101,7 +101,7 @@ def interval_plot(frame: pd.DataFrame, title: str, xlabel: str, stem: Path,
     colours = ["#228833" if k == "detector" else "#4477AA" for k in frame["kind"]]
     err = np.vstack([frame["estimate"] - frame["low"], frame["high"] - frame["estimate"]])
     err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
-    for yi, x, e0, e1, c in zip(y, frame["estimate"], err[0], err[1], colours):
+    for yi, x, e0, e1, c in zip(y, frame["estimate"], err[0], err[1], colours, strict=True):
         ax.errorbar(x, yi, xerr=[[e0], [e1]], fmt="o", ms=3, color=c, elinewidth=0.9, capsize=1.5)
     ax.set_yticks(y)
     ax.set_yticklabels(frame["label"])
@@ -145,7 +145,7 @@ def score_histograms(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title:
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 + 1.2 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, (label, (scores, labels)) in zip(axes, curves.items()):
+    for ax, (label, (scores, labels)) in zip(axes, curves.items(), strict=False):
         scores, labels = np.asarray(scores, dtype=float), np.asarray(labels).astype(bool)
         bins = np.histogram_bin_edges(scores, bins=30)
         ax.hist(scores[~labels], bins=bins, density=True, alpha=0.6, color=NORMAL_COLOUR, label="normal")
@@ -218,7 +218,7 @@ def latent_views(views: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str,
     size = COLUMN_WIDTH_IN / cols
     fig = Figure(figsize=(COLUMN_WIDTH_IN, size * rows + 0.5))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, (name, (coords, labels)) in zip(axes, views.items()):
+    for ax, (name, (coords, labels)) in zip(axes, views.items(), strict=False):
         labels = np.asarray(labels).astype(bool)
         ax.scatter(*coords[~labels].T, s=2, color=NORMAL_COLOUR, label="normal", linewidths=0)
         ax.scatter(*coords[labels].T, s=2, color=ANOMALY_COLOUR, label="anomalous", linewidths=0)
@@ -297,7 +297,7 @@ def diagnostic_scatter(frame: pd.DataFrame, diagnostics: Mapping[str, str],
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     heads = sorted(frame["hue"].dropna().unique())
     palette = mpl.colormaps["tab10"]
-    for i, (ax, name) in enumerate(zip(axes, names)):
+    for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
         for h_i, head in enumerate(heads):
             sub = frame[frame["hue"] == head]
             ax.scatter(sub[name], sub[target], s=6, color=palette(h_i % 10), label=head, linewidths=0)

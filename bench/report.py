@@ -24,9 +24,9 @@ import json
 import math
 import traceback
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -585,7 +585,7 @@ class ReportBuilder:
                                               - self.agg.loc[(dataset, o), f"{m}.mean"]) for o in others]
             holm = stats.holm_adjust([r.p_value for r in results])
             cells = _cells_frame(others, ["Δ (best − method) [95% CI]", "p", "p (Holm)"])
-            for o, r, ph in zip(others, results, holm):
+            for o, r, ph in zip(others, results, holm, strict=True):
                 cells.at[o, "Δ (best − method) [95% CI]"] = Cell(
                     value=r.difference, text=f"{r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]")
                 cells.at[o, "p"] = Cell(value=r.p_value, text=f"{r.p_value:.3g}")
@@ -684,7 +684,7 @@ class ReportBuilder:
         results = [stats.wilcoxon_signed_rank(pivot[best].to_numpy(), pivot[o].to_numpy()) for o in others]
         holm = stats.holm_adjust([r[1] for r in results])
         cells = _cells_frame(others, ["pairs", "median Δ (best − method)", "p", "p (Holm)"])
-        for o, (_, p, n), ph in zip(others, results, holm):
+        for o, (_, p, n), ph in zip(others, results, holm, strict=True):
             diff = (pivot[best] - pivot[o]).dropna()
             cells.at[o, "pairs"] = Cell(value=n, text=str(n))
             cells.at[o, "median Δ (best − method)"] = Cell(value=float(diff.median()) if n else float("nan"),

@@ -20,8 +20,8 @@ critical difference ``CD = q_alpha * sqrt(k (k + 1) / (6 N))`` for the CD diagra
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -319,7 +319,7 @@ def pixel_metric_samples(counts: PixelCounts, weights=None) -> dict[str, np.ndar
         pro = _ratio(rw @ counts.region_overlap, rw.sum(axis=1, keepdims=True))[:, ::-1]
         pro_desc = np.concatenate([np.zeros((len(w), 1)), pro], axis=1)
         out["pixel_aupro"] = np.array([_partial_area(f, p, AUPRO_FPR_LIMIT)
-                                       for f, p in zip(fpr_desc, pro_desc)]) / AUPRO_FPR_LIMIT
+                                       for f, p in zip(fpr_desc, pro_desc, strict=True)]) / AUPRO_FPR_LIMIT
     dice_oracle = _ratio(2 * tp, 2 * tp + fp + (p_total[:, None] - tp))
     out["pixel_dice_oracle"] = np.nanmax(np.nan_to_num(dice_oracle, nan=-np.inf), axis=1)
     if counts.dice_counts is not None:

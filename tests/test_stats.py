@@ -110,7 +110,7 @@ def test_group_bootstrap_keeps_groups_whole():
     # each resample draws as many groups as there are
     drawn = np.stack([weights[:, np.flatnonzero(groups == g)[0]] for g in np.unique(groups)], axis=1)
     assert np.all(drawn.sum(axis=1) == 5)
-    for indices, row in zip(stats.weights_to_indices(weights[:5]), weights[:5]):
+    for indices, row in zip(stats.weights_to_indices(weights[:5]), weights[:5], strict=True):
         assert len(indices) == row.sum()
     again = stats.group_bootstrap_weights(groups, 200, seed=4)
     assert np.array_equal(weights, again), "seeded"
