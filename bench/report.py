@@ -86,10 +86,14 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
         if isinstance(row.get("error"), str):
             row["error"] = row["error"].strip().splitlines()[0][:300] if row["error"].strip() else ""
         row["dataset"] = rec.get("dataset") or "unknown"
-        label = method_label(rec)
+        label, row_name = method_label(rec), str(rec.get("encoder"))
+        if rec.get("localization") not in (None, "gradient"):
+            # same encoder x head, other maps: its own row in the encoder x head matrix
+            row_name += f" [{rec['localization']}]"
         if len(settings) > 1 and rec.get("setting") and rec.get("setting") != "uad":
-            label = f"{label} [{rec['setting']}]"
+            label, row_name = f"{label} [{rec['setting']}]", f"{row_name} [{rec['setting']}]"
         row["label"] = label
+        row["matrix_row"] = row_name if rec.get("kind") == LATENT else None
         metrics = rec.get("metrics") or {}
         for m in METRICS + ["pixel_threshold"]:
             row[m] = metrics.get(m)
@@ -99,14 +103,14 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
                 row[f"{short}.{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for col in ("cell_id", "status", "kind", "encoder", "head", "detector", "setting", "seed",
+    for col in ("cell_id", "status", "kind", "encoder", "head", "detector", "setting", "seed", "localization",
                 "encoder_cache", "error"):
         if col not in frame:
             frame[col] = None
     for m in METRICS + ["pixel_threshold"]:
         frame[m] = pd.to_numeric(frame[m], errors="coerce")
-    first = ["cell_id", "status", "dataset", "kind", "label", "encoder", "head", "detector", "setting",
-             "seed", *METRICS, "pixel_threshold"]
+    first = ["cell_id", "status", "dataset", "kind", "label", "encoder", "head", "detector", "localization",
+             "setting", "seed", *METRICS, "pixel_threshold"]
     rest = sorted(c for c in frame.columns if c not in first)
     return frame[first + rest].sort_values(["dataset", "label", "seed", "cell_id"], kind="mergesort",
                                            key=lambda s: s.astype(str)).reset_index(drop=True)
@@ -119,7 +123,8 @@ def seed_aggregate(cells: pd.DataFrame) -> pd.DataFrame:
         ok = group[group["status"] == "ok"]
         first = group.iloc[0]
         row = {"dataset": dataset, "label": label, "kind": first["kind"], "encoder": first["encoder"],
-               "head": first["head"], "n_ok": len(ok), "n_failed": int((group["status"] != "ok").sum())}
+               "head": first["head"], "matrix_row": first["matrix_row"], "n_ok": len(ok),
+               "n_failed": int((group["status"] != "ok").sum())}
         for m in METRICS:
             mean, std, n = stats.mean_std(ok[m].to_numpy(dtype=float))
             row.update({f"{m}.mean": mean, f"{m}.std": std, f"{m}.n": n})
@@ -383,7 +388,7 @@ class ReportBuilder:
         sub = self.agg.loc[dataset] if dataset in self.agg.index.get_level_values(0) else self.agg.iloc[:0]
         if kind:
             sub = sub[sub["kind"] == kind]
-        order = sub.assign(_k=(sub["kind"] != LATENT).astype(int), _e=sub["encoder"].astype(str),
+        order = sub.assign(_k=(sub["kind"] != LATENT).astype(int), _e=sub["matrix_row"].astype(str),
                            _h=sub["head"].astype(str))
         return list(order.sort_values(["_k", "_e", "_h"], kind="mergesort").index)
 
@@ -433,12 +438,12 @@ class ReportBuilder:
         if not latent:
             return None
         rows = self.agg.loc[[(dataset, lab) for lab in latent]]
-        encoders = list(dict.fromkeys(rows["encoder"].astype(str)))
+        encoders = list(dict.fromkeys(rows["matrix_row"].astype(str)))
         heads = list(dict.fromkeys(sorted(rows["head"].astype(str))))
         cells = _cells_frame(encoders, heads)
         failed = pd.DataFrame(False, index=encoders, columns=heads)
         for (_, lab), row in rows.iterrows():
-            enc, head = str(row["encoder"]), str(row["head"])
+            enc, head = str(row["matrix_row"]), str(row["head"])
             cells.at[enc, head] = aggregate_cell(self.agg, dataset, lab, metric)
             failed.at[enc, head] = bool(row["n_failed"])
         return cells, failed
@@ -795,7 +800,10 @@ class ReportBuilder:
 
         per_cache: dict[Path, dict | None] = {}
         named, rows = {}, []
-        for _, row in self.ok[self.ok["kind"] == LATENT].iterrows():
+        latent = self.ok[self.ok["kind"] == LATENT]
+        # cells that differ only in their map kind share scores: one point per (embedding, head)
+        latent = latent[latent["localization"].isin(["gradient"]) | latent["localization"].isna()]
+        for _, row in latent.iterrows():
             path = self.resolve_cache(row["encoder_cache"])
             if path is None:
                 continue

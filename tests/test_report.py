@@ -34,7 +34,7 @@ def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
     masks[labels == 1, 4:9, 5:10] = 1
     images = (np.random.default_rng(7).random((labels.size, 1, SIDE, SIDE)) * 255).astype(np.uint8)
 
-    def write(dataset, seed, kind, signal, name, encoder=None, head=None, cache=None):
+    def write(dataset, seed, kind, signal, name, encoder=None, head=None, cache=None, localization="gradient"):
         rng = np.random.default_rng(stats.stable_seed(dataset, seed, name))
         scores = rng.normal(size=labels.size) + signal * labels
         arrays = {"test_scores": scores, "test_labels": labels, "test_groups": groups,
@@ -50,9 +50,10 @@ def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
         else:
             metrics = evaluate(scores, labels)
             arrays.update(panel_index=PANEL, panel_images=images[PANEL])
-        cell_id = f"{dataset}-{name.replace(' × ', '-')}-s{seed}"
+        cell_id = f"{dataset}-{name.replace(' × ', '-').replace(' ', '')}-s{seed}"
         record = {"cell_id": cell_id, "run": "tiny_run", "status": "ok", "error": None, "dataset": dataset,
                   "kind": kind, "method": name, "encoder": encoder, "head": head,
+                  "localization": localization if kind == "latent" else None,
                   "detector": None if kind == "latent" else name, "setting": "uad", "seed": seed,
                   "metrics": metrics, "config": {"dataset.image_size": SIDE, "encoder.epochs": 1},
                   "timings": {"total_s": 0.5}, "encoder_cache": cache, "versions": {"torch": "x"}}
@@ -72,6 +73,9 @@ def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
                          val_labels=np.r_[np.zeros(10, int), np.ones(10, int)], test_labels=labels)
                 for head, bonus in HEADS.items():
                     write(dataset, seed, "latent", quality + bonus, f"{encoder} × {head}", encoder, head, str(cache))
+            if datasets[dataset]:   # a second map kind for one pair, as the runner writes for VAEs
+                write(dataset, seed, "latent", 1.4, "enc_mid × gauss [reconstruction]", "enc_mid", "gauss",
+                      str(root / "cache" / f"{dataset}-enc_mid-{seed}"), localization="reconstruction")
             write(dataset, seed, "detector", 0.8, "ae_baseline")
     if "synth_masks" in datasets:
         store.write({"cell_id": "synth_masks-flaky-s0", "run": "tiny_run", "status": "failed",
@@ -127,7 +131,9 @@ def test_part_a_tables_heatmaps_and_index(full_report):
     assert "pixel" not in " ".join(_header(out / "tables/synth_plain/all_methods.md"))
 
     summary = __import__("pandas").read_csv(out / "summary.csv")
-    assert len(summary) == 2 * 3 * 2 * 2 + 2 * 2 + 1
+    assert len(summary) == 2 * 3 * 2 * 2 + 2 + 2 * 2 + 1
+    matrix = _markdown_rows(out / "tables/synth_masks/matrix_pixel_aupro.md")
+    assert {"enc_good", "enc_mid", "enc_bad", "enc_mid [reconstruction]"} == set(matrix) - {"encoder \\ head"}
     assert {"config.encoder.epochs", "time.total_s", "image_auroc", "status", "label"} <= set(summary.columns)
     assert (summary["status"] == "failed").sum() == 1
 
@@ -187,6 +193,7 @@ def test_part_b_statistics_figures_and_diagnostics(full_report):
     assert float(paired["enc_bad × gauss"][1]) < 0.05
     diag = (out / "tables/diagnostics.md").read_text()
     assert "TEST labels" in diag
+    assert "n=24" in (out / "tables/diagnostics_vs_auroc.md").read_text(), "one point per embedding x head"
     assert "Remarks" not in readme, "bootstrap metrics must agree with the stored ones"
 
 
