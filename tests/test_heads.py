@@ -195,7 +195,7 @@ def test_coupling_fast_path_matches_nflows_and_soft_clamps(monkeypatch):
     restored, inverse_logdet = flow._transform.inverse(fast_z)
     torch.testing.assert_close(restored, x)
     torch.testing.assert_close(inverse_logdet, -fast_logdet)
-    monkeypatch.setattr(SoftClampAffineCoupling, "_halves", lambda self, inputs: (None, None))
+    monkeypatch.setattr(SoftClampAffineCoupling, "_split", lambda self, inputs: (None, None))
     slow_z, slow_logdet = flow._transform(x)
     torch.testing.assert_close(fast_z, slow_z)
     torch.testing.assert_close(fast_logdet, slow_logdet)

@@ -44,6 +44,13 @@ class SoftClampAffineCoupling(AffineCouplingTransform):
     def __init__(self, mask, transform_net_create_fn, clamp: float = 2.0):
         super().__init__(mask, transform_net_create_fn)
         self.clamp = clamp
+        # Fast path: the transformed features are one contiguous block at the start or the end.
+        transformed = torch.as_tensor(mask) > 0
+        self._transform_first = bool(transformed[0])
+        boundary = int(transformed.sum()) if self._transform_first else int((~transformed).sum())
+        self._boundary = boundary if 0 < boundary < len(transformed) and bool(
+            (transformed[:boundary] == transformed[0]).all()
+            and (transformed[boundary:] != transformed[0]).all()) else None
 
     def _log_scale_and_shift(self, transform_params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift = transform_params[:, :self.num_transform_features]
@@ -55,46 +62,30 @@ class SoftClampAffineCoupling(AffineCouplingTransform):
         return torch.exp(log_scale), shift
 
     def forward(self, inputs, context=None):
-        """Same as nflows' ``CouplingTransform.forward`` for 2-D inputs, with slices instead of
-        index gathers/scatters (the masks here are two contiguous halves; ~20% faster on CPU)."""
-        first, second = self._halves(inputs)
-        if first is None:
+        """nflows' ``CouplingTransform.forward`` with slices instead of index gathers/scatters
+        (about 20% less CPU time per training step for two contiguous halves)."""
+        identity, transform = self._split(inputs)
+        if identity is None:
             return super().forward(inputs, context)
-        transform_first = bool(self.transform_features[0] == 0)
-        identity, transform = (second, first) if transform_first else (first, second)
-        transformed, logabsdet = self._coupling_transform_forward(
-            transform, self.transform_net(identity, context))
-        parts = (transformed, identity) if transform_first else (identity, transformed)
-        return torch.cat(parts, dim=1), logabsdet
+        outputs, logabsdet = self._coupling_transform_forward(transform, self.transform_net(identity, context))
+        return self._join(identity, outputs), logabsdet
 
     def inverse(self, inputs, context=None):
-        first, second = self._halves(inputs)
-        if first is None:
+        identity, transform = self._split(inputs)
+        if identity is None:
             return super().inverse(inputs, context)
-        transform_first = bool(self.transform_features[0] == 0)
-        identity, transform = (second, first) if transform_first else (first, second)
-        restored, logabsdet = self._coupling_transform_inverse(
-            transform, self.transform_net(identity, context))
-        parts = (restored, identity) if transform_first else (identity, restored)
-        return torch.cat(parts, dim=1), logabsdet
+        outputs, logabsdet = self._coupling_transform_inverse(transform, self.transform_net(identity, context))
+        return self._join(identity, outputs), logabsdet
 
-    def _halves(self, inputs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Split ``inputs`` at the mask boundary, or ``(None, None)`` where the fast path does not apply."""
-        if inputs.dim() != 2 or inputs.shape[1] != self.features or not self._contiguous:
+    def _split(self, inputs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(identity, transform)`` halves, or ``(None, None)`` where the fast path does not apply."""
+        if self._boundary is None or inputs.dim() != 2 or inputs.shape[1] != self.features:
             return None, None
-        boundary = self.num_transform_features if self.transform_features[0] == 0 \
-            else self.num_identity_features
-        return inputs[:, :boundary], inputs[:, boundary:]
+        first, second = inputs[:, :self._boundary], inputs[:, self._boundary:]
+        return (second, first) if self._transform_first else (first, second)
 
-    @property
-    def _contiguous(self) -> bool:
-        if not hasattr(self, "_is_contiguous"):
-            order = torch.cat([self.transform_features, self.identity_features]) \
-                if len(self.transform_features) and self.transform_features[0] == 0 \
-                else torch.cat([self.identity_features, self.transform_features])
-            self._is_contiguous = (len(self.identity_features) > 0 and len(self.transform_features) > 0
-                                   and bool((order == torch.arange(self.features, device=order.device)).all()))
-        return self._is_contiguous
+    def _join(self, identity: torch.Tensor, transformed: torch.Tensor) -> torch.Tensor:
+        return torch.cat((transformed, identity) if self._transform_first else (identity, transformed), dim=1)
 
     def _coupling_transform_forward(self, inputs, transform_params):
         log_scale, shift = self._log_scale_and_shift(transform_params)
