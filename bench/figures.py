@@ -10,6 +10,7 @@ same store gives the same files).
 from __future__ import annotations
 
 import functools
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 COLUMN_WIDTH_IN = 3.5
+TEXT_WIDTH_IN = 7.0  # two-column papers' full text width, for figures too wide for one column
 DPI = 200
 PAPER_STYLE = {
     "font.size": 7,
@@ -69,7 +71,9 @@ def heatmap(means: pd.DataFrame, annotations: pd.DataFrame, title: str, stem: Pa
     """Encoder (rows) x head (columns) heatmap annotated with the mean; failed cells say so."""
     import seaborn as sns
 
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, _height(len(means), 0.28, 0.9)))
+    # more than five heads do not fit annotated in one column: use the full text width
+    width = COLUMN_WIDTH_IN if means.shape[1] <= 5 else TEXT_WIDTH_IN
+    fig = Figure(figsize=(width, _height(len(means), 0.28, 0.9)))
     ax = fig.add_subplot()
     data = means.astype(float)
     sns.heatmap(data, ax=ax, annot=annotations.to_numpy(dtype=object), fmt="",
@@ -176,8 +180,8 @@ def qualitative_panel(images: np.ndarray, masks: np.ndarray | None, maps: Mappin
                       case_titles: Sequence[str], title: str, stem: Path) -> list[Path]:
     """Rows: input, ground-truth mask (when there is one), each method's map; columns: test cases.
 
-    Each method's maps share one colour scale over the shown cases (its min..max), so cases
-    compare within a row.
+    Each method's maps share one colour scale over the shown cases (its 1st..99.5th percentile),
+    so cases compare within a row.
     """
     n_cases = len(images)
     rows = [("input", None)] + ([("mask", None)] if masks is not None else []) + list(maps.items())
@@ -188,7 +192,8 @@ def qualitative_panel(images: np.ndarray, masks: np.ndarray | None, maps: Mappin
         if method_maps is not None:
             values = np.asarray(method_maps, dtype=np.float32)
             finite = values[np.isfinite(values)]
-            vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            # robust range: one extreme pixel must not turn every other pixel black
+            vmin, vmax = (np.percentile(finite, [1.0, 99.5]).tolist() if finite.size else (0.0, 1.0))
         for c in range(n_cases):
             ax = axes[r, c]
             ax.set_xticks([])
@@ -203,8 +208,8 @@ def qualitative_panel(images: np.ndarray, masks: np.ndarray | None, maps: Mappin
             else:
                 ax.imshow(values[c], cmap="inferno", vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
             if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(title)
+                ax.set_ylabel(textwrap.fill(name, 16), rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(title, y=1.0 + 0.45 / fig.get_figheight())  # above the two-line case titles
     fig.subplots_adjust(wspace=0.05, hspace=0.15)
     return save_figure(fig, stem)
 
