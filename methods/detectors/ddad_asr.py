@@ -180,15 +180,15 @@ class DDADASR:
         mixed = torch.cat([normal, to_signed(extra, self.input_size, device)])
         self.udm_ = self._ensemble(mixed, generator, device, "UDM")
         del mixed
-        self.refine_ = self._fit_refine(normal, generator, device) if self.score.startswith("asr") else None
+        self.refine_score_ = self.score if self.score.startswith("asr") else None
+        self.refine_ = self._fit_refine(normal, generator, device) if self.refine_score_ else None
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
     def _fit_refine(self, normal: torch.Tensor, generator: torch.Generator, device: str) -> RefineNet:
         from tqdm.auto import tqdm
 
-        inputs = 2 if self.score == "asr_dual" else 1
-        net = RefineNet(inputs, self.asr_channels).to(device)
+        net = RefineNet(2 if self.refine_score_ == "asr_dual" else 1, self.asr_channels).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.asr_lr, betas=(0.5, 0.999), weight_decay=self.asr_weight_decay)
         losses = []
         for epoch in tqdm(range(self.asr_epochs), desc="ddad_asr ASR-Net", leave=False, disable=not self.progress,
@@ -232,7 +232,7 @@ class DDADASR:
 
     def _refine_input(self, x: torch.Tensor) -> torch.Tensor:
         maps = self._discrepancies(x)
-        if self.score == "asr_dual":
+        if self.refine_score_ == "asr_dual":
             return torch.cat([maps["inter"], maps["intra"]], dim=1)
         return maps["intra"]
 
@@ -241,6 +241,10 @@ class DDADASR:
         if not hasattr(self, "ndm_"):
             raise MethodError("ddad_asr: predict() called before fit()")
         images = check_images(images, self.in_chans, "ddad_asr")
+        refined = self.score.startswith("asr")
+        if refined and self.score != self.refine_score_:
+            raise MethodError(f"ddad_asr: score='{self.score}' needs an ASR-Net trained for it; fitted for "
+                              f"{self.refine_score_ or 'no ASR-Net'}: call fit() again")
         for module in (*self.ndm_, *self.udm_):
             module.eval().to(device)
         if self.refine_ is not None:
@@ -248,7 +252,7 @@ class DDADASR:
         scores, maps = [], []
         for s in chunks(len(images), 64):
             x = to_signed(images[s], self.input_size, device)
-            if self.refine_ is not None:
+            if refined:
                 amap = torch.softmax(self.refine_(self._refine_input(x)), dim=1)[:, 1]
             else:
                 amap = self._discrepancies(x)[self.score][:, 0]

