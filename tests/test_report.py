@@ -250,3 +250,12 @@ def test_emphasis_respects_lower_is_better_and_ties():
     marks = emphasis_marks(Table("t", "demo", cells, {"fpr": True, "auc": False}))
     assert list(marks["fpr"]) == ["second", "best", "best", ""]
     assert list(marks["auc"]) == ["", "best", "", "second"]
+
+
+def test_a_run_of_only_failed_cells_still_reports(tmp_path):
+    store = ResultStore(tmp_path / "broken_run")
+    store.write({"cell_id": "c1", "status": "failed", "error": "ValueError: bad config", "seed": 0})
+    out = build_report(tmp_path / "broken_run", tmp_path / "report", n_resamples=50)
+    readme = (out / "README.md").read_text()
+    assert "could not build" not in readme and "bad config" in readme
+    assert "failed" in (out / "tables/unknown/all_methods.md").read_text()
