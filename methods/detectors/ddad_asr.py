@@ -114,6 +114,8 @@ class DDADASR:
         asr_epochs, asr_batch_size, asr_lr, asr_weight_decay, asr_channels: ASR-Net training
             (100, 8, 1e-4, 1e-4, 128).
         focal_gamma, anomaly_probability: focal loss gamma (2) and synthetic-anomaly rate (0.5).
+        anomaly_rate, pool_size: how the runner assembles ``unlabeled`` with ``unlabeled_pool``
+            (official ``ar=0.6``; 0 is the pure-UAD ablation); the method itself never reads them.
     """
 
     setting = "oc-ssl"
@@ -123,7 +125,8 @@ class DDADASR:
                  batch_size: int = 64, lr: float = 5e-4, betas: tuple[float, float] = (0.5, 0.999),
                  weight_decay: float = 0.0, score: str = "asr_dual", asr_epochs: int = 100, asr_batch_size: int = 8,
                  asr_lr: float = 1e-4, asr_weight_decay: float = 1e-4, asr_channels: int = 128,
-                 focal_gamma: float = 2.0, anomaly_probability: float = 0.5, progress: bool = False):
+                 focal_gamma: float = 2.0, anomaly_probability: float = 0.5, anomaly_rate: float = 0.6,
+                 pool_size: int | None = None, progress: bool = False):
         if ensemble_size < 2:
             raise MethodError(f"ddad_asr: ensemble_size must be >= 2 (the intra-discrepancy is a std), "
                               f"got {ensemble_size}")
@@ -147,6 +150,8 @@ class DDADASR:
         self.asr_channels = asr_channels
         self.focal_gamma = focal_gamma
         self.anomaly_probability = anomaly_probability
+        self.anomaly_rate = anomaly_rate
+        self.pool_size = pool_size
         self.progress = progress
 
     # -- training ----------------------------------------------------------------------------
