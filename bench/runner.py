@@ -27,8 +27,8 @@ from bench.grid import Cell, Component, Grid
 from bench.provenance import git_sha, host, versions
 from bench.store import ResultStore
 
-#: Store full test maps with a record only up to this many pixels (float16: 2 bytes each).
-MAX_STORED_PIXELS = 8_000_000
+#: Store full test maps with a record only up to this many pixels (float32, compressed .npz).
+MAX_STORED_PIXELS = 4_000_000
 
 
 def resolve_device(device: str | None) -> str:
@@ -368,14 +368,12 @@ class Runner:
         if test.masks is not None:
             arrays["panel_masks"] = test.masks[panel, 0]
         if test_maps is not None:
-            # float16 keeps the files small; dividing by the maximum first keeps tiny gradient
-            # magnitudes from underflowing (a positive scale changes no metric).
+            # float32 as computed: gradient maps span many orders of magnitude (a flow head's
+            # outliers reach 1e5 while most pixels are tiny), so float16 would erase most of them.
             test_maps = np.asarray(test_maps, dtype=np.float32)
-            scale = float(np.abs(test_maps).max()) or 1.0
-            arrays["maps_scale"] = np.float64(scale)
-            arrays["panel_maps"] = (test_maps[panel] / scale).astype(np.float16)
+            arrays["panel_maps"] = test_maps[panel]
             if test_maps.size <= MAX_STORED_PIXELS:
-                arrays["test_maps"] = (test_maps / scale).astype(np.float16)
+                arrays["test_maps"] = test_maps
                 arrays["test_masks"] = test.masks[:, 0]
         self.store.write(record, arrays)
         summary.ok += 1

@@ -24,7 +24,7 @@ Record schema (JSON)::
 
 Arrays (``.npz``): ``test_scores``, ``test_labels``, ``test_groups``, ``val_scores``,
 ``val_labels`` and, when the dataset has masks and the maps are small enough, ``test_maps``
-(float16 ``[N, H, W]``) and ``test_masks`` (uint8).
+(float32 ``[N, H, W]``) and ``test_masks`` (uint8).
 """
 
 from __future__ import annotations

@@ -330,10 +330,23 @@ def _n_anomalous(n: int, fraction: float) -> int:
 @register_dataset("synthetic", card=CARD)
 def synthetic(root=None, image_size: int = 64, n_train: int = 800, n_val: int = 120,
               n_test: int = 240, n_pool: int = 200, anomaly_fraction: float = 0.5,
-              seed: int = 0) -> AnomalyDataset:
-    """Procedural brain-MRI-like phantoms with lesion masks (offline; ``root`` is ignored)."""
+              seed: int = 0, lesion_contrast: Range | None = None,
+              lesion_radius: Range | None = None) -> AnomalyDataset:
+    """Procedural brain-MRI-like phantoms with lesion masks (offline; ``root`` is ignored).
+
+    ``lesion_contrast`` and ``lesion_radius`` override the difficulty ranges of
+    :class:`PhantomSpec` (e.g. ``[0.2, 0.5]`` and ``[0.1, 0.25]`` for conspicuous lesions that
+    briefly trained CPU encoders can separate; the defaults include subtle ones).
+    """
     del root  # accepted so every dataset is built the same way; nothing is read from disk
-    generator = PhantomGenerator(image_size, seed)
+    overrides = {}
+    for name, value in (("lesion_contrast", lesion_contrast), ("lesion_radius", lesion_radius)):
+        if value is not None:
+            if len(value) != 2 or not 0 < float(value[0]) <= float(value[1]):
+                raise DatasetError(f"synthetic: {name} must be a range [low, high] with 0 < low <= high, "
+                                   f"got {value!r}")
+            overrides[name] = (float(value[0]), float(value[1]))
+    generator = PhantomGenerator(image_size, seed, PhantomSpec(**overrides))
     n_train = _count("n_train", n_train, 1)
     n_val, n_test = _count("n_val", n_val, 2), _count("n_test", n_test, 2)
     n_pool = _count("n_pool", n_pool, 0)

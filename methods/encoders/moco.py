@@ -17,7 +17,7 @@ from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requ
 
 from methods.encoders._augment import ViewAugment
 from methods.encoders._training import TrainableEncoder, cosine_momentum
-from methods.encoders.simclr import timm_trunk
+from methods.encoders.simclr import SMALL_RESNET, timm_trunk
 from methods.registry import register_encoder
 
 
@@ -33,13 +33,13 @@ class MoCoEncoder(TrainableEncoder):
     """
 
     def __init__(self, in_chans: int = 1, image_size: int = 64, *, backbone: str = "resnet18",
-                 temperature: float = 0.2, queue_size: int = 512, momentum: float = 0.99,
+                 backbone_args: dict | None = None, temperature: float = 0.2, queue_size: int = 512, momentum: float = 0.99,
                  proj_hidden: int | None = None, proj_dim: int = 128, augment: dict | None = None,
                  epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-6,
                  warmup_epochs: int = 1, optimizer: str = "adam"):
         super().__init__(in_chans, image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, warmup_epochs=warmup_epochs, optimizer=optimizer)
-        self.backbone = timm_trunk(backbone, in_chans)
+        self.backbone = timm_trunk(backbone, in_chans, SMALL_RESNET if backbone_args is None else backbone_args)
         self.out_dim = int(self.backbone.num_features)
         self.projection = MoCoProjectionHead(self.out_dim, proj_hidden or self.out_dim, proj_dim)
         self.backbone_momentum = copy.deepcopy(self.backbone)
