@@ -14,10 +14,10 @@ seconds, otherwise a one-line :class:`~datasets.base.DatasetError` says where to
 from __future__ import annotations
 
 import os
+import socket
 import zipfile
 from pathlib import Path
 from typing import Sequence
-import socket
 from urllib.parse import urlparse
 
 import numpy as np
