@@ -255,7 +255,7 @@ class DDADASR:
         if self.refine_ is not None:
             self.refine_.eval().to(device)
         scores, maps = [], []
-        for s in chunks(len(images), 64):
+        for s in chunks(len(images), self.batch_size):
             x = to_signed(images[s], self.input_size, device)
             if refined:
                 amap = torch.softmax(self.refine_(self._refine_input(x)), dim=1)[:, 1]

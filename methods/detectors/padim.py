@@ -138,7 +138,7 @@ class PaDiM:
         maps = []
         for s in chunks(len(images), self.batch_size):
             diff = self._embed(to_float(images[s], device)) - mean                # [B, P, d]
-            dist = torch.einsum("bpi,pij,bpj->bp", diff, precision, diff).clamp_min(0).sqrt()
+            dist = (torch.einsum("bpi,pij->bpj", diff, precision) * diff).sum(-1).clamp_min(0).sqrt()
             maps.append(upsample(dist.view(-1, *self.grid_), images.shape[-2:]).cpu().numpy())
         maps = gaussian_smooth(np.concatenate(maps), self.sigma)
         return Prediction(check_finite(reduce_maps(maps, self.score), "scores", "padim"),
