@@ -210,6 +210,21 @@ def test_msacl_patch_detects_and_localises_phantom_lesions(phantoms, msacl_patch
     assert pixel > 0.7, f"msacl_patch pixel AUROC {pixel:.3f}"
 
 
+def test_msacl_patch_is_seeded_and_keeps_its_contract():
+    images = _images(16, 32, seed=4)
+    runs = []
+    for _ in range(2):
+        detector = create_detector("msacl_patch", in_chans=1, image_size=32, epochs=1, batch_size=8, d_reduced=16)
+        assert detector.setting == "uad"
+        assert detector.fit(Split(images, np.zeros(16)), seed=2) is detector
+        runs.append(detector.predict(images[:5]))
+    assert runs[0].scores.shape == (5,) and runs[0].maps.shape == (5, 32, 32) and runs[0].maps.std() > 0
+    np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
+    np.testing.assert_array_equal(runs[0].maps, runs[1].maps)
+    with pytest.raises(MethodError, match="channels"):
+        detector.predict(np.zeros((2, 3, 32, 32), np.uint8))
+
+
 def test_msacl_patch_rejects_bad_input(phantoms):
     detector = create_detector("msacl_patch", in_chans=1, image_size=32, epochs=1, batch_size=8)
     with pytest.raises(MethodError, match="before fit"):

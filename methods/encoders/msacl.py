@@ -12,8 +12,10 @@ reimplementation from the abstracts, a third-party summary and the predecessor C
 (tianyu0207/CCD). Every choice the paper leaves open is stated here and in methods/README.md:
 
 * Classes ``A0..A3``: a weakly augmented normal image with 0, 1, 2 or 3 synthesised lesions (the
-  summary's |A| = 4). Each image of a batch gets one class, balanced within the batch (CCD
-  expanded every image into all its variants; one class per image keeps the cost of SimCLR).
+  summary's |A| = 4). By default every image of a batch appears in all classes, as CCD expanded
+  each image into all its variants: the same image with and without lesions are then negatives
+  of each other, which is what makes the features lesion-sensitive. ``all_classes=False`` gives
+  each image one class (balanced within the batch) at a quarter of the cost per image.
 * Lesions (MedMix-like, :class:`LesionSynthesis`): a patch cut from another place of the same
   image, warped (fisheye or horizontal wave), intensity-transformed (gain, signed offset, noise)
   and pasted with an irregular soft-edged blob mask; radius 4-14 % of the side. All batched on
@@ -150,6 +152,8 @@ class MSACLEncoder(TrainableEncoder):
         tau, alpha: contrastive temperature and its same-class multiplier (0.2, 2).
         centre_weight, class_weight: weights of the centre and augmentation-class losses (1, 1).
         centre_samples: training images used to estimate the fixed centres (None: all).
+        all_classes: every image in every class per batch (``batch_size`` counts images, so a step
+            sees ``2 * n_classes * batch_size`` views), or one balanced class per image.
         lesions: overrides of :class:`LesionSynthesis`; weak_view: overrides of the weak augmentation.
         epochs, batch_size, lr, weight_decay, warmup_epochs, optimizer: training loop (100, 64,
             0.01, 3e-4, 0, ``sgd``).
