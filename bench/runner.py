@@ -242,7 +242,9 @@ class Runner:
         first = True
         shared_maps: dict = {}   # head-independent maps (reconstruction) are made once per encoder
         for cell in cells:
-            if not supports(encoder, cell.localization or "gradient"):
+            # another map kind changes nothing where there are no masks to score maps against
+            redundant = cell.localization not in (None, "gradient") and not dataset.test.has_masks
+            if redundant or not supports(encoder, cell.localization or "gradient"):
                 summary.not_applicable += 1
                 bar.update()
                 continue
