@@ -58,6 +58,10 @@ from methods.encoders._augment import ViewAugment
 from methods.encoders._training import TrainableEncoder
 from methods.registry import register_encoder
 
+#: Offset of the seed that draws the lesions and views of the centre estimate: its own random stream,
+#: so the training batches of a seed do not depend on how many images the centres used.
+CENTRE_STREAM = 7919
+
 #: The weak augmentation of every class (small shifts, rotations, zoom, brightness, faint noise).
 WEAK_VIEW = {"translate": 0.05, "rotate": 0.1, "scale": (0.95, 1.05), "brightness": (0.9, 1.1), "noise": 0.02}
 
@@ -251,7 +255,7 @@ class MSACLEncoder(TrainableEncoder):
         if len(images) < 2:
             raise MethodError(f"msacl: needs at least 2 normal training images, got {len(images)}")
         if not self.centres_ready:
-            self.init_centres(images, torch.Generator().manual_seed(seed + 7919), device)
+            self.init_centres(images, torch.Generator().manual_seed(seed + CENTRE_STREAM), device)
         return super().fit(train, seed=seed, device=device, progress=progress)
 
     # -- the loss ------------------------------------------------------------------------------
