@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
     perf.add_argument("--encoders", type=int, default=2, help="E, the number of encoders in the cache benchmark")
-    perf.add_argument("--steps", type=int, default=20, help="training steps timed per loop")
+    perf.add_argument("--steps", type=int, default=40, help="training steps timed per loop")
     perf.add_argument("--batch-size", type=int, default=64)
     perf.add_argument("--image-size", type=int, default=64)
     perf.add_argument("--out", default="runs/perf")
+    perf.add_argument("--skip-grid", action="store_true", help="only (a) and (c)")
     return parser
 
 
