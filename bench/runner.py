@@ -319,9 +319,11 @@ class Runner:
             if setting == "oc-ssl":
                 from methods.detectors._pool import unlabeled_pool
 
-                pool_args = {k: getattr(detector, k) for k in ("anomaly_rate", "pool_size") if hasattr(detector, k)}
-                extra["unlabeled"] = unlabeled_pool(dataset, seed=cell.seed, **{
-                    "anomaly_rate": pool_args.get("anomaly_rate", 0.6), "size": pool_args.get("pool_size")})
+                rate = getattr(detector, "anomaly_rate", 0.6)
+                size = getattr(detector, "pool_size", None)
+                extra["unlabeled"] = unlabeled_pool(dataset, anomaly_rate=rate, size=size, seed=cell.seed)
+                if rate == 0:
+                    setting = "uad"   # a pool of normals only: the pure-UAD ablation (DDAD-ASR paper)
             t0 = time.perf_counter()
             detector.fit(dataset.train, seed=cell.seed, device=self.device, **extra)
             timings["fit_s"] = time.perf_counter() - t0
