@@ -20,7 +20,7 @@ from torch import nn
 
 from datasets.base import Split, to_float
 from methods.base import MethodError, Prediction, seed_everything
-from methods.detectors._maps import SCORE_REDUCTIONS, check_choice, check_images, chunks
+from methods.detectors._maps import SCORE_REDUCTIONS, check_choice, check_images
 from methods.detectors.padim import PaDiM
 from methods.encoders.msacl import MSACLEncoder
 from methods.registry import register_detector
@@ -91,18 +91,7 @@ class MSACLPatch(PaDiM):
         d = total if self.d_reduced is None else min(self.d_reduced, total)
         self.channels_ = torch.randperm(total, generator=generator)[:d].sort().values
         normal = train.normal().images if train.n_anomalous else images
-        # Streamed float64 sums, as PaDiM: memory O(P d^2) whatever the number of images.
-        sum_x = sum_xx = None
-        for s in chunks(len(normal), self.batch_size):
-            emb = self._embed(to_float(normal[s], device)).double()              # [B, P, d]
-            bx, bxx = emb.sum(0), torch.einsum("bpi,bpj->pij", emb, emb)
-            sum_x, sum_xx = (bx, bxx) if sum_x is None else (sum_x + bx, sum_xx + bxx)
-        n = len(normal)
-        mean = sum_x / n
-        cov = (sum_xx - n * mean[:, :, None] * mean[:, None, :]) / max(1, n - 1)
-        cov = cov + self.epsilon * torch.eye(d, dtype=cov.dtype, device=cov.device)
-        self.mean_ = mean.float()
-        self.precision_ = torch.linalg.inv(cov).float()
+        self._fit_patch_gaussians(normal, d, device)
         self.history_ = {"msacl": list(encoder.history_)}
         self.fit_seconds_ = time.perf_counter() - started
         return self

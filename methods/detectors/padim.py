@@ -102,18 +102,11 @@ class PaDiM:
         self.grid_ = tuple(size)
         return feats[:, self.channels_.to(feats.device)].flatten(2).transpose(1, 2)
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "PaDiM":
-        images = check_images(train.images, self.in_chans, "padim (train)")
-        if len(images) < 2:
-            raise MethodError(f"padim: needs at least 2 training images for a covariance, got {len(images)}")
-        started = time.perf_counter()
-        generator = seed_everything(seed)
-        self.features_ = FrozenFeatures(self.backbone, self.out_indices, pretrained=self.pretrained,
-                                        weights=self.weights, input_size=self.input_size).to(device)
-        total = sum(self.features_.channels)
-        d = total if self.d_reduced is None else min(self.d_reduced, total)
-        self.channels_ = torch.randperm(total, generator=generator)[:d].sort().values
-        # Streamed sums in float64: memory stays O(P d^2) however many training images there are.
+    def _fit_patch_gaussians(self, images: np.ndarray, d: int, device: str) -> None:
+        """Mean and precision of each patch position's ``d``-dim embedding (``mean_``, ``precision_``).
+
+        Streamed sums in float64: memory stays O(P d^2) however many training images there are.
+        """
         sum_x = sum_xx = None
         for s in chunks(len(images), self.batch_size):
             emb = self._embed(to_float(images[s], device)).double()           # [B, P, d]
@@ -125,6 +118,19 @@ class PaDiM:
         cov = cov + self.epsilon * torch.eye(d, dtype=cov.dtype, device=cov.device)
         self.mean_ = mean.float()
         self.precision_ = torch.linalg.inv(cov).float()                        # [P, d, d]
+
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "PaDiM":
+        images = check_images(train.images, self.in_chans, "padim (train)")
+        if len(images) < 2:
+            raise MethodError(f"padim: needs at least 2 training images for a covariance, got {len(images)}")
+        started = time.perf_counter()
+        generator = seed_everything(seed)
+        self.features_ = FrozenFeatures(self.backbone, self.out_indices, pretrained=self.pretrained,
+                                        weights=self.weights, input_size=self.input_size).to(device)
+        total = sum(self.features_.channels)
+        d = total if self.d_reduced is None else min(self.d_reduced, total)
+        self.channels_ = torch.randperm(total, generator=generator)[:d].sort().values
+        self._fit_patch_gaussians(images, d, device)
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
