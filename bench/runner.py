@@ -104,8 +104,7 @@ class Runner:
 
     # -- bookkeeping --------------------------------------------------------------------
     def is_done(self, cell: Cell) -> bool:
-        record = self.store.read(cell.cell_id)
-        return bool(record) and record.get("status") == "ok" and record.get("config_hash") == cell.config_hash()
+        return self.store.done(cell.cell_id, cell.config_hash())
 
     def base_record(self, cell: Cell) -> dict:
         return {

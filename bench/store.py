@@ -102,9 +102,11 @@ class ResultStore:
         except json.JSONDecodeError:
             return None  # an unreadable record counts as not done; it is rewritten
 
-    def done(self, cell_id: str) -> bool:
+    def done(self, cell_id: str, config_hash: str | None = None) -> bool:
+        """Finished ok (and, when given, with this configuration hash)."""
         record = self.read(cell_id)
-        return bool(record) and record.get("status") == "ok"
+        return (bool(record) and record.get("status") == "ok"
+                and (config_hash is None or record.get("config_hash") == config_hash))
 
     def write(self, record: dict, arrays: dict[str, np.ndarray] | None = None) -> Path:
         """Arrays first, then the record: a record on disk always has its arrays."""

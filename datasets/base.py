@@ -9,8 +9,6 @@ array content.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
-
 import numpy as np
 
 
@@ -86,11 +84,6 @@ class Split:
 
     def normal(self) -> "Split":
         return self.subset(np.flatnonzero(self.labels == 0))
-
-    def batches(self, batch_size: int, device: str = "cpu") -> Iterator["torch.Tensor"]:  # noqa: F821
-        """Float batches in [0, 1], converted on ``device``."""
-        for start in range(0, len(self), batch_size):
-            yield to_float(self.images[start:start + batch_size], device)
 
     def summary(self) -> dict:
         return {"n": len(self), "normal": self.n_normal, "anomalous": self.n_anomalous,
