@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only validate the grid and run the preflight (datasets, weights, pools); no training")
     run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: units one after another in this process (default); ray: units as Ray tasks "
+                          "on this machine or a cluster (the driver alone writes records)")
+    run.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="with --executor ray: 'auto' or HOST:PORT joins a running cluster "
+                          "(default: start a local Ray runtime sized to this machine)")
+    run.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                     help="with --executor ray: at most N tasks in flight (default: as resources allow)")
 
     lst = sub.add_parser("list", help="list registered datasets, encoders, heads, detectors or grids")
     lst.add_argument("what", nargs="?", choices=LISTABLE, default=None)
@@ -119,9 +127,17 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / grid.name
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file; give a directory for the run")
+    from bench.executors import make_executor
+
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError(f"--max-parallel {args.max_parallel}: expected N >= 1")
+    if args.executor == "local" and (args.ray_address or args.max_parallel):
+        raise UsageError("--ray-address and --max-parallel apply to --executor ray only")
+    executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel)
     runner = Runner(grid, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
-                    progress=not args.quiet)
-    print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device})")
+                    progress=not args.quiet, executor=executor)
+    print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device}, "
+          f"executor {args.executor})")
     checked = preflight(grid, runner.context)
     for note in checked.notes:
         print(f"  {note}")

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,6 +113,36 @@ class RunContext:
     device: str
     progress: bool = False
     embed_batch_size: int = 256
+    #: torch intra-op threads while a unit runs (None: leave the process's setting, as before). Float
+    #: reductions split over threads, so the same thread count is part of "bit-identical".
+    threads: int | None = None
+    #: mixed precision for training loops on CUDA (None: on where CUDA is used); ignored on CPU.
+    amp: bool | None = None
+    #: ``torch.use_deterministic_algorithms(True)`` (+ cuBLAS workspace, cuDNN flags) while a unit runs.
+    deterministic: bool = False
+    #: channels-last memory format for conv trunks on CUDA (None: on where CUDA is used); ignored on CPU.
+    channels_last: bool | None = None
+    #: which executor ran the unit (recorded in each record's host info).
+    executor: str = "local"
+
+    @classmethod
+    def for_grid(cls, grid: Grid, **kwargs) -> "RunContext":
+        """The context of ``grid``: its ``[resources]`` table, ``amp`` and ``deterministic`` keys."""
+        resources = grid.data.get("resources", {})
+        return cls(grid.name, **kwargs, threads=resources.get("cpus_per_task"), amp=grid.data.get("amp"),
+                   deterministic=bool(grid.data.get("deterministic", False)))
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def runtime(self) -> dict:
+        """What the record's host info says about how the unit ran (effective values)."""
+        import torch
+
+        return {"executor": self.executor, "torch_threads": torch.get_num_threads(),
+                "amp": bool(self.cuda and self.amp is not False), "deterministic": self.deterministic,
+                "channels_last": bool(self.cuda and self.channels_last is not False)}
 
 
 @dataclass(frozen=True)
@@ -194,8 +226,9 @@ class Runner:
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.progress = progress
-        self.context = RunContext(grid.name, str(data_root) if data_root is not None else None,
-                                  str(self.cache_dir), self.device, progress, embed_batch_size)
+        self.context = RunContext.for_grid(grid, data_root=str(data_root) if data_root is not None else None,
+                                           cache_dir=str(self.cache_dir), device=self.device, progress=progress,
+                                           embed_batch_size=embed_batch_size)
         self.executor = executor
 
     def load_dataset(self, comp: Component):
@@ -303,8 +336,42 @@ def load_dataset(comp: Component, ctx: RunContext):
     return _DATASETS[key]
 
 
+@contextmanager
+def unit_settings(ctx: RunContext):
+    """Thread count, deterministic algorithms and mixed precision for one unit, restored afterwards.
+
+    Applied the same way by every executor (inside :func:`execute_unit`), so a unit computes the
+    same bits in this process and in a Ray worker given the same ``ctx``.
+    """
+    import torch
+
+    from methods.precision import training_options
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        if ctx.threads is not None:
+            torch.set_num_threads(ctx.threads)
+        if ctx.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # cuBLAS reproducibility
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        with training_options(amp=ctx.amp, channels_last=ctx.channels_last):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
 def execute_unit(unit: Unit, ctx: RunContext) -> Iterator[Outcome]:
     """Run one unit and yield one outcome per cell (module-level, so Ray can ship it)."""
+    with unit_settings(ctx):
+        yield from _execute_unit(unit, ctx)
+
+
+def _execute_unit(unit: Unit, ctx: RunContext) -> Iterator[Outcome]:
     stamp, t0 = now(), time.perf_counter()
     try:
         dataset = load_dataset(unit.dataset, ctx)
@@ -328,7 +395,7 @@ def base_record(cell: Cell, ctx: RunContext, fingerprint: str) -> dict:
         "detector": cell.detector.id if cell.detector else None,
         "localization": cell.localization,
         "config": cell.config(), "config_hash": cell.config_hash(), "dataset_fingerprint": fingerprint,
-        "versions": versions(), "git_sha": git_sha(), "host": host(ctx.device),
+        "versions": versions(), "git_sha": git_sha(), "host": {**host(ctx.device), **ctx.runtime()},
     }
 
 
@@ -427,7 +494,13 @@ class EncoderUnitWork:
         seed_everything(seed)        # initial weights are part of what the seed fixes
         encoder = create_encoder(comp.name, in_chans=ds.channels, image_size=ds.image_size, **comp.kwargs)
         dataset_spec = {"name": self.unit.dataset.name, **self.unit.dataset.kwargs, "content": self.unit.fingerprint}
-        key = encoder_key(dataset_spec, comp.spec(), seed)
+        spec = comp.spec()
+        if self.ctx.cuda and encoder.trainable:
+            from methods.precision import amp_dtype
+
+            dtype = amp_dtype(self.ctx.device)       # a CUDA fit under autocast is another fit
+            spec["amp"] = str(dtype).removeprefix("torch.") if dtype is not None else None
+        key = encoder_key(dataset_spec, spec, seed)
         entry = self.cache.load(key, encoder)       # None when absent; a corrupt entry is moved aside
         info = {"encoder_cache": str(self.cache.path(key)), "encoder_cached": entry is not None}
         if entry is not None:

@@ -104,6 +104,32 @@ def _check_component(section: str, comp: Component, registry) -> None:
         _check_value(where, key, value, (accepted or {}).get(key))
 
 
+#: ``[resources]``: what one unit of work (an encoder group or a detector cell) asks of a machine.
+RESOURCES = {"cpus_per_task": "CPU cores per task, also its torch thread count (int >= 1)",
+             "gpu_per_task": "GPUs per task under Ray: a fraction in (0, 1] shares a GPU, or a whole number"}
+
+
+def _check_runtime(data: dict) -> None:
+    """``[resources]``, ``amp`` and ``deterministic``: how units run, never what they compute on CPU."""
+    for key in ("amp", "deterministic"):
+        if key in data and not isinstance(data[key], bool):
+            raise GridError(f"{key} = {data[key]!r}: expected true or false")
+    resources = data.get("resources", {})
+    if not isinstance(resources, dict):
+        raise GridError(f"resources = {resources!r}: expected a table ([resources] cpus_per_task = 1, ...)")
+    for key, value in resources.items():
+        if key not in RESOURCES:
+            raise GridError(f"resources.{key}: unknown key{_suggest(key, RESOURCES)} "
+                            f"({'; '.join(f'{k}: {v}' for k, v in RESOURCES.items())})")
+        if key == "cpus_per_task" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise GridError(f"resources.cpus_per_task = {value!r}: expected a whole number >= 1")
+        if key == "gpu_per_task":
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or value < 0 or (value > 1 and value != int(value)):
+                raise GridError(f"resources.gpu_per_task = {value!r}: expected 0, a fraction in (0, 1] "
+                                f"(e.g. 0.5: two tasks share a GPU) or a whole number of GPUs")
+
+
 def validate_grid(grid: Grid) -> None:
     """Raise :class:`GridError` naming the first problem of ``grid``; return quietly when it is usable."""
     from datasets import DATASETS
@@ -115,6 +141,7 @@ def validate_grid(grid: Grid) -> None:
         if key not in TOP_LEVEL:
             raise GridError(f"grid '{grid.name}': unknown key '{key}'{_suggest(key, TOP_LEVEL)}")
     grid.seeds  # noqa: B018 - validates the seed list
+    _check_runtime(data)
     for loc in data.get("localization", ["gradient"]):
         if loc not in LOCALIZATIONS:
             raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, LOCALIZATIONS)} "

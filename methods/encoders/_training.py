@@ -4,6 +4,8 @@ Why shared: SimCLR, MoCo, the VAE and the seed encoders differ only in their ``t
 the loop (uint8 data moved to the device once, per-batch float conversion, seeded shuffling,
 warm-up + cosine schedule, no weight decay on biases/norms, divergence check, tqdm progress) is
 the same, and ``python -m bench perf`` compares exactly this loop against a bare PyTorch loop.
+On CUDA the loop uses mixed precision and channels-last (``methods.precision``; grid key ``amp``);
+on the CPU those are no-ops and the arithmetic is exactly the plain fp32 loop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 from datasets.base import Split
 from methods.base import Encoder, MethodError, seed_everything
 from methods.encoders._augment import warmup_cosine
+from methods.precision import autocast, backward_step, grad_scaler, use_channels_last
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -63,7 +66,15 @@ class TrainableEncoder(Encoder):
             raise MethodError(f"{type(self).__name__}: needs at least 2 normal training images, got {len(images)}")
         generator = seed_everything(seed)
         self.to(device).train()
-        data = torch.from_numpy(np.ascontiguousarray(images)).to(device)   # uint8, moved once
+        channels_last = use_channels_last(device, self)        # CUDA conv trunks only; never on the CPU
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        data = torch.from_numpy(np.ascontiguousarray(images))                # uint8, moved once
+        if str(device).startswith("cuda"):
+            data = data.pin_memory().to(device, non_blocking=True)
+        else:
+            data = data.to(device)
+        scaler = grad_scaler(device)                              # fp16 autocast only
         n = len(data)
         batch = min(self.batch_size, n)
         steps_per_epoch = max(1, n // batch)                                # drop the ragged tail
@@ -81,13 +92,16 @@ class TrainableEncoder(Encoder):
             running = 0.0
             for step in range(steps_per_epoch):
                 x = data[order[step * batch:(step + 1) * batch]].float().div_(255.0)
-                loss = self.training_step(x, generator)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device):                            # bf16/fp16 on CUDA (grid key amp)
+                    loss = self.training_step(x, generator)
+                loss = loss.float()
                 if not torch.isfinite(loss):
                     raise MethodError(f"{type(self).__name__} diverged at epoch {epoch}, step {step} "
                                       f"(loss={loss.item()}); lower lr={self.lr}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                backward_step(loss, opt, scaler)
                 sched.step()
                 self.after_step(epoch * steps_per_epoch + step, total)
                 running += loss.item()
