@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--image-size", type=int, default=64)
     perf.add_argument("--out", default="runs/perf")
     perf.add_argument("--skip-grid", action="store_true", help="only (a) and (c)")
+    perf.add_argument("--per-encoder", action="store_true",
+                      help="(d) every trainable encoder's training and gradient maps, suite vs bare "
+                           "(always on with a CUDA device)")
+    perf.add_argument("--executor", choices=["local", "ray"], default="local",
+                      help="ray: only the quick grid's wall time under Ray / under the local executor")
+    perf.add_argument("--set", dest="grid_set", action="append", default=[], metavar="KEY=VALUE",
+                      help="with --executor ray: overrides of the quick grid")
+    perf.add_argument("--plan", default=None, metavar="GRID",
+                      help="estimate GRID's wall time on --gpus N from existing records; trains nothing")
+    perf.add_argument("--gpus", type=lambda v: [int(x) for x in v.split(",")], default=[1], metavar="N[,N...]",
+                      help="with --plan: GPU counts, e.g. 1,4,8 (default 1)")
+    perf.add_argument("--run", default=None, metavar="RUN_DIR",
+                      help="with --plan: the run directory whose records give the timings (default runs/GRID)")
     return parser
 
 

@@ -6,10 +6,19 @@
     1 head, each with a fresh encoder cache. Target <= 1.3: heads reuse the cached embeddings
     instead of retraining the encoder.
 (c) Peak memory: process RSS (and CUDA allocations on a GPU).
+(d) ``--device cuda`` (or ``--per-encoder`` on any device): for each trainable encoder, training
+    throughput inside the suite (mixed precision, channels-last) vs a bare loop over the same
+    model, batch and ``training_step``; gradient-map throughput, suite vs bare; peak GPU memory.
+
+``--executor ray``: the quick grid's wall time under Ray divided by the local executor's, each
+with a fresh cache (target <= 1.15 on a 2-core machine). ``--plan GRID --gpus N [--run DIR]``:
+the estimated wall time of a grid on N GPUs from the timings of existing records
+(``bench.plan``); nothing is trained.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import sys
@@ -95,13 +104,128 @@ def grid_ratio(n_encoders: int, out: Path, device: str, image_size: int) -> tupl
     return times[0], times[1]
 
 
+def executor_ratio(out: Path, device: str, overrides: list[str]) -> tuple[float, float, str]:
+    """Wall time of the quick grid under Ray and under the local executor, each with a fresh cache."""
+    from bench.executors import RayExecutor
+    from bench.grid import load_grid
+
+    grid = load_grid("quick", overrides)
+    times = {}
+    for name in ("local", "ray"):
+        run_dir, cache = out / f"exec_{name}", out / f"exec_{name}_cache"
+        for path in (run_dir, cache):
+            shutil.rmtree(path, ignore_errors=True)
+        executor = RayExecutor() if name == "ray" else None
+        t0 = time.perf_counter()               # Ray: start-up of the runtime and its workers included
+        summary = Runner_(grid, run_dir, device, cache, executor)
+        times[name] = time.perf_counter() - t0
+        print(f"  {name}: {summary.line()}")
+    return times["ray"], times["local"], grid.name
+
+
+def Runner_(grid, run_dir, device, cache, executor):  # noqa: N802 - tiny helper
+    from bench.runner import Runner
+
+    return Runner(grid, run_dir, device=device, cache_dir=cache, progress=False, executor=executor).run()
+
+
+def bare_training_throughput(encoder, images: np.ndarray, batch_size: int, steps: int, device: str) -> float:
+    """A hand-written loop around ``encoder.training_step`` (same precision as the suite), in img/s."""
+    import torch
+
+    from methods.precision import autocast, backward_step, grad_scaler
+
+    generator = torch.Generator().manual_seed(0)
+    _sync(device)
+    t0 = time.perf_counter()
+    encoder.to(device).train()
+    data = torch.from_numpy(images).to(device)
+    opt = torch.optim.Adam(encoder.parameters(), lr=1e-4)
+    scaler = grad_scaler(device)
+    for _ in range(steps):
+        idx = torch.randint(0, len(data), (batch_size,), generator=generator).to(device)
+        with autocast(device):
+            loss = encoder.training_step(data[idx].float() / 255, generator)
+        opt.zero_grad()
+        backward_step(loss.float(), opt, scaler)
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def map_throughput(encoder, head, images: np.ndarray, device: str, batch_size: int) -> tuple[float, float]:
+    """Gradient maps in img/s: the suite's ``gradient_maps`` and a bare loop doing the same work."""
+    import torch
+
+    from datasets.base import to_float
+    from methods.localization import gradient_maps, postprocess
+
+    gradient_maps(encoder, head, images[:batch_size], batch_size=batch_size, device=device)   # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    gradient_maps(encoder, head, images, batch_size=batch_size, device=device)
+    _sync(device)
+    suite = len(images) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start:start + batch_size], device).requires_grad_(True)
+        (grad,) = torch.autograd.grad(head(encoder(x)).sum(), x)
+        postprocess(grad.abs().mean(1, keepdim=True), x.detach()).cpu()
+    _sync(device)
+    return suite, len(images) / (time.perf_counter() - t0)
+
+
+def per_encoder(device: str, image_size: int, batch_size: int, steps: int) -> None:
+    """(d): each trainable encoder's training and its gradient maps, suite vs bare, with peak memory."""
+    import torch
+
+    from methods.precision import amp_dtype
+    from methods.registry import create_encoder, create_head
+
+    dataset = _synthetic(max(2 * batch_size, 128), image_size)
+    cuda = device.startswith("cuda")
+    print(f"(d) per encoder, {image_size}px, batch {batch_size}, {steps} steps, autocast {amp_dtype(device)}:")
+    for name in ("simclr", "moco", "vae"):
+        steps_per_epoch = len(dataset.train) // batch_size
+        kwargs = dict(in_chans=1, image_size=image_size, batch_size=batch_size, warmup_epochs=0)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        enc = create_encoder(name, epochs=max(1, steps // steps_per_epoch), **kwargs)
+        enc.fit(dataset.train, seed=0, device=device)
+        suite = enc.images_seen_ / enc.fit_seconds_
+        bare = bare_training_throughput(create_encoder(name, epochs=1, **kwargs), dataset.train.images,
+                                        batch_size, steps, device)
+        head = create_head("gaussian").fit(enc.embed(dataset.train, device=device), device=device)
+        maps_suite, maps_bare = map_throughput(enc, head, dataset.test.images, device, batch_size // 2)
+        mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if cuda else ""
+        print(f"  {name:7s} training: suite {suite:.1f} img/s, bare {bare:.1f} img/s -> {suite / bare:.3f}; "
+              f"gradient maps: suite {maps_suite:.1f} img/s, bare {maps_bare:.1f} img/s -> "
+              f"{maps_suite / maps_bare:.3f}{mem}")
+
+
 def main(args) -> int:
     import torch
 
     from bench.runner import resolve_device
     from methods.registry import create_encoder
 
+    if getattr(args, "plan", None):
+        from bench.grid import load_grid
+        from bench.plan import plan_report
+
+        grid = load_grid(args.plan, [])
+        run_dir = Path(args.run) if args.run else Path("runs") / grid.name
+        for line in plan_report(grid, run_dir, args.gpus):
+            print(line)
+        return 0
     device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "executor", "local") == "ray":
+        print(f"device {device}, {os.cpu_count()} CPUs; quick grid, fresh cache for each executor")
+        t_ray, t_local, name = executor_ratio(out, device, args.grid_set)
+        print(f"(e) grid '{name}': Ray {t_ray:.1f} s, local {t_local:.1f} s -> ratio {t_ray / t_local:.3f} "
+              f"(target <= 1.15)")
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -131,4 +255,6 @@ def main(args) -> int:
     if device.startswith("cuda"):
         line += f", CUDA allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     print(line)
+    if device.startswith("cuda") or getattr(args, "per_encoder", False):
+        per_encoder(device, args.image_size, args.batch_size, args.steps)
     return 0
