@@ -65,8 +65,21 @@ class ViewAugment:
             view = (view - mean) * uniform(*self.contrast).view(-1, 1, 1, 1) + mean
         if self.noise > 0:
             std = uniform(0, self.noise).view(-1, 1, 1, 1)
-            view = view + torch.randn(x.shape, generator=generator).to(device) * std
+            view = view + noise_like(x, generator) * std
         return view.clamp_(-0.5, 1.5)
+
+
+def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn on ``x``'s device.
+
+    On the CPU it comes from ``generator`` itself (the draws every CPU result so far used). On a GPU
+    a device generator seeded from ``generator`` draws it there: no image-sized tensor is made on
+    the host and copied each batch, and the stream stays fixed by the seed.
+    """
+    if x.device.type == "cpu":
+        return torch.randn(x.shape, generator=generator)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.randn(x.shape, generator=torch.Generator(x.device).manual_seed(seed), device=x.device)
 
 
 def _random_blur(x: torch.Tensor, p: float, uniform) -> torch.Tensor:
