@@ -227,3 +227,13 @@ def test_ctrl_c_cancels_outstanding_tasks_and_leaves_complete_records(ray_runtim
     summary = Runner(grid3, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
                      executor=RayExecutor(cpus_per_task=1)).run()
     assert (summary.resumed, summary.ok, summary.failed) == (2, 6, 0), summary.failures
+
+
+@pytest.mark.parametrize("argv", [["--ray-address", "auto"], ["--max-parallel", "2"],
+                                  ["--executor", "ray", "--max-parallel", "0"]])
+def test_cli_rejects_ray_options_that_cannot_apply(argv, tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["run", "--out", str(tmp_path / "run"), "--check", *argv]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
