@@ -128,7 +128,7 @@ class RayExecutor:
         cpus = self.cpus_per_task or ctx.threads or 1
         return replace(ctx, cache_dir=str(Path(ctx.cache_dir).resolve()),
                        data_root=str(Path(ctx.data_root).resolve()) if ctx.data_root else None,
-                       threads=cpus, executor="ray"), cpus
+                       threads=cpus, executor="ray", progress=False), cpus   # worker bars go nowhere
 
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
         import ray
