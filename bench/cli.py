@@ -151,18 +151,24 @@ def cmd_run(args) -> int:
                     progress=not args.quiet, executor=executor)
     print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device}, "
           f"executor {args.executor})")
-    checked = preflight(grid, runner.context)
-    for note in checked.notes:
-        print(f"  {note}")
-    if checked.problems:
-        for problem in checked.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
-        return 2
-    if args.check:
-        print("preflight: ok")
-        return 0
-    summary = runner.run(checked)
+    if hasattr(executor, "start") and not args.check:
+        executor.start(grid, runner.context)      # Ray workers import and load data during the preflight
+    try:
+        checked = preflight(grid, runner.context)
+        for note in checked.notes:
+            print(f"  {note}")
+        if checked.problems:
+            for problem in checked.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
+            return 2
+        if args.check:
+            print("preflight: ok")
+            return 0
+        summary = runner.run(checked)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
     print(summary.line())
     for failure in summary.failures:
         print(f"  {failure}", file=sys.stderr)

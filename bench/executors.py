@@ -79,6 +79,36 @@ def run_unit_task(unit, ctx) -> list:
     return outcomes
 
 
+def warm_worker(grid, ctx) -> int:
+    """Import what the grid's units need and load its datasets in this worker (kept per process).
+
+    Submitted once per task slot when the executor starts, before the driver's preflight, so that
+    a fresh worker's imports and dataset loading overlap the preflight instead of delaying the
+    first units. Anything that fails here fails again, and is recorded, in the unit itself.
+    """
+    import bench.metrics  # noqa: F401 - scipy, scikit-learn
+    from bench.runner import load_dataset
+    from methods.registry import create_encoder, create_head
+
+    cells = grid.cells()
+    for comp in dict.fromkeys(c.dataset for c in cells):
+        try:
+            dataset = load_dataset(comp, ctx)
+        except Exception:  # noqa: BLE001
+            continue
+        for enc in dict.fromkeys(c.encoder for c in cells if c.encoder is not None and c.dataset == comp):
+            try:
+                create_encoder(enc.name, in_chans=dataset.channels, image_size=dataset.image_size, **enc.kwargs)
+            except Exception:  # noqa: BLE001
+                pass
+    for head in dict.fromkeys(c.head for c in cells if c.head is not None):
+        try:
+            create_head(head.name, **head.kwargs)
+        except Exception:  # noqa: BLE001
+            pass
+    return os.getpid()
+
+
 class RayExecutor:
     """Units as Ray tasks; the driver writes their outcomes in completion order (``ray.wait``).
 
@@ -106,6 +136,27 @@ class RayExecutor:
         self.cpus_per_task, self.gpu_per_task = cpus_per_task, gpu_per_task
         self.env = dict(env or {})
         self.started_here = False
+        self.warming: list = []
+
+    def start(self, grid, ctx) -> None:
+        """Connect (or start Ray) and warm one worker per task slot while the driver runs its preflight."""
+        import ray
+
+        self._connect(ray)
+        task_ctx, cpus = self.task_context(ctx)
+        slots = int(ray.cluster_resources().get("CPU", 1) // cpus) or 1
+        if self.max_parallel is not None:
+            slots = min(slots, self.max_parallel)
+        warm = ray.remote(warm_worker).options(num_cpus=cpus, num_gpus=0, runtime_env=self.runtime_env())
+        self.warming = [warm.remote(grid, task_ctx) for _ in range(slots)]
+
+    def close(self) -> None:
+        """Shut down a Ray runtime this executor started (after ``start`` without ``run``)."""
+        if self.started_here:
+            import ray
+
+            ray.shutdown()
+            self.started_here = False
 
     def runtime_env(self) -> dict:
         path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -161,13 +212,12 @@ class RayExecutor:
                     for outcome in outcomes:
                         on_outcome(outcome)
             except BaseException:                         # Ctrl-C (or a failing write): stop the cluster work
-                for ref in in_flight:
+                for ref in [*in_flight, *self.warming]:
                     ray.cancel(ref, force=True)
                 raise
         finally:
-            if self.started_here:
-                ray.shutdown()
-                self.started_here = False
+            self.warming = []
+            self.close()
 
 
 def make_executor(name: str, grid=None, *, address: str | None = None, max_parallel: int | None = None):

@@ -124,9 +124,13 @@ def executor_ratio(out: Path, device: str, overrides: list[str]) -> tuple[float,
 
 
 def Runner_(grid, run_dir, device, cache, executor):  # noqa: N802 - tiny helper
+    """As ``bench run`` does it: Ray starts (and warms its workers) before the preflight."""
     from bench.runner import Runner
 
-    return Runner(grid, run_dir, device=device, cache_dir=cache, progress=False, executor=executor).run()
+    runner = Runner(grid, run_dir, device=device, cache_dir=cache, progress=False, executor=executor)
+    if executor is not None:
+        executor.start(grid, runner.context)
+    return runner.run()
 
 
 def bare_training_throughput(encoder, images: np.ndarray, batch_size: int, steps: int, device: str) -> float:
