@@ -68,11 +68,44 @@ def _ratio(target: dict, source: dict, keys: tuple, notes: list, what: str) -> f
     r = 1.0
     for key in keys:
         a, b = _size(target, key), _size(source, key)
+        if a is None and b is None:
+            continue                              # a size this component does not have (a head's epochs)
         if a is None or b is None:
-            notes.append(f"{what}: {key.split('.')[-1]} unknown, not scaled")
+            if key.startswith("dataset.") or key == "images":    # one note per dataset, not per head
+                what = f"dataset {target.get('dataset.name')}"
+            notes.append(f"{what}: {key.split('.')[-1]} not stated by {'the grid' if a is None else 'the record'}, "
+                         "not scaled")
             continue
         r *= a / b
     return r
+
+
+def _with_defaults(config: dict) -> dict:
+    """A cell's flattened config plus its components' factory defaults (a grid states only overrides)."""
+    from bench.validate import _accepted
+
+    registries = {}
+    try:
+        from datasets import DATASETS
+        from methods.registry import DETECTORS, ENCODERS, HEADS
+
+        registries = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
+    except ImportError:  # pragma: no cover
+        pass
+    out = dict(config)
+    for role, registry in registries.items():
+        name = config.get(f"{role}.name")
+        if name is None:
+            continue
+        try:
+            entry, _ = registry.lookup(name)
+            params, _ = _accepted(entry.factory, entry.family)
+        except Exception:  # noqa: BLE001 - an unknown entry: no defaults
+            continue
+        for key, param in (params or {}).items():
+            if isinstance(param.default, (int, float)) and not isinstance(param.default, bool):
+                out.setdefault(f"{role}.{key}", param.default)
+    return out
 
 
 def _size(config: dict, key: str) -> float | None:
@@ -98,6 +131,8 @@ def _pick(candidates: list, cell) -> dict | None:
 
 def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
     usable = [r for r in records if r.get("timings") and r.get("status") in ("ok", "degenerate")]
+    for r in usable:
+        r["config"] = _with_defaults(r.get("config") or {})
     exact = {(r["cell_id"], r.get("config_hash")): r for r in usable}
     by_encoder: dict[str, list] = {}
     by_pair: dict[tuple, list] = {}
@@ -126,7 +161,7 @@ def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
             if src is None:
                 out.append(UnitEstimate(label, None, "unestimated", [f"no record of detector {comp.id}"]))
                 continue
-            scale = _ratio(cells[0].config(), src["config"],
+            scale = _ratio(_with_defaults(cells[0].config()), src["config"],
                            ("detector.epochs", "dataset.n_train", "pixels"), notes, comp.id)
             out.append(UnitEstimate(label, cell_seconds(src) * scale, "extrapolated", notes))
             continue
@@ -134,7 +169,7 @@ def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
         measured = [h for h in hits if h is not None]
         enc_exact = [h for h in measured if encoder_seconds(h) > 0]
         total, how = 0.0, "measured"
-        target = cells[0].config()
+        target = _with_defaults(cells[0].config())
         if enc_exact:
             total += encoder_seconds(enc_exact[0])
         else:
@@ -160,14 +195,14 @@ def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
                 notes.append(f"no head record for {cell.cell_id}")
                 continue
             how = "extrapolated"
-            cfg = cell.config()
+            cfg = _with_defaults(cell.config())
             head = (_t(src, "head_fit_s") + _t(src, "score_s")) * _ratio(
                 cfg, src["config"], ("head.epochs", "dataset.n_train"), notes, f"head {cell.head.id}")
             maps = _t(src, "maps_s") * _ratio(cfg, src["config"], ("dataset.n_test", "pixels"), notes,
                                               f"maps {cell.head.id}")
             total += head + maps + _t(src, "metrics_s") * _ratio(cfg, src["config"], ("dataset.n_test", "pixels"),
                                                                   [], "metrics")
-        out.append(UnitEstimate(label, total, how, notes))
+        out.append(UnitEstimate(label, total, how, list(dict.fromkeys(notes))))
     return out
 
 
@@ -207,7 +242,7 @@ def plan_report(grid, run_dir: Path, gpus: list[int]) -> list[str]:
     for note, n in missing.items():
         lines.append(f"    unestimated: {note} ({n} units)")
     scaled = Counter(n for e in estimates if e.how == "extrapolated" for n in e.notes)
-    for note, n in scaled.most_common(6):
+    for note, n in scaled.most_common(10):
         lines.append(f"    caveat: {note} ({n} units)")
     if any(not str(d).startswith("cuda") for d in devices):
         lines.append("  note: timings from CPU records; a GPU runs the same units faster by a factor "
