@@ -34,7 +34,7 @@ import os
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -351,9 +351,15 @@ def unit_settings(ctx: RunContext):
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    stack = ExitStack()
     try:
         if ctx.threads is not None:
             torch.set_num_threads(ctx.threads)
+            # numpy/scipy BLAS and OpenMP pools too (scikit-learn's GMM, Ledoit-Wolf): Ray sets
+            # OMP_NUM_THREADS=1 in its workers, so without this the same unit differs in its last bits
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=ctx.threads))
         if ctx.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # cuBLAS reproducibility
             torch.use_deterministic_algorithms(True)
@@ -361,6 +367,7 @@ def unit_settings(ctx: RunContext):
         with training_options(amp=ctx.amp, channels_last=ctx.channels_last):
             yield
     finally:
+        stack.close()
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

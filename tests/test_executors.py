@@ -19,7 +19,8 @@ from bench.validate import validate_grid
 TINY = ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",
         "dataset.synthetic.n_train=48", "dataset.synthetic.n_val=16", "dataset.synthetic.n_test=24",
         "dataset.synthetic.n_pool=0", "encoder.vae.epochs=1", "encoder.vae.batch_size=16",
-        'encoders=["vae", "imagenet/tf_efficientnet_lite0"]', 'heads=["gaussian", "knn"]',
+        'encoders=["vae", "imagenet/tf_efficientnet_lite0"]', 'heads=["gaussian", "knn", "gmm"]',
+        "head.gmm.n_components=2",
         # torch threads are part of "the same bits": both executors run each unit with this many
         "resources.cpus_per_task=1"]
 
@@ -121,16 +122,19 @@ def both_runs(ray_runtime, tmp_path_factory):
     root = tmp_path_factory.mktemp("executors")
     grid = tiny_grid()
     local = Runner(grid, root / "local", cache_dir=root / "cache_local", progress=False, device="cpu").run()
-    remote = Runner(grid, root / "ray", cache_dir=root / "cache_ray", progress=False, device="cpu",
-                    executor=RayExecutor(cpus_per_task=1)).run()
+    executor = RayExecutor(cpus_per_task=1)
+    runner = Runner(grid, root / "ray", cache_dir=root / "cache_ray", progress=False, device="cpu",
+                    executor=executor)
+    executor.start(grid, runner.context)             # as `bench run` does: workers warm up during the preflight
+    remote = runner.run()
     return root, grid, local, remote
 
 
 def test_ray_gives_the_local_bits(both_runs):
     root, _, local, remote = both_runs
     for summary in (local, remote):
-        assert (summary.ok, summary.failed, summary.not_applicable) == (6, 0, 2), summary.failures
-    assert same_results(root / "local", root / "ray") == 6
+        assert (summary.ok, summary.failed, summary.not_applicable) == (9, 0, 3), summary.failures
+    assert same_results(root / "local", root / "ray") == 9
     records = ResultStore(root / "ray").records()
     assert {r["host"]["executor"] for r in records} == {"ray"}
     assert {r["host"]["torch_threads"] for r in records} == {1}
@@ -155,8 +159,8 @@ def test_resume_across_executors(both_runs, first, then, tmp_path):
         store.json_path(cid).with_suffix(".npz").unlink()
     executor = RayExecutor(cpus_per_task=1) if then == "ray" else LocalExecutor()
     summary = Runner(grid, run_dir, cache_dir=cache, progress=False, device="cpu", executor=executor).run()
-    assert (summary.resumed, summary.ok, summary.failed) == (3, 3, 0), summary.failures
-    assert same_results(root / "local", run_dir) == 6
+    assert (summary.resumed, summary.ok, summary.failed) == (6, 3, 0), summary.failures
+    assert same_results(root / "local", run_dir) == 9
     finished = {r["cell_id"]: r["host"]["executor"] for r in store.records()}
     assert {finished[cid] for cid in removed} == {then}
 
@@ -195,11 +199,11 @@ def test_killed_worker_is_retried_and_every_cell_completes_once(ray_runtime, bot
     summary = runner.run()
     killer.join(timeout=5)
     assert killed.get("pid") not in (None, os.getpid()), "no worker stalled"
-    assert (summary.ok, summary.failed, summary.not_applicable) == (6, 0, 2), summary.failures
-    assert sorted(runner.accepted) == sorted(set(runner.accepted)) and len(runner.accepted) == 8
+    assert (summary.ok, summary.failed, summary.not_applicable) == (9, 0, 3), summary.failures
+    assert sorted(runner.accepted) == sorted(set(runner.accepted)) and len(runner.accepted) == 12
     records_dir = tmp_path / "run" / "records"
     assert not list(records_dir.glob(".*tmp")) and not (records_dir / "superseded").exists()
-    assert same_results(root / "local", tmp_path / "run") == 6
+    assert same_results(root / "local", tmp_path / "run") == 9
 
 
 def test_ctrl_c_cancels_outstanding_tasks_and_leaves_complete_records(ray_runtime, both_runs, tmp_path,
@@ -226,7 +230,7 @@ def test_ctrl_c_cancels_outstanding_tasks_and_leaves_complete_records(ray_runtim
     assert len(store.records()) == 2 and all(r["status"] == "ok" for r in store.records())
     summary = Runner(grid3, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
                      executor=RayExecutor(cpus_per_task=1)).run()
-    assert (summary.resumed, summary.ok, summary.failed) == (2, 6, 0), summary.failures
+    assert (summary.resumed, summary.ok, summary.failed) == (2, 10, 0), summary.failures
 
 
 @pytest.mark.parametrize("argv", [["--ray-address", "auto"], ["--max-parallel", "2"],
