@@ -454,7 +454,7 @@ class EncoderUnitWork:
             if bad:
                 raise FloatingPointError(f"encoder {comp.id} produced {bad} non-finite {name} embeddings")
         emb.update(val_labels=ds.val.labels, test_labels=ds.test.labels)
-        history = [float(v) for v in getattr(encoder, "history_", [])]
+        history = [float(v) for v in encoder.history_]
         self.cache.save(key, encoder.cpu(), emb, {"dataset": dataset_spec, "encoder": comp.spec(), "seed": seed,
                                                   "fit_s": fit_s, "embed_s": embed_s, "history": history,
                                                   "versions": versions(), "git_sha": git_sha(),

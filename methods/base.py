@@ -48,6 +48,8 @@ class Encoder(nn.Module):
 
     trainable: bool = True
     reconstructs: bool = False
+    #: Mean training loss per epoch, filled by ``fit`` (empty for frozen encoders).
+    history_: tuple[float, ...] | list[float] = ()
 
     def __init__(self, in_chans: int = 1, image_size: int = 64):
         super().__init__()
