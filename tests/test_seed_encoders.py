@@ -154,7 +154,8 @@ def test_msacl_feature_maps_and_loss_terms():
     seed_everything(0)
     encoder = create_encoder("msacl", image_size=64, batch_size=8)
     x = torch.rand(4, 1, 64, 64)
-    layer2, layer3 = encoder.eval().feature_maps(x)
+    maps = encoder.eval().feature_maps(x)
+    layer2, layer3 = maps["layer2"], maps["layer3"]
     assert layer2.shape == (4, 128, 8, 8) and layer3.shape == (4, 256, 4, 4)
     with pytest.raises(MethodError, match="centres"):
         encoder.losses(x, torch.Generator().manual_seed(0))

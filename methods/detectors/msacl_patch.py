@@ -39,7 +39,8 @@ class EncoderMaps(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.encoder.feature_maps(x)
+        maps = self.encoder.feature_maps(x)
+        return [maps["layer2"], maps["layer3"]]
 
 
 @register_detector("msacl_patch")
