@@ -19,15 +19,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.base import MethodError
 
 PREPROCESSING = ("none", "standardize", "l2", "pca_whiten")
+#: Default of every global density head (``DensityHead``); see methods/README.md for the ablation.
+DEFAULT_PREPROCESS = "standardize"
 
 
 def check_preprocess(value: str, who: str) -> str:
     if value not in PREPROCESSING:
-        raise MethodError(f"{who}: preprocess='{value}' is not one of {PREPROCESSING}")
+        raise _error(f"{who}: preprocess='{value}' is not one of {PREPROCESSING}")
     return value
+
+
+def _error(message: str) -> Exception:
+    from methods.base import MethodError      # methods.base imports this module lazily
+
+    return MethodError(message)
 
 
 class FeaturePreprocessor(nn.Module):
@@ -41,7 +48,7 @@ class FeaturePreprocessor(nn.Module):
         super().__init__()
         self.method = check_preprocess(method, "preprocess")
         if not 0.0 < variance <= 1.0:
-            raise MethodError(f"preprocess: variance must be in (0, 1], got {variance}")
+            raise _error(f"preprocess: variance must be in (0, 1], got {variance}")
         self.variance = variance
         self.register_buffer("shift_", torch.zeros(0))
         self.register_buffer("projection_", torch.zeros(0, 0))   # [D, D'] (diagonal scale as a matrix)
@@ -67,7 +74,7 @@ class FeaturePreprocessor(nn.Module):
         if not self.needs_statistics:
             return self
         if self._n < 2:
-            raise MethodError(f"preprocess={self.method}: needs at least 2 training vectors, got {self._n}")
+            raise _error(f"preprocess={self.method}: needs at least 2 training vectors, got {self._n}")
         n, mean = self._n, self._sum / self._n
         if self.method == "standardize":
             var = (self._outer - n * mean.pow(2)) / (n - 1)
@@ -80,7 +87,7 @@ class FeaturePreprocessor(nn.Module):
             eigval, eigvec = eigval.flip(0).clamp_min(0), eigvec.flip(1)
             total = eigval.sum()
             if total <= 0:
-                raise MethodError("preprocess=pca_whiten: the training features do not vary")
+                raise _error("preprocess=pca_whiten: the training features do not vary")
             keep = int(torch.searchsorted(torch.cumsum(eigval, 0) / total,
                                           torch.tensor(self.variance, dtype=eigval.dtype, device=eigval.device)).item()) + 1
             keep = min(keep, int((eigval > 1e-10 * eigval[0]).sum()))
@@ -104,7 +111,7 @@ class FeaturePreprocessor(nn.Module):
         if self.method == "l2":
             return torch.nn.functional.normalize(z, dim=-1)
         if self.projection_.numel() == 0:
-            raise MethodError(f"preprocess={self.method} is used before it was fitted")
+            raise _error(f"preprocess={self.method} is used before it was fitted")
         z = z - self.shift_.to(z)
         if self.method == "standardize":
             return z * torch.diagonal(self.projection_).to(z)
