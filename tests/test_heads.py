@@ -43,7 +43,7 @@ def fitted(name: str, seed: int = 0):
         return make_head(name).fit(awkward_features(N_TRAIN, seed=1), seed=seed)
 
 
-HEADS = list_heads()
+HEADS = list_heads(dense=False)     # patch heads take feature maps: tests/test_patch_heads.py
 
 
 def test_the_documented_heads_are_registered():

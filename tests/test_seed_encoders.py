@@ -195,7 +195,7 @@ def msacl_patch(phantoms):
 
 def test_msacl_with_gaussian_head_detects_phantom_lesions(phantoms, msacl_patch):
     # msacl_patch trains exactly create_encoder("msacl", ...).fit(train, seed=0); reuse that encoder.
-    encoder = msacl_patch.encoder_
+    encoder = msacl_patch.encoder
     head = create_head("gaussian").fit(encoder.embed(phantoms.train), seed=0)
     auroc = _auroc(phantoms, head.score(encoder.embed(phantoms.test)))
     assert auroc > MSACL_MIN_AUROC, f"msacl x gaussian image AUROC {auroc:.3f}"
