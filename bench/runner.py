@@ -229,6 +229,7 @@ class Runner:
 
     def run_encoder_group(self, comp, seed, cells, dataset, dataset_comp, summary, bar, load_s) -> None:
         from methods.localization import supports
+        from methods.registry import is_patch_head
 
         stamp = now()
         try:
@@ -247,7 +248,8 @@ class Runner:
                 summary.not_applicable += 1
                 bar.update()
                 continue
-            self.run_latent_cell(cell, encoder, emb, dataset, info, summary, load_s, first, shared_maps)
+            run = self.run_patch_cell if is_patch_head(cell.head.name) else self.run_latent_cell   # issue 9
+            run(cell, encoder, emb, dataset, info, summary, load_s, first, shared_maps)
             first = False
             bar.update()
 
@@ -290,6 +292,42 @@ class Runner:
                     summary, extra={"encoder_cache": info["encoder_cache"], "encoder_cached": info["encoder_cached"],
                                     "encoder_history": info.get("encoder_history"),
                                     "encoder_fit_s_original": info.get("encoder_fit_s_original")})
+
+    def run_patch_cell(self, cell, encoder, emb, dataset, info, summary, load_s, first, shared_maps) -> None:
+        """Encoder x patch head (issue 9): the head fits on the feature maps of the training images.
+
+        The trained (or cached) encoder is reused as is; the head's own maps are the localization,
+        so the cell runs once (under ``gradient``) and is not applicable for other map kinds.
+        """
+        from methods.base import seed_everything
+        from methods.detectors.patch import PatchDetector
+        from methods.registry import create_head
+
+        if cell.localization not in (None, "gradient"):
+            summary.not_applicable += 1
+            return
+        stamp, t_start = now(), time.perf_counter()
+        timings = {"dataset_s": load_s if first else 0.0,
+                   "encoder_fit_s": info["encoder_fit_s"] if first else 0.0,
+                   "embed_s": info["embed_s"] if first else 0.0}
+        try:
+            seed_everything(cell.seed)
+            detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
+            t0 = time.perf_counter()
+            detector.fit(dataset.train, seed=cell.seed, device=self.device, progress=self.progress)
+            timings["head_fit_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            test = detector.predict(dataset.test.images, device=self.device)
+            val = detector.predict(dataset.val.images, device=self.device)
+            timings["score_s"] = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001
+            self.fail(cell, exc, f"patch head {cell.head.id}", summary, stamp)
+            return
+        masks_ok = dataset.test.has_masks
+        val_maps = val.maps if masks_ok and dataset.val.has_masks and dataset.val.masks.any() else None
+        self.finish(cell, dataset, test.scores, val.scores, test.maps if masks_ok else None, val_maps, timings,
+                    t_start, stamp, summary, extra={"localization": "patch", "encoder_cache": info["encoder_cache"],
+                                                    "encoder_cached": info["encoder_cached"]})
 
     def maps_for(self, make, dataset):
         """Test (and validation) maps, only where the dataset has masks to score them against."""
