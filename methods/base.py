@@ -43,11 +43,14 @@ class Encoder(nn.Module):
 
     Subclasses set ``out_dim`` and implement ``forward``; trainable ones override ``fit``.
     Declared capabilities: ``trainable`` (its weights change in ``fit``, so the cache stores them)
-    and ``reconstructs`` (it implements ``reconstruct(x)``, so reconstruction maps apply).
+    and ``reconstructs`` (it implements ``reconstruct(x)``, so reconstruction maps apply), and
+    ``dense`` (it implements ``feature_maps(x)``, so patch heads apply).
     """
 
     trainable: bool = True
     reconstructs: bool = False
+    #: implements ``feature_maps(x) -> dict[str, Tensor[N, C, h, w]]`` (named stages, finest first)
+    dense: bool = False
 
     def __init__(self, in_chans: int = 1, image_size: int = 64):
         super().__init__()
