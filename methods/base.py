@@ -171,6 +171,11 @@ class Detector:
     def pool_request(self) -> PoolRequest | None:
         return None
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        """``(timm name, pretrained, weights file)`` of every backbone ``fit`` will build, so the
+        preflight can check they are available before any training."""
+        return []
+
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,
             **kwargs) -> "Detector":  # pragma: no cover - abstract
         raise NotImplementedError

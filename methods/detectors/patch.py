@@ -46,6 +46,12 @@ class PatchDetector(Detector):
         self.name = name
         self.build_encoder = build_encoder
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        """ImageNet weights a frozen timm encoder needs (trained encoders need none)."""
+        from methods.encoders.timm_frozen import FrozenTimmEncoder
+
+        return self.encoder.required_weights() if isinstance(self.encoder, FrozenTimmEncoder) else []
+
     @torch.no_grad()
     def _maps(self, images: np.ndarray, device: str) -> dict[str, torch.Tensor]:
         return self.encoder.feature_maps(to_float(images, device))

@@ -35,12 +35,17 @@ class FrozenTimmEncoder(Encoder):
                  weights: str | None = None, input_size: int | None = None, input_norm: str = "weights"):
         super().__init__(in_chans, image_size)
         self.model_name = model_name
+        self.pretrained, self.weights = pretrained, weights
         self.backbone = create_backbone(model_name, pretrained=pretrained, weights=weights, num_classes=0)
         self.input_norm = input_norm
         self.normalize = ImageNetInput(*input_stats(self.backbone, input_norm, f"imagenet/{model_name}"))
         self.input_size = input_size
         self.out_dim = int(self.backbone.num_features)
         self.backbone.eval().requires_grad_(False)
+
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        """``(timm name, pretrained, weights file)`` for the preflight's weights check."""
+        return [(self.model_name, self.pretrained, self.weights)]
 
     def train(self, mode: bool = True) -> "FrozenTimmEncoder":
         """Frozen means frozen: BatchNorm keeps its ImageNet statistics even in train mode."""
