@@ -21,8 +21,6 @@ from torch import nn
 
 
 PREPROCESSING = ("none", "standardize", "l2", "pca_whiten")
-#: Default of every global density head (``DensityHead``); see methods/README.md for the ablation.
-DEFAULT_PREPROCESS = "standardize"
 
 
 def check_preprocess(value: str, who: str) -> str:

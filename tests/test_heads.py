@@ -34,7 +34,9 @@ def awkward_features(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
 
 
 def make_head(name: str, **overrides):
-    return create_head(name, **{**FAST_KWARGS.get(name, {}), **overrides})
+    """The density models under test see z-scored features (``preprocess`` has its own tests below);
+    ``l2``, the default of most heads, discards the norm and so by design ignores a pure shift."""
+    return create_head(name, **{"preprocess": "standardize", **FAST_KWARGS.get(name, {}), **overrides})
 
 
 def fitted(name: str, seed: int = 0):
