@@ -260,6 +260,7 @@ class Runner:
         cells = self.grid.cells()
         summary = RunSummary(self.store.run_dir, total=len(cells))
         with RunLock(self.store.run_dir):
+            self.store.remove_stale_temporaries()
             self.write_run_info(cells)
             checked = checked or preflight(self.grid, self.context)
             stamp = now()

@@ -112,6 +112,13 @@ class ResultStore:
                 and (config_hash is None or record.get("config_hash") == config_hash)
                 and (fingerprint is None or record.get("dataset_fingerprint") == fingerprint))
 
+    def remove_stale_temporaries(self) -> int:
+        """Temporary files of writes that a killed runner never finished (call under the run lock)."""
+        stale = list(self.records_dir.glob(".*.tmp")) if self.records_dir.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def _set_aside(self, cell_id: str, folder: str, tag: str) -> None:
         """Move a record and its arrays to ``records/<folder>/`` under a name that keeps both."""
         target = self.records_dir / folder

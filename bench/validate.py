@@ -120,11 +120,20 @@ def validate_grid(grid: Grid) -> None:
             raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, LOCALIZATIONS)} "
                             f"(choose from {', '.join(LOCALIZATIONS)})")
     registries = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
+    overridden = {}                       # section -> tables named by --set (they must be in the grid)
+    for item in grid.overrides:
+        parts = item.partition("=")[0].strip().split(".")
+        if parts[0] in SECTIONS.values() and len(parts) >= 3:
+            overridden.setdefault(parts[0], set()).add(".".join(parts[1:-1]))
     for axis, section in SECTIONS.items():
         comps = grid.components(axis)
         known = {c.name for c in comps} | {c.id for c in comps}
         for table in data.get(section, {}):
-            if table not in known:
+            if table in known:
+                continue
+            # A grid file may carry settings for entries its own axes leave out (a --set can add
+            # them back); a --set for an entry that is not in the grid would silently do nothing.
+            if table in overridden.get(section, ()) or table not in registries[section]:
                 raise GridError(f"{section}.{table}: no {section} '{table}' in this grid's {axis}"
                                 f"{_suggest(table, known)} ({', '.join(sorted(known)) or 'none'})")
         for comp in comps:

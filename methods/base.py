@@ -131,6 +131,8 @@ class DensityHead(nn.Module):
         """Gradient-free scores as a numpy array, computed on ``device``."""
         self.to(device)
         z = torch.as_tensor(z)
+        if len(z) == 0:                       # an empty split (e.g. no validation set) scores nothing
+            return np.zeros(0, dtype=np.float32)
         return torch.cat([self(z[i:i + batch_size].to(device)).cpu()
                           for i in range(0, len(z), batch_size)]).numpy()
 
