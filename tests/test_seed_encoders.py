@@ -95,7 +95,7 @@ def test_heads_see_the_encoder_output_not_the_projection():
         x = torch.from_numpy(images).float() / 255
         assert torch.allclose(z, encoder.backbone(encoder.augment.to_units(x)), atol=1e-5)
     head = create_head("gaussian").fit(z, seed=0)
-    assert head.mean_.shape == (64,)
+    assert head.location_.shape == (64,)              # fitted on the 64-d encoder output
 
 
 def test_cradl_views_are_in_cradl_units():
