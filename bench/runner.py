@@ -464,6 +464,7 @@ class EncoderUnitWork:
 
     def run(self) -> Iterator[Outcome]:
         from methods.localization import supports
+        from methods.registry import is_patch_head
 
         stamp = now()
         try:
@@ -483,7 +484,8 @@ class EncoderUnitWork:
             if redundant or not supports(encoder, cell.localization or "gradient"):
                 yield Outcome(cell, "not_applicable")
                 continue
-            yield self.head_cell(cell, encoder, emb, info, first, constant)
+            yield (self.patch_cell if is_patch_head(cell.head.name) else self.head_cell)(  # issue 9
+                cell, encoder, emb, info, first, constant)
             first = False
 
     def head_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
@@ -527,6 +529,45 @@ class EncoderUnitWork:
                           extra={"encoder_cache": info["encoder_cache"], "encoder_cached": info["encoder_cached"],
                                  "encoder_history": info.get("encoder_history"),
                                  "encoder_fit_s_original": info.get("encoder_fit_s_original")})
+
+
+    def patch_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
+        """Encoder x patch head (issue 9): the head fits on the feature maps of the training images.
+
+        The trained (or cached) encoder is reused as is; the head's own maps are the localization,
+        so the cell runs once (under ``gradient``) and is not applicable for other map kinds.
+        """
+        from methods.base import seed_everything
+        from methods.detectors.patch import PatchDetector
+        from methods.registry import create_head
+
+        if cell.localization not in (None, "gradient"):
+            return Outcome(cell, "not_applicable")
+        ctx, dataset = self.ctx, self.dataset
+        stamp, t_start = now(), time.perf_counter()
+        timings = {"dataset_s": self.load_s if first else 0.0,
+                   "encoder_fit_s": info["encoder_fit_s"] if first else 0.0,
+                   "embed_s": info["embed_s"] if first else 0.0}
+        try:
+            seed_everything(cell.seed)
+            detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
+            t0 = time.perf_counter()
+            detector.fit(dataset.train, seed=cell.seed, device=ctx.device, progress=ctx.progress)
+            timings["head_fit_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            test = detector.predict(dataset.test.images, device=ctx.device)
+            val = detector.predict(dataset.val.images, device=ctx.device) if len(dataset.val) else None
+            timings["score_s"] = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001
+            return failed(cell, ctx, exc, f"patch head {cell.head.id}", stamp, self.unit.fingerprint, timings)
+        masks_ok = dataset.test.has_masks
+        val_maps = val.maps if masks_ok and val is not None and dataset.val.has_masks and dataset.val.masks.any() else None
+        return score_cell(cell, dataset, ctx, self.unit.fingerprint, test_scores=test.scores,
+                          val_scores=val.scores if val is not None else np.zeros(0),
+                          test_maps=test.maps if masks_ok else None, val_maps=val_maps, timings=timings,
+                          t_start=t_start, stamp=stamp, degenerate=constant,
+                          extra={"localization": "patch", "encoder_cache": info["encoder_cache"],
+                                 "encoder_cached": info["encoder_cached"]})
 
 
 class DetectorCellWork:

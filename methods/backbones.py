@@ -180,3 +180,31 @@ def imagenet_stats(model: nn.Module) -> tuple[tuple, tuple]:
     """Mean and std the weights were trained with (timm's pretrained_cfg), ImageNet's by default."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+#: ``input_norm`` choices of the ImageNet encoders: the weights' own mean/std (``pretrained_cfg``;
+#: 0.5/0.5 for the TF EfficientNet-Lite family) or the usual ImageNet mean/std.
+INPUT_NORMS = ("weights", "imagenet")
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def input_stats(model: nn.Module, input_norm: str, who: str) -> tuple[tuple, tuple]:
+    """Mean and std for ``input_norm`` (``weights`` or ``imagenet``); a clear error otherwise."""
+    if input_norm == "weights":
+        return imagenet_stats(model)
+    if input_norm == "imagenet":
+        return IMAGENET_MEAN_STD
+    raise MethodError(f"{who}: input_norm='{input_norm}' is not one of {INPUT_NORMS}")
+
+
+def timm_feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every stage timm lists in ``feature_info`` as named maps ``[N, C, h, w]`` (finest first).
+
+    Uses the model's own ``forward_intermediates`` (timm >= 1.0), so the maps come from the very
+    weights the pooled embedding uses; names are timm's module names (``layer2``, ``blocks.4``).
+    """
+    names = [info["module"] for info in model.feature_info]
+    maps = model.forward_intermediates(x, intermediates_only=True)
+    if len(maps) != len(names):
+        raise MethodError(f"{type(model).__name__}: {len(maps)} intermediate maps for {len(names)} feature_info stages")
+    return dict(zip(names, maps))

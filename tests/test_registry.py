@@ -98,3 +98,17 @@ def test_registry_families_and_errors():
 def test_every_listed_encoder_is_creatable():
     for name in list_encoders():
         assert name.split("/")[0] in {e.name for e in ENCODERS.entries()}
+
+
+@pytest.mark.parametrize("name", encoder_names())
+def test_every_encoder_declares_and_returns_named_feature_maps(name):
+    """Patch heads cross with every encoder: ``dense`` is declared and the maps are named 4-D stages."""
+    encoder = build(name).eval()
+    assert type(encoder).dense is True
+    with torch.no_grad():
+        maps = encoder.feature_maps(torch.rand(2, 1, 32, 32))
+    assert isinstance(maps, dict) and len(maps) >= 2
+    for stage, value in maps.items():
+        assert isinstance(stage, str) and value.ndim == 4 and value.shape[0] == 2 and torch.isfinite(value).all()
+    sides = [value.shape[-1] for value in maps.values()]
+    assert sides == sorted(sides, reverse=True), "stages are ordered finest first"

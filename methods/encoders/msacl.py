@@ -209,9 +209,11 @@ class MSACLEncoder(TrainableEncoder):
         """Pooled layer4 features ``[N, out_dim]`` (what the density heads see)."""
         return self.backbone.global_pool(self._trunk(x)[-1]).flatten(1)
 
-    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The layer2 and layer3 maps (strides 8 and 16) for patch-level heads."""
-        return self._trunk(x, upto=3)[1:]
+    dense = True
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ResNet stages ``layer1..layer4`` (strides 4 to 32) for patch-level heads."""
+        return {f"layer{i + 1}": h for i, h in enumerate(self._trunk(x))}
 
     # -- the pseudo-classes --------------------------------------------------------------------
     def balanced_classes(self, n: int, generator: torch.Generator) -> torch.Tensor:
