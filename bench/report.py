@@ -32,28 +32,16 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.store import LOWER_IS_BETTER, METRICS, ResultStore
+from bench.metrics import lower_is_better, metric_label, metric_names
+from bench.store import METRICS, ResultStore
 
 LATENT = "latent"  # record kind of encoder x head cells (the other kind is "detector")
-IMAGE_METRICS = [m for m in METRICS if m.startswith("image_")]
-PIXEL_METRICS = [m for m in METRICS if m.startswith("pixel_")]
-METRIC_LABELS = {
-    "image_auroc": "image AUROC", "image_ap": "image AP", "image_fpr95": "image FPR@95TPR",
-    "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP", "pixel_aupro": "pixel AUPRO@0.3",
-    "pixel_dice": "pixel Dice (val. threshold)", "pixel_dice_oracle": "pixel Dice (oracle)",
-}
+IMAGE_METRICS = metric_names("image")
+PIXEL_METRICS = metric_names("pixel")
 #: How many methods the curve, histogram and qualitative figures show per dataset.
 TOP_K = 4
 MAX_PANEL_CASES = 8
 MANIFEST = ".manifest.json"
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER
 
 
 def _finite(x) -> bool:
@@ -542,13 +530,11 @@ class ReportBuilder:
                      weights: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Every metric of one cell on every resample, and on the full test set (for the check)."""
         samples = stats.image_metric_samples(arrays["test_scores"], labels, weights)
-        full = {m: float(fn(arrays["test_scores"], labels)) for m, fn in stats.IMAGE_METRICS.items()}
+        full = {m: float(fn(arrays["test_scores"], labels)) for m, fn in stats.image_metrics_weighted().items()}
         if "test_maps" in arrays and "test_masks" in arrays and np.any(arrays["test_masks"]):
-            # Stored maps are divided by ``maps_scale`` (float16 range); so is the threshold.
-            scale = float(arrays["maps_scale"]) if "maps_scale" in arrays else 1.0
             threshold = row.get("pixel_threshold")
             counts = stats.pixel_counts(arrays["test_maps"], arrays["test_masks"],
-                                        dice_threshold=threshold / scale if _finite(threshold) else None)
+                                        dice_threshold=threshold if _finite(threshold) else None)
             samples.update(stats.pixel_metric_samples(counts, weights))
             full.update({m: float(v[0]) for m, v in stats.pixel_metric_samples(counts).items()})
         return samples, full

@@ -24,7 +24,7 @@ PANEL = np.array([0, 1, N_NORMAL, N_NORMAL + 1])
 def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
     """2 datasets x 3 encoders x 2 heads x 2 seeds, one detector (2 seeds), one failed detector cell.
 
-    Maps are stored divided by ``maps_scale`` as the runner does; metrics come from bench.metrics.
+    Maps are stored as float32, as the runner does; metrics come from bench.metrics.
     """
     run_dir = root / "tiny_run"
     store = ResultStore(run_dir)
@@ -45,9 +45,8 @@ def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
             maps = 3.0 * (rng.normal(size=masks.shape) + signal * masks)
             val_maps = 3.0 * (rng.normal(size=masks.shape) + signal * masks)
             metrics = evaluate(scores, labels, maps, masks, val_maps=val_maps, val_masks=masks)
-            scale = float(np.abs(maps).max())
-            stored = (maps / scale).astype(np.float16)
-            arrays.update(test_maps=stored, test_masks=masks, maps_scale=np.float64(scale), panel_index=PANEL,
+            stored = maps.astype(np.float32)
+            arrays.update(test_maps=stored, test_masks=masks, panel_index=PANEL,
                           panel_images=images[PANEL], panel_masks=masks[PANEL], panel_maps=stored[PANEL])
         else:
             metrics = evaluate(scores, labels)
