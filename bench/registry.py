@@ -101,9 +101,8 @@ class Registry:
         return True
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Build ``name``; like timm, kwargs set to ``None`` are dropped so defaults apply."""
+        """Build ``name`` with ``kwargs`` passed as given (``None`` included: it is a value, not "default")."""
         entry, member = self.lookup(name)
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         obj = entry.factory(member, **kwargs) if entry.family else entry.factory(**kwargs)
         try:
             obj.registry_name = name

@@ -267,11 +267,11 @@ class Runner:
             t0 = time.perf_counter()
             seed_everything(cell.seed)
             head = create_head(cell.head.name, **cell.head.kwargs)
-            head.fit(torch.from_numpy(emb["train"]), seed=cell.seed)
+            head.fit(torch.from_numpy(emb["train"]), seed=cell.seed, device=self.device, progress=self.progress)
             timings["head_fit_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            test_scores = head.score(torch.from_numpy(emb["test"]))
-            val_scores = head.score(torch.from_numpy(emb["val"]))
+            test_scores = head.score(torch.from_numpy(emb["test"]), device=self.device)
+            val_scores = head.score(torch.from_numpy(emb["val"]), device=self.device)
             timings["score_s"] = time.perf_counter() - t0
             stage = f"{cell.localization} maps"
             t0 = time.perf_counter()
@@ -313,18 +313,16 @@ class Runner:
             seed_everything(cell.seed)
             detector = create_detector(cell.detector.name, in_chans=dataset.channels,
                                        image_size=dataset.image_size, **cell.detector.kwargs)
-            setting = getattr(detector, "setting", "uad")
+            setting = detector.setting
             extra = {}
-            if setting == "oc-ssl":
+            if detector.needs_pool:
                 from methods.detectors._pool import unlabeled_pool
 
-                rate = getattr(detector, "anomaly_rate", 0.6)
-                size = getattr(detector, "pool_size", None)
-                extra["unlabeled"] = unlabeled_pool(dataset, anomaly_rate=rate, size=size, seed=cell.seed)
-                if rate == 0:
-                    setting = "uad"   # a pool of normals only: the pure-UAD ablation (DDAD-ASR paper)
+                request = detector.pool_request()
+                extra["unlabeled"] = unlabeled_pool(dataset, anomaly_rate=request.anomaly_rate, size=request.size,
+                                                    seed=cell.seed)
             t0 = time.perf_counter()
-            detector.fit(dataset.train, seed=cell.seed, device=self.device, **extra)
+            detector.fit(dataset.train, seed=cell.seed, device=self.device, progress=self.progress, **extra)
             timings["fit_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             test = detector.predict(dataset.test.images, device=self.device)

@@ -6,6 +6,9 @@
 * :class:`Detector` is what the runner calls; :class:`methods.detectors.latent.LatentDetector`
   turns any encoder x head pair into one, and end-to-end methods implement it directly.
 
+One ``fit`` signature for all three: ``fit(data, *, seed, device, progress)`` (a detector that
+declares ``needs_pool`` also takes ``unlabeled=``). Optional capabilities are *declared* as class
+attributes (``Encoder.reconstructs``, ``Detector.needs_pool``, ``Detector.setting``), never probed.
 Hyper-parameters go to ``__init__`` and fitted state ends in ``_`` (scikit-learn's convention),
 ``fit`` returns ``self``.
 """
@@ -13,7 +16,6 @@ Hyper-parameters go to ``__init__`` and fitted state ends in ``_`` (scikit-learn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -40,11 +42,12 @@ class Encoder(nn.Module):
     """Images ``[N, C, H, W]`` float in [0, 1] -> representation ``[N, out_dim]``.
 
     Subclasses set ``out_dim`` and implement ``forward``; trainable ones override ``fit``.
-    Optional capabilities the runner looks for: ``reconstruct(x)`` (reconstruction maps) and
-    ``feature_maps(x)`` (patch heads).
+    Declared capabilities: ``trainable`` (its weights change in ``fit``, so the cache stores them)
+    and ``reconstructs`` (it implements ``reconstruct(x)``, so reconstruction maps apply).
     """
 
     trainable: bool = True
+    reconstructs: bool = False
 
     def __init__(self, in_chans: int = 1, image_size: int = 64):
         super().__init__()
@@ -85,7 +88,8 @@ class DensityHead(nn.Module):
         self.register_buffer("mean_", torch.zeros(0))
         self.register_buffer("scale_", torch.ones(0))
 
-    def fit(self, z: torch.Tensor, *, seed: int = 0) -> "DensityHead":
+    def fit(self, z: torch.Tensor, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "DensityHead":
+        """Fit on training features; trainable heads (the flow) train on ``device``."""
         z = torch.as_tensor(z).detach().float().cpu()
         if z.ndim != 2 or len(z) == 0:
             raise MethodError(f"{type(self).__name__}: expected training features [N, D] with N > 0, "
@@ -101,7 +105,7 @@ class DensityHead(nn.Module):
         else:
             self.mean_, self.scale_ = torch.zeros(z.shape[1]), torch.ones(z.shape[1])
         seed_everything(seed)
-        self._fit((z - self.mean_) / self.scale_, seed=seed)
+        self._fit((z - self.mean_) / self.scale_, seed=seed, device=device, progress=progress)
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -115,11 +119,14 @@ class DensityHead(nn.Module):
         return score
 
     @torch.no_grad()
-    def score(self, z: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-        """Gradient-free scores as a numpy array."""
-        return torch.cat([self(z[i:i + batch_size]) for i in range(0, len(z), batch_size)]).cpu().numpy()
+    def score(self, z: torch.Tensor, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
+        """Gradient-free scores as a numpy array, computed on ``device``."""
+        self.to(device)
+        z = torch.as_tensor(z)
+        return torch.cat([self(z[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, len(z), batch_size)]).numpy()
 
-    def _fit(self, z: torch.Tensor, *, seed: int) -> None:  # pragma: no cover - abstract
+    def _fit(self, z: torch.Tensor, *, seed: int, device: str, progress: bool) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def _score(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -134,10 +141,41 @@ class Prediction:
     maps: np.ndarray | None = None
 
 
-@runtime_checkable
-class Detector(Protocol):
-    """What the runner calls: end-to-end methods implement this directly."""
+@dataclass(frozen=True)
+class PoolRequest:
+    """What a one-class semi-supervised detector asks the runner to assemble as its unlabeled pool."""
 
-    def fit(self, train: Split, *, seed: int, device: str) -> "Detector": ...
+    anomaly_rate: float
+    size: int | None = None
 
-    def predict(self, images: np.ndarray, *, device: str) -> Prediction: ...
+
+class Detector:
+    """What the runner calls; end-to-end methods subclass this.
+
+    Declared, not probed:
+
+    * ``setting``: ``"uad"`` (normal training images only) or ``"oc-ssl"`` (also an unlabeled pool);
+    * ``needs_pool``: ``fit`` takes ``unlabeled=<Split>``, assembled as ``pool_request()`` says;
+    * ``predict_params``: constructor arguments that change only ``predict``, never what ``fit``
+      learns. The runner's fit cache shares one fitted detector between cells that differ only in
+      these; :meth:`complete_fit` trains whatever a cached fit lacks for the current options.
+    """
+
+    setting: str = "uad"
+    needs_pool: bool = False
+    predict_params: tuple[str, ...] = ()
+
+    def pool_request(self) -> PoolRequest | None:
+        return None
+
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,
+            **kwargs) -> "Detector":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def complete_fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,
+                     **kwargs) -> bool:
+        """Fit what a (cached) fitted detector still lacks for its current options; True if it changed."""
+        return False
+
+    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:  # pragma: no cover
+        raise NotImplementedError

@@ -88,5 +88,5 @@ def supports(encoder: torch.nn.Module, localization: str) -> bool:
     if localization == "gradient":
         return True
     if localization == "reconstruction":
-        return callable(getattr(encoder, "reconstruct", None))
+        return bool(encoder.reconstructs)
     raise ValueError(f"unknown localization '{localization}'; choose from {LOCALIZATIONS}")

@@ -61,7 +61,7 @@ def noise_images() -> np.ndarray:
 
 
 def _fit_kwargs(detector, unlabeled: Split) -> dict:
-    return {"unlabeled": unlabeled} if detector.setting == "oc-ssl" else {}
+    return {"unlabeled": unlabeled} if detector.needs_pool else {}
 
 
 @pytest.mark.parametrize("name", list_detectors())
@@ -138,7 +138,7 @@ def test_ddad_dual_distribution_discrepancy_detects_pool_anomalies():
     detector = create_detector("ddad_asr", in_chans=1, image_size=SIZE, input_size=32, epochs=30, batch_size=16,
                                lr=2e-3, hidden_dim=256, score="inter")
     detector.fit(data.train, seed=0, unlabeled=unlabeled_pool(data, anomaly_rate=0.5, seed=0))
-    assert detector.refine_ is None, "unrefined scores need no ASR-Net"
+    assert not detector.refiners_, "unrefined scores need no ASR-Net"
     pred = detector.predict(data.test.images)
     assert roc_auc_score(data.test.labels, pred.scores) > 0.75
 

@@ -84,7 +84,7 @@ def test_registry_families_and_errors():
     def fam(member, y=2):
         return {"member": member, "y": y}
 
-    assert reg.create("plain", x=None) == {"x": 1}          # None kwargs fall back to defaults
+    assert reg.create("plain", x=None) == {"x": None}       # None is a value, passed through
     assert reg.create("fam/abc.def", y=3) == {"member": "abc.def", "y": 3}
     assert reg.names() == ["fam/<name>", "plain"]
     with pytest.raises(UnknownEntryError, match="unknown thing 'nope'.*plain"):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from datasets.base import Split, to_float
-from methods.base import MethodError, Prediction, seed_everything
+from methods.base import Detector, MethodError, Prediction, seed_everything
 from methods.detectors._maps import (SCORE_REDUCTIONS, check_choice, check_finite, check_images, chunks,
                                      epoch_batches, reduce_maps, resize, upsample)
 from methods.registry import register_detector
@@ -106,7 +106,7 @@ def fit_autoencoder(model: nn.Module, data: torch.Tensor, *, epochs: int, batch_
 
 
 @register_detector("ae")
-class AutoencoderDetector:
+class AutoencoderDetector(Detector):
     """Reconstruction AE (MedIAnomaly/AE4AD): map = squared error, score = mean of the map.
 
     Args:
@@ -122,7 +122,7 @@ class AutoencoderDetector:
     def __init__(self, in_chans: int = 1, image_size: int = 64, *, latent_dim: int = 16, input_size: int = 64,
                  base_width: int = 16, hidden_dim: int = 1024, epochs: int = 250, batch_size: int = 64,
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
-                 score: str = "mean", progress: bool = False):
+                 score: str = "mean"):
         self.in_chans = in_chans
         self.image_size = image_size
         self.latent_dim = latent_dim
@@ -135,9 +135,9 @@ class AutoencoderDetector:
         self.betas = tuple(betas)
         self.weight_decay = weight_decay
         self.score = check_choice(score, SCORE_REDUCTIONS, "score", "ae")
-        self.progress = progress
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "AutoencoderDetector":
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "AutoencoderDetector":
+        self.progress = progress
         images = check_images(train.images, self.in_chans, "ae (train)")
         if len(images) < 2:
             raise MethodError(f"ae: needs at least 2 training images, got {len(images)}")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.base import Split
-from methods.base import MethodError, Prediction, seed_everything
+from methods.base import Detector, MethodError, PoolRequest, Prediction, seed_everything
 from methods.detectors._maps import (check_choice, check_finite, check_images, chunks, epoch_batches, reduce_maps,
                                      upsample)
 from methods.detectors.ae import ConvAutoencoder, fit_autoencoder, to_signed
@@ -98,7 +98,7 @@ def blend_squares(x: torch.Tensor, pool: torch.Tensor, index: torch.Tensor, gene
 
 
 @register_detector("ddad_asr")
-class DDADASR:
+class DDADASR(Detector):
     """DDAD-ASR (Cai et al., MedIA 2023): NDM/UDM AE ensembles + ASR-Net; one-class semi-supervised.
 
     ``fit(train, seed=..., device=..., unlabeled=pool)`` needs the unlabeled pool
@@ -118,7 +118,8 @@ class DDADASR:
             (official ``ar=0.6``; 0 is the pure-UAD ablation); the method itself never reads them.
     """
 
-    setting = "oc-ssl"
+    needs_pool = True
+    predict_params = ("score",)   # the six AEs do not depend on it; each ASR score adds one ASR-Net
 
     def __init__(self, in_chans: int = 1, image_size: int = 64, *, input_size: int = 64, ensemble_size: int = 3,
                  latent_dim: int = 16, base_width: int = 16, hidden_dim: int = 2048, epochs: int = 250,
@@ -126,7 +127,7 @@ class DDADASR:
                  weight_decay: float = 0.0, score: str = "asr_dual", asr_epochs: int = 100, asr_batch_size: int = 8,
                  asr_lr: float = 1e-4, asr_weight_decay: float = 1e-4, asr_channels: int = 128,
                  focal_gamma: float = 2.0, anomaly_probability: float = 0.5, anomaly_rate: float = 0.6,
-                 pool_size: int | None = None, progress: bool = False):
+                 pool_size: int | None = None):
         if ensemble_size < 2:
             raise MethodError(f"ddad_asr: ensemble_size must be >= 2 (the intra-discrepancy is a std), "
                               f"got {ensemble_size}")
@@ -152,7 +153,14 @@ class DDADASR:
         self.anomaly_probability = anomaly_probability
         self.anomaly_rate = anomaly_rate
         self.pool_size = pool_size
-        self.progress = progress
+
+    @property
+    def setting(self) -> str:
+        """A pool of normals only (rate 0) is the paper's pure-UAD ablation."""
+        return "uad" if self.anomaly_rate == 0 else "oc-ssl"
+
+    def pool_request(self) -> PoolRequest:
+        return PoolRequest(self.anomaly_rate, self.pool_size)
 
     # -- training ----------------------------------------------------------------------------
     def _ensemble(self, data: torch.Tensor, generator: torch.Generator, device: str, module: str) -> nn.ModuleList:
@@ -167,7 +175,9 @@ class DDADASR:
             models.append(model.eval().requires_grad_(False))
         return models
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", unlabeled: Split | None = None) -> "DDADASR":
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,
+            unlabeled: Split | None = None) -> "DDADASR":
+        self.progress = progress
         if unlabeled is None:
             raise MethodError("ddad_asr is one-class semi-supervised: fit() needs unlabeled=<Split>; build one with "
                               "methods.detectors._pool.unlabeled_pool(dataset, anomaly_rate=...) (rate 0 = pure UAD)")
@@ -185,15 +195,32 @@ class DDADASR:
         mixed = torch.cat([normal, to_signed(extra, self.input_size, device)])
         self.udm_ = self._ensemble(mixed, generator, device, "UDM")
         del mixed
-        self.refine_score_ = self.score if self.score.startswith("asr") else None
-        self.refine_ = self._fit_refine(normal, generator, device) if self.refine_score_ else None
+        self.refiners_: dict[str, RefineNet] = {}
+        self.complete_fit(train, seed=seed, device=device, progress=progress)
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
-    def _fit_refine(self, normal: torch.Tensor, generator: torch.Generator, device: str) -> RefineNet:
+    def complete_fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,
+                     **kwargs) -> bool:
+        """Train the ASR-Net the current ``score`` needs, if the fitted AEs do not have it yet.
+
+        Its seed is derived from ``seed`` and the score alone, so the result is the same whether
+        the AEs were just trained or come from the runner's fit cache.
+        """
+        if not self.score.startswith("asr") or self.score in self.refiners_:
+            return False
+        self.progress = progress
+        generator = seed_everything(seed * 1009 + SCORES.index(self.score) + 1)
+        normal = to_signed(check_images(train.images, self.in_chans, "ddad_asr (train)"), self.input_size, device)
+        self.refiners_[self.score] = self._fit_refine(normal, generator, device, self.score)
+        return True
+
+    def _fit_refine(self, normal: torch.Tensor, generator: torch.Generator, device: str, score: str) -> RefineNet:
         from tqdm.auto import tqdm
 
-        net = RefineNet(2 if self.refine_score_ == "asr_dual" else 1, self.asr_channels).to(device)
+        for module in (*self.ndm_, *self.udm_):
+            module.to(device)
+        net = RefineNet(2 if score == "asr_dual" else 1, self.asr_channels).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.asr_lr, betas=(0.5, 0.999), weight_decay=self.asr_weight_decay)
         losses = []
         for epoch in tqdm(range(self.asr_epochs), desc="ddad_asr ASR-Net", leave=False, disable=not self.progress,
@@ -205,7 +232,7 @@ class DDADASR:
                 index = order[s]
                 x, mask = blend_squares(normal[index.to(normal.device)], normal, index, generator,
                                         self.anomaly_probability)
-                synthetic.append(self._refine_input(x))
+                synthetic.append(self._refine_input(x, score))
                 masks.append(mask)
             synthetic, masks = torch.cat(synthetic), torch.cat(masks)
             net.train()
@@ -221,7 +248,7 @@ class DDADASR:
                 opt.step()
                 running.append(loss.item())
             losses.append(float(np.mean(running)))
-        self.history_["ASR"] = losses
+        self.history_[f"ASR {score}"] = losses
         return net.eval()
 
     # -- scoring -----------------------------------------------------------------------------
@@ -235,9 +262,9 @@ class DDADASR:
                 "inter": (udm.mean(0) - mean_ndm).abs().mean(1, keepdim=True),
                 "rec": (x - mean_ndm).pow(2).mean(1, keepdim=True)}
 
-    def _refine_input(self, x: torch.Tensor) -> torch.Tensor:
+    def _refine_input(self, x: torch.Tensor, score: str) -> torch.Tensor:
         maps = self._discrepancies(x)
-        if self.refine_score_ == "asr_dual":
+        if score == "asr_dual":
             return torch.cat([maps["inter"], maps["intra"]], dim=1)
         return maps["intra"]
 
@@ -247,18 +274,19 @@ class DDADASR:
             raise MethodError("ddad_asr: predict() called before fit()")
         images = check_images(images, self.in_chans, "ddad_asr")
         refined = self.score.startswith("asr")
-        if refined and self.score != self.refine_score_:
+        if refined and self.score not in self.refiners_:
             raise MethodError(f"ddad_asr: score='{self.score}' needs an ASR-Net trained for it; fitted for "
-                              f"{self.refine_score_ or 'no ASR-Net'}: call fit() again")
+                              f"{', '.join(self.refiners_) or 'no ASR-Net'}: call complete_fit() or fit() again")
         for module in (*self.ndm_, *self.udm_):
             module.eval().to(device)
-        if self.refine_ is not None:
-            self.refine_.eval().to(device)
+        refine = self.refiners_.get(self.score)
+        if refine is not None:
+            refine.eval().to(device)
         scores, maps = [], []
         for s in chunks(len(images), self.batch_size):
             x = to_signed(images[s], self.input_size, device)
             if refined:
-                amap = torch.softmax(self.refine_(self._refine_input(x)), dim=1)[:, 1]
+                amap = torch.softmax(refine(self._refine_input(x, self.score)), dim=1)[:, 1]
             else:
                 amap = self._discrepancies(x)[self.score][:, 0]
             scores.append(reduce_maps(amap.cpu().numpy(), "mean"))    # spatial mean at the model resolution

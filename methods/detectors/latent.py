@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.base import Split
-from methods.base import DensityHead, Encoder, Prediction
+from methods.base import DensityHead, Detector, Encoder, Prediction
 from methods.localization import gradient_maps, reconstruction_maps, supports
 
 
-class LatentDetector:
+class LatentDetector(Detector):
     """Score = ``head(encoder(x))``; maps from input gradients or the encoder's reconstruction.
 
     The runner uses the pieces separately (cached embeddings, one head at a time); ``fit`` and
     ``predict`` give the same result in one call for library use.
     """
-
-    setting = "uad"
 
     def __init__(self, encoder: Encoder, head: DensityHead, localization: str | None = "gradient",
                  batch_size: int = 128):
@@ -29,7 +27,7 @@ class LatentDetector:
 
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "LatentDetector":
         self.encoder.fit(train, seed=seed, device=device, progress=progress)
-        self.head.fit(self.encoder.embed(train, self.batch_size, device), seed=seed)
+        self.head.fit(self.encoder.embed(train, self.batch_size, device), seed=seed, device=device, progress=progress)
         return self
 
     def maps(self, images: np.ndarray, *, device: str = "cpu") -> np.ndarray | None:
@@ -41,6 +39,5 @@ class LatentDetector:
 
     def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
         z = self.encoder.embed(images, self.batch_size, device)
-        self.head.cpu()
-        scores = self.head.score(z)
+        scores = self.head.score(z, device=device)
         return Prediction(scores, self.maps(images, device=device) if with_maps else None)

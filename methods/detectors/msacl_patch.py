@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from datasets.base import Split, to_float
-from methods.base import MethodError, Prediction, seed_everything
+from methods.base import Detector, MethodError, Prediction, seed_everything
 from methods.detectors._maps import SCORE_REDUCTIONS, check_choice, check_images
 from methods.detectors.padim import PaDiM
 from methods.encoders.msacl import MSACLEncoder
@@ -61,7 +61,7 @@ class MSACLPatch(PaDiM):
                  epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                  optimizer: str | None = None, weight_decay: float | None = None, warmup_epochs: int | None = None,
                  encoder: dict | None = None, d_reduced: int | None = 100, epsilon: float = 0.01, sigma: float = 4.0,
-                 score: str = "max", batch_size_features: int = 64, progress: bool = False):
+                 score: str = "max", batch_size_features: int = 64):
         self.in_chans = in_chans
         self.image_size = image_size
         given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
@@ -73,9 +73,9 @@ class MSACLPatch(PaDiM):
         self.sigma = sigma
         self.score = check_choice(score, SCORE_REDUCTIONS, "score", "msacl_patch")
         self.batch_size = batch_size_features
-        self.progress = progress
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "MSACLPatch":
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "MSACLPatch":
+        self.progress = progress
         images = check_images(train.images, self.in_chans, "msacl_patch (train)")
         if len(images) < 2:
             raise MethodError(f"msacl_patch: needs at least 2 training images for a covariance, got {len(images)}")

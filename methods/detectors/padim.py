@@ -26,7 +26,7 @@ from torch import nn
 
 from datasets.base import Split, to_float
 from methods.backbones import ImageNetInput, create_backbone, imagenet_stats
-from methods.base import MethodError, Prediction, seed_everything
+from methods.base import Detector, MethodError, Prediction, seed_everything
 from methods.detectors._maps import (SCORE_REDUCTIONS, check_choice, check_finite, check_images, chunks,
                                      gaussian_smooth, reduce_maps, resize, upsample)
 from methods.registry import register_detector
@@ -62,7 +62,7 @@ class FrozenFeatures(nn.Module):
 
 
 @register_detector("padim")
-class PaDiM:
+class PaDiM(Detector):
     """PaDiM (Defard et al. 2021): per-patch Gaussian + Mahalanobis distance on frozen features.
 
     Args:
@@ -119,7 +119,8 @@ class PaDiM:
         self.mean_ = mean.float()
         self.precision_ = torch.linalg.inv(cov).float()                        # [P, d, d]
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "PaDiM":
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "PaDiM":
+        self.progress = progress
         images = check_images(train.images, self.in_chans, "padim (train)")
         if len(images) < 2:
             raise MethodError(f"padim: needs at least 2 training images for a covariance, got {len(images)}")

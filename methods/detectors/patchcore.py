@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets.base import Split, to_float
-from methods.base import MethodError, Prediction, seed_everything
+from methods.base import Detector, MethodError, Prediction, seed_everything
 from methods.detectors._maps import check_finite, check_images, chunks, gaussian_smooth, upsample
 from methods.detectors.padim import FrozenFeatures
 from methods.registry import register_detector
@@ -78,7 +78,7 @@ def nearest(query: torch.Tensor, bank: torch.Tensor, k: int = 1, budget: int = 2
 
 
 @register_detector("patchcore")
-class PatchCore:
+class PatchCore(Detector):
     """PatchCore (Roth et al. 2022): coreset memory bank of 3x3-aggregated mid-level patch features.
 
     Args:
@@ -136,7 +136,8 @@ class PatchCore:
             emb = F.adaptive_avg_pool1d(emb.reshape(b * p, 1, d), self.embed_dim).view(b, p, self.embed_dim)
         return emb
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "PatchCore":
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "PatchCore":
+        self.progress = progress
         images = check_images(train.images, self.in_chans, "patchcore (train)")
         started = time.perf_counter()
         generator = seed_everything(seed)

@@ -41,7 +41,7 @@ from torch import nn
 
 from datasets.base import Split, to_float
 from methods.backbones import ImageNetInput, create_backbone, imagenet_stats
-from methods.base import MethodError, Prediction, seed_everything
+from methods.base import Detector, MethodError, Prediction, seed_everything
 from methods.detectors._maps import (SCORE_REDUCTIONS, check_choice, check_finite, check_images, chunks,
                                      epoch_batches, gaussian_smooth, reduce_maps, resize, upsample)
 from methods.registry import register_detector
@@ -207,7 +207,7 @@ def global_cosine_hard_mining(targets: list[torch.Tensor], recons: list[torch.Te
 
 
 @register_detector("recontrast")
-class ReContrast:
+class ReContrast(Detector):
     """ReContrast (Guo et al., NeurIPS 2023): contrastive feature reconstruction with a tuned encoder.
 
     Args:
@@ -233,8 +233,7 @@ class ReContrast:
                  batch_size: int = 32, lr: float = 2e-3, encoder_lr: float = 1e-5, weight_decay: float = 1e-5,
                  betas: tuple[float, float] = (0.9, 0.999), alpha_start: float = -3.0, alpha_end: float = 1.0,
                  alpha_warmup: float = 0.1, encoder_bn_train: bool = True,
-                 decoder_blocks: tuple[int, int, int] | None = None, sigma: float = 4.0, score: str = "max",
-                 progress: bool = False):
+                 decoder_blocks: tuple[int, int, int] | None = None, sigma: float = 4.0, score: str = "max"):
         size = input_size or max(32, 32 * math.ceil(image_size / 32))
         if size % 32:
             raise MethodError(f"recontrast: input_size must be a multiple of 32 (encoder stride 16 + OCBE), got {size}")
@@ -259,12 +258,12 @@ class ReContrast:
         self.decoder_blocks = decoder_blocks
         self.sigma = sigma
         self.score = check_choice(score, SCORE_REDUCTIONS, "score", "recontrast")
-        self.progress = progress
 
     def _input(self, images: np.ndarray, device: str) -> torch.Tensor:
         return resize(to_float(images, device), self.input_size)
 
-    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu") -> "ReContrast":
+    def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "ReContrast":
+        self.progress = progress
         from tqdm.auto import tqdm
 
         images = check_images(train.images, self.in_chans, "recontrast (train)")

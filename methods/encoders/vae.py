@@ -33,6 +33,8 @@ class VAEEncoder(TrainableEncoder):
         beta: weight of the KL term (beta-VAE; 1 is the plain ELBO).
     """
 
+    reconstructs = True
+
     def __init__(self, in_chans: int = 1, image_size: int = 64, *, latent_dim: int = 128, width: int = 32,
                  beta: float = 1.0, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 0.0, warmup_epochs: int = 0, optimizer: str = "adam"):

@@ -140,7 +140,7 @@ class FlowHead(DensityHead):
     def __init__(self, n_blocks: int = 8, hidden_features: int = 512, clamp: float = 2.0,
                  lr: float = 2e-3, weight_decay: float = 1e-4, milestones: tuple[int, ...] = (20, 40),
                  gamma: float = 0.1, epochs: int = 60, batch_size: int = 512, noise_std: float = 1e-3,
-                 grad_clip: float = 5.0, max_nll_per_dim: float = 100.0, device: str = "cpu"):
+                 grad_clip: float = 5.0, max_nll_per_dim: float = 100.0):
         super().__init__()
         for name, value in [("n_blocks", n_blocks), ("hidden_features", hidden_features),
                             ("epochs", epochs), ("batch_size", batch_size)]:
@@ -160,26 +160,27 @@ class FlowHead(DensityHead):
         self.noise_std = noise_std
         self.grad_clip = grad_clip
         self.max_nll_per_dim = max_nll_per_dim
-        self.device = device
         self.flow_: Flow | None = None
         self.loss_history_: list[float] = []
 
-    def _fit(self, z: torch.Tensor, *, seed: int) -> None:
+    def _fit(self, z: torch.Tensor, *, seed: int, device: str = "cpu", progress: bool = False) -> None:
         # The base class has just seeded torch, so the init and the permutations are deterministic.
         n, d = z.shape
-        flow = build_glow_flow(d, self.n_blocks, self.hidden_features, self.clamp).to(self.device)
+        from tqdm.auto import tqdm
+
+        flow = build_glow_flow(d, self.n_blocks, self.hidden_features, self.clamp).to(device)
         optimizer = torch.optim.Adam(flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), self.gamma)
         generator = torch.Generator().manual_seed(seed)
-        data = z.to(self.device)
+        data = z.to(device)
         self.loss_history_ = []
         flow.train()
-        for epoch in range(self.epochs):
-            order = torch.randperm(n, generator=generator).to(self.device)
+        for epoch in tqdm(range(self.epochs), desc="flow head", leave=False, disable=not progress, unit="epoch"):
+            order = torch.randperm(n, generator=generator).to(device)
             total = 0.0
             for step, start in enumerate(range(0, n, self.batch_size)):
                 batch = data[order[start:start + self.batch_size]]
-                noise = torch.randn(batch.shape, generator=generator).to(self.device)
+                noise = torch.randn(batch.shape, generator=generator).to(device)
                 loss = -flow.log_prob(batch + self.noise_std * noise).mean()
                 value = loss.item()
                 if not math.isfinite(value) or value > self.max_nll_per_dim * d:
@@ -192,7 +193,7 @@ class FlowHead(DensityHead):
                 total += value * len(batch)
             schedule.step()
             self.loss_history_.append(total / n)
-        self.flow_ = flow.eval().cpu()
+        self.flow_ = flow.eval()
 
     def _score(self, z: torch.Tensor) -> torch.Tensor:
         flow = self.flow_

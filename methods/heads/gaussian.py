@@ -39,7 +39,7 @@ class GaussianHead(DensityHead):
         self.register_buffer("location_", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("precision_", torch.zeros(0, 0, dtype=torch.float64))
 
-    def _fit(self, z: torch.Tensor, *, seed: int) -> None:
+    def _fit(self, z: torch.Tensor, *, seed: int, device: str = "cpu", progress: bool = False) -> None:
         x = z.double().numpy()
         lw = LedoitWolf(store_precision=False).fit(x)
         covariance = lw.covariance_ + self.reg_covar * np.eye(x.shape[1])

@@ -60,7 +60,7 @@ class GMMHead(DensityHead):
         self.register_buffer("precisions_cholesky_", torch.zeros(0, 0, 0, dtype=torch.float64))
         self.register_buffer("weights_", torch.zeros(0, dtype=torch.float64))
 
-    def _fit(self, z: torch.Tensor, *, seed: int) -> None:
+    def _fit(self, z: torch.Tensor, *, seed: int, device: str = "cpu", progress: bool = False) -> None:
         n, d = z.shape
         if n < 2:
             raise MethodError(f"gmm head: needs at least 2 training embeddings, got {n}")

@@ -44,7 +44,7 @@ class KNNHead(DensityHead):
         self.k_: int | None = None
         self.register_buffer("train_", torch.zeros(0, 0))
 
-    def _fit(self, z: torch.Tensor, *, seed: int) -> None:
+    def _fit(self, z: torch.Tensor, *, seed: int, device: str = "cpu", progress: bool = False) -> None:
         if self.max_train is not None and len(z) > self.max_train:
             generator = torch.Generator().manual_seed(seed)
             keep = torch.randperm(len(z), generator=generator)[:self.max_train].sort().values
