@@ -43,3 +43,16 @@ def test_shift_averaged_gradients_remove_the_fixed_stride_pattern():
     assert _phase_ratio(averaged) < 1.3
     with pytest.raises(ValueError, match="shifts >= 1"):
         gradient_maps(encoder, head, normals[:2], shifts=0)
+
+
+def test_view_scale_multiplies_sampling_coordinates_as_batchgenerators():
+    """scale > 1 samples a larger field of view (a centred square shrinks), as CRADL's SpatialTransform."""
+    from methods.encoders._augment import ViewAugment
+
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 8:24, 8:24] = 1.0
+    area = {}
+    for s in (0.8, 1.25):
+        aug = ViewAugment(translate=0.0, rotate=0.0, scale=(s, s), brightness=(1.0, 1.0), noise=0.0)
+        area[s] = float(aug(x, torch.Generator().manual_seed(0)).sum())
+    assert area[1.25] < 256 < area[0.8]

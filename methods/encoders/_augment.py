@@ -25,7 +25,8 @@ class ViewAugment:
     Args:
         translate: max shift as a fraction of the image side (CRADL: ±22 px of 128).
         rotate: max rotation in radians.
-        scale: (min, max) zoom factor.
+        scale: (min, max) factor on the *sampling coordinates*, as batchgenerators' ``SpatialTransform``
+            (CRADL's pipeline) applies it: > 1 samples a larger field of view (content shrinks), < 1 zooms in.
         flip: probability of a horizontal flip (0 by default: brain hemispheres are not
             interchangeable in every dataset, and CRADL's mirror transform was a no-op in 2D).
         brightness: (min, max) multiplicative factor.
@@ -53,7 +54,8 @@ class ViewAugment:
         zoom = uniform(*self.scale)
         tx, ty = uniform(-self.translate, self.translate) * 2, uniform(-self.translate, self.translate) * 2
         sign = torch.where(uniform(0, 1) < self.flip, -1.0, 1.0)
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # batchgenerators multiplies the sampling coordinates by the scale (scale_coords: coords *= scale)
+        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
         theta = torch.stack([torch.stack([cos * sign, -sin, tx], 1),
                              torch.stack([sin * sign, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
