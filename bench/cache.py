@@ -1,21 +1,35 @@
-"""On-disk cache of trained encoders and their embeddings, keyed by what determines them.
+"""On-disk caches of expensive fits: trained encoders with their embeddings, fitted detectors.
 
-Why: a grid of E encoders x H heads must cost about E trainings, and a rerun none. The key hashes
-the dataset (name and parameters), the encoder (name and parameters), the seed and a format
-version; nothing else (not the head, not the run) can change an encoder. Entries are written to a
-temporary directory and renamed into place, so an interrupted write leaves no half entry.
+Why: a grid of E encoders x H heads must cost about E trainings, a rerun none, and an exception
+after a long fit must not throw the fit away. Keys hash what determines the fit and nothing else:
+the dataset (name, parameters and content fingerprint), the component's configuration (for a
+detector, without the options that change only its predictions), the seed and a format version.
 
-Entry layout: ``<cache>/<key>/meta.json``, ``encoder.pt`` (state dict; skipped for frozen
-encoders, which are rebuilt), ``embeddings.npz`` (``train``, ``val``, ``test`` float32 and
-``val_labels``, ``test_labels``).
+Safety on a shared filesystem, with several processes or Ray workers:
+
+* entries are written under a temporary name and renamed into place (no half entry is visible);
+* a valid entry is never replaced by a rebuild of the same key (keys are content-addressed, so
+  the rebuild holds the same thing): there is no moment at which a reader finds it missing;
+* every entry carries SHA-256 checksums of its files; an entry that fails them is named in a
+  warning, moved aside to ``<cache>/.corrupt/`` and rebuilt.
+
+Encoder entry: ``<cache>/encoders/<key>/meta.json``, ``encoder.pt`` (state dict; skipped for
+frozen encoders, which are rebuilt), ``embeddings.npz``. Detector entry: one file
+``<cache>/detectors/<key>.pt`` = a JSON header line (meta + checksum) followed by the pickled
+fitted detector. Detector entries are pickles: load caches you (or your cluster) wrote, as with
+any pickle.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +37,11 @@ import numpy as np
 from bench.grid import stable_hash
 
 CACHE_ENV = "UAD_BENCH_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+class CacheCorruptWarning(UserWarning):
+    """A cache entry failed its checksum or could not be read; it was moved aside and is rebuilt."""
 
 
 def default_cache_dir() -> Path:
@@ -36,47 +54,129 @@ def encoder_key(dataset_spec: dict, encoder_spec: dict, seed: int) -> str:
     return stable_hash(payload, 20)
 
 
+def detector_key(dataset_spec: dict, fit_spec: dict, seed: int) -> str:
+    payload = {"dataset": dataset_spec, "detector": fit_spec, "seed": seed, "format": FORMAT_VERSION}
+    return stable_hash(payload, 20)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def move_aside(root: Path, path: Path, reason: str) -> Path:
+    """Move a bad entry to ``<root>/.corrupt/`` (kept for inspection) and warn, naming it."""
+    aside = root / ".corrupt" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:       # another process moved it first
+        return aside
+    warnings.warn(f"cache entry {path} is unusable ({reason}); moved to {aside} and rebuilt",
+                  CacheCorruptWarning, stacklevel=3)
+    return aside
+
+
 class EncoderCache:
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir()
+        self.root = Path(root) if root is not None else default_cache_dir() / "encoders"
 
     def path(self, key: str) -> Path:
         return self.root / key
 
     def has(self, key: str) -> bool:
-        return (self.path(key) / "meta.json").is_file() and (self.path(key) / "embeddings.npz").is_file()
+        return (self.path(key) / "meta.json").is_file()
 
-    def meta(self, key: str) -> dict:
-        return json.loads((self.path(key) / "meta.json").read_text())
-
-    def embeddings(self, key: str) -> dict[str, np.ndarray]:
-        with np.load(self.path(key) / "embeddings.npz") as data:
-            return {k: data[k] for k in data.files}
-
-    def load_state(self, key: str, encoder) -> None:
-        """Load the saved weights into a freshly built ``encoder`` (no-op for frozen encoders)."""
+    def load(self, key: str, encoder) -> tuple[dict[str, np.ndarray], dict] | None:
+        """``(embeddings, meta)`` with the weights loaded into ``encoder``; None when absent or corrupt."""
         import torch
 
-        weights = self.path(key) / "encoder.pt"
-        if weights.is_file():
-            encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        entry = self.path(key)
+        if not self.has(key):
+            return None
+        try:
+            meta = json.loads((entry / "meta.json").read_text())
+            for name, digest in meta["checksums"].items():
+                if sha256_file(entry / name) != digest:
+                    raise ValueError(f"{name} does not match its checksum")
+            with np.load(entry / "embeddings.npz", allow_pickle=False) as data:
+                embeddings = {k: data[k] for k in data.files}
+            if (entry / "encoder.pt").is_file():
+                encoder.load_state_dict(torch.load(entry / "encoder.pt", map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt, never trusted
+            move_aside(self.root, entry, f"{type(exc).__name__}: {exc}")
+            return None
         encoder.eval()
+        return embeddings, meta
 
     def save(self, key: str, encoder, embeddings: dict[str, np.ndarray], meta: dict) -> Path:
         import torch
 
+        final = self.path(key)
+        if self.has(key):               # content-addressed: a valid entry already holds this fit
+            return final
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
         try:
-            if getattr(encoder, "trainable", True):
+            if encoder.trainable:
                 torch.save(encoder.state_dict(), tmp / "encoder.pt")
             np.savez(tmp / "embeddings.npz", **embeddings)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-            final = self.path(key)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            checksums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+            (tmp / "meta.json").write_text(json.dumps({**meta, "checksums": checksums}, indent=1, sort_keys=True,
+                                                      default=str))
+            try:
+                os.rename(tmp, final)   # fails if another process put the entry in place meanwhile
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        return final
+
+
+class DetectorCache:
+    """Fitted end-to-end detectors, one self-verifying file each (header line + pickle)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir() / "detectors"
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str):
+        import torch
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as fh:
+                header = json.loads(fh.readline())
+                payload = fh.read()
+            if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+                raise ValueError("payload does not match its checksum")
+            return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            move_aside(self.root, path, f"{type(exc).__name__}: {exc}")
+            return None
+
+    def save(self, key: str, detector, meta: dict) -> Path:
+        """Write (or replace, atomically: one file) the entry for ``key``."""
+        import torch
+
+        from bench.store import atomic_write_bytes
+
+        buf = io.BytesIO()
+        try:
+            torch.save(detector, buf)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable detector still gets its result
+            warnings.warn(f"fitted {type(detector).__name__} cannot be cached ({type(exc).__name__}: {exc}); "
+                          "reruns will fit it again", stacklevel=2)
+            return self.path(key)
+        payload = buf.getvalue()
+        header = json.dumps({**meta, "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True, default=str)
+        atomic_write_bytes(self.path(key), header.encode() + b"\n" + payload)
         return self.path(key)

@@ -25,8 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override the grid, e.g. encoder.simclr.epochs=2 or seeds=[0,1,2] (repeatable)")
-    run.add_argument("--cache", default=None, help="encoder cache folder (default: $UAD_BENCH_CACHE or runs/cache)")
-    run.add_argument("--reports", default="reports", help="where reports go (default: reports/<run name>)")
+    run.add_argument("--cache", default=None,
+                     help="cache folder for trained encoders, fitted detectors and decoded datasets "
+                          "(default: $UAD_BENCH_CACHE or runs/cache)")
+    run.add_argument("--reports", default="reports",
+                     help="reports go to REPORTS/<run directory name> (default: reports/); a report of another "
+                          "run directory there is never overwritten")
+    run.add_argument("--check", action="store_true",
+                     help="only validate the grid and run the preflight (datasets, weights, pools); no training")
     run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -73,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.grid import GridError
         from bench.registry import UnknownEntryError
 
-        known = (GridError, UnknownEntryError, FileNotFoundError)
+        from bench.store import RunLockedError
+
+        known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError)
         try:
             from datasets.base import DatasetError
             from methods.base import MethodError
@@ -87,25 +95,58 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot be used; printed as one line, exit 2."""
+
+
+def report_dir_for(run_dir: Path, reports: str | Path) -> Path:
+    """``<reports>/<run dir name>``, refusing to overwrite the report of a *different* run directory."""
+    target = Path(reports) / run_dir.name
+    marker = target / ".source"
+    source = str(run_dir.resolve())
+    if marker.is_file() and marker.read_text().strip() != source:
+        raise UsageError(f"{target} holds the report of {marker.read_text().strip()}, not of {source}; "
+                         f"pass --reports DIR to put this run's report elsewhere")
+    target.mkdir(parents=True, exist_ok=True)
+    marker.write_text(source + "\n")
+    return target
+
+
 def cmd_run(args) -> int:
     from bench.grid import load_grid
+    from bench.preflight import preflight
     from bench.runner import Runner
+    from bench.validate import validate_grid
 
     grid = load_grid(args.grid, args.overrides)
+    validate_grid(grid)
     out = Path(args.out) if args.out else Path("runs") / grid.name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file; give a directory for the run")
     runner = Runner(grid, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
                     progress=not args.quiet)
     print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device})")
-    summary = runner.run()
+    checked = preflight(grid, runner.context)
+    for note in checked.notes:
+        print(f"  {note}")
+    if checked.problems:
+        for problem in checked.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
+        return 2
+    if args.check:
+        print("preflight: ok")
+        return 0
+    summary = runner.run(checked)
     print(summary.line())
     for failure in summary.failures:
-        print(f"  failed: {failure}", file=sys.stderr)
+        print(f"  {failure}", file=sys.stderr)
     if not args.no_report:
         from bench.report import build_report
 
-        report_dir = build_report(out, Path(args.reports) / out.name)
+        report_dir = build_report(out, report_dir_for(out, args.reports))
         print(f"report: {report_dir / 'README.md'}")
-    return 0 if summary.failed == 0 else 1
+    return 0 if summary.clean else 1
 
 
 def cmd_list(args) -> int:

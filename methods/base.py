@@ -123,6 +123,8 @@ class DensityHead(nn.Module):
         """Gradient-free scores as a numpy array, computed on ``device``."""
         self.to(device)
         z = torch.as_tensor(z)
+        if len(z) == 0:                       # an empty split (e.g. no validation set) scores nothing
+            return np.zeros(0, dtype=np.float32)
         return torch.cat([self(z[i:i + batch_size].to(device)).cpu()
                           for i in range(0, len(z), batch_size)]).numpy()
 
@@ -167,6 +169,11 @@ class Detector:
 
     def pool_request(self) -> PoolRequest | None:
         return None
+
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        """``(timm name, pretrained, weights file)`` of every backbone ``fit`` will build, so the
+        preflight can check they are available before any training."""
+        return []
 
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,
             **kwargs) -> "Detector":  # pragma: no cover - abstract

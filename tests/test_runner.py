@@ -22,7 +22,7 @@ TINY = ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",
 
 
 def tiny_grid(*extra: str):
-    return load_grid("quick", TINY + ['encoders=["vae", "random/resnet18"]', 'heads=["gaussian", "knn"]',
+    return load_grid("quick", TINY + ['encoders=["vae", "imagenet/tf_efficientnet_lite0"]', 'heads=["gaussian", "knn"]',
                                       'localization=["gradient", "reconstruction"]', *extra])
 
 
@@ -32,7 +32,7 @@ def run(grid, tmp_path, **kw):
 
 def test_tiny_grid_end_to_end(tmp_path):
     summary = run(tiny_grid(), tmp_path)
-    # 2 encoders x 2 heads x gradient + vae x 2 heads x reconstruction; random/resnet18 cannot reconstruct
+    # 2 encoders x 2 heads x gradient + vae x 2 heads x reconstruction; the frozen encoder cannot reconstruct
     assert (summary.ok, summary.failed, summary.not_applicable) == (6, 0, 2), summary.failures
     store = ResultStore(tmp_path / "run")
     records = store.records()
@@ -47,7 +47,7 @@ def test_tiny_grid_end_to_end(tmp_path):
         arrays = store.arrays(rec["cell_id"])
         assert arrays["test_scores"].shape == (24,) and arrays["test_maps"].shape == (24, 32, 32)
     frame = cell_frame(store.records())
-    assert set(frame["method"]) >= {"vae × gaussian", "vae × knn [reconstruction]", "random/resnet18 × knn"}
+    assert set(frame["method"]) >= {"vae × gaussian", "vae × knn [reconstruction]", "imagenet/tf_efficientnet_lite0 × knn"}
     # encoders were trained once: only the first cell of each encoder carries the fit time
     fits = frame.groupby("encoder")["time.encoder_fit_s"].apply(lambda s: int((s > 0).sum()))
     assert fits["vae"] == 1
@@ -109,7 +109,7 @@ def test_failing_cell_is_recorded_and_grid_goes_on(tmp_path):
 
 def test_missing_dataset_fails_its_cells_only(tmp_path):
     grid = tiny_grid('datasets=["synthetic", "medmnist/pneumoniamnist"]', 'localization=["gradient"]',
-                     'encoders=["random/resnet18"]')
+                     'encoders=["vae"]')
     summary = Runner(grid, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
                      data_root=tmp_path / "empty").run()
     assert summary.ok == 2 and summary.failed == 2

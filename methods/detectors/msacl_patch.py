@@ -74,6 +74,9 @@ class MSACLPatch(PaDiM):
         self.score = check_choice(score, SCORE_REDUCTIONS, "score", "msacl_patch")
         self.batch_size = batch_size_features
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        return []    # its trunk is trained here, from scratch
+
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "MSACLPatch":
         self.progress = progress
         images = check_images(train.images, self.in_chans, "msacl_patch (train)")

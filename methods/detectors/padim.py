@@ -119,6 +119,9 @@ class PaDiM(Detector):
         self.mean_ = mean.float()
         self.precision_ = torch.linalg.inv(cov).float()                        # [P, d, d]
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        return [(self.backbone, self.pretrained, self.weights)]
+
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "PaDiM":
         self.progress = progress
         images = check_images(train.images, self.in_chans, "padim (train)")

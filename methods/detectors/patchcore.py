@@ -136,6 +136,9 @@ class PatchCore(Detector):
             emb = F.adaptive_avg_pool1d(emb.reshape(b * p, 1, d), self.embed_dim).view(b, p, self.embed_dim)
         return emb
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        return [(self.backbone, self.pretrained, self.weights)]
+
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "PatchCore":
         self.progress = progress
         images = check_images(train.images, self.in_chans, "patchcore (train)")

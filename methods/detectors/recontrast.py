@@ -262,6 +262,9 @@ class ReContrast(Detector):
     def _input(self, images: np.ndarray, device: str) -> torch.Tensor:
         return resize(to_float(images, device), self.input_size)
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        return [(self.backbone, self.pretrained, self.weights)]
+
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "ReContrast":
         self.progress = progress
         from tqdm.auto import tqdm

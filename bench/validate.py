@@ -1,0 +1,144 @@
+"""Check a grid (and every ``--set``) against the registries before anything runs.
+
+Why: a misspelt key used to be ignored (``--set seed=[5]``), a misspelt parameter failed every
+cell with a bare ``TypeError`` after the encoders had trained, and ``epochs=0`` recorded an
+untrained model as ``ok``. Here every name is looked up, every parameter is matched against its
+factory's signature (with the closest name suggested), and values are checked against their
+default's type and the ranges below. The first problem raises :class:`GridError`, one line that
+names the key; the CLI turns it into exit status 2 with nothing written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from typing import Any
+
+from bench.grid import SECTIONS, Component, Grid, GridError
+
+#: Top-level keys a grid may hold.
+TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
+             "defaults", "require_masks", "resources", "amp", "deterministic", *SECTIONS.values()}
+#: Arguments the runner passes itself; a grid never sets them.
+RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),
+               "detector": {"in_chans", "image_size"}}
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _range_problem(key: str, value: Any) -> str | None:
+    """Declared ranges by parameter name (the conventions every factory here follows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if key == "warmup_epochs":
+        return "must be >= 0" if value < 0 else None
+    if key == "epochs" or key.endswith("_epochs"):
+        return "must be >= 1 (0 epochs would record an untrained model)" if value < 1 else None
+    if key in ("batch_size", "n_components", "k", "n_blocks", "hidden_features", "n_train", "latent_dim",
+               "ensemble_size", "queue_size") or key.endswith("_batch_size"):
+        return "must be >= 1" if value < 1 else None
+    if key == "lr" or key.endswith("_lr"):
+        return "must be > 0" if value <= 0 else None
+    if key in ("image_size", "input_size"):
+        return "must be >= 16 pixels" if value < 16 else None
+    return None
+
+
+def _accepted(factory, family: bool) -> tuple[dict[str, inspect.Parameter] | None, str]:
+    """Parameters a factory accepts (``None``: any), following ``**kwargs`` into the returned class."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = list(inspect.signature(target).parameters.values())
+    if inspect.isclass(factory):
+        params = params[1:]                      # self
+    if family and params:
+        params = params[1:]                      # the member name
+    accepted = {p.name: p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        try:
+            returned = typing.get_type_hints(factory).get("return")
+        except Exception:  # noqa: BLE001 - unresolvable annotation: accept anything
+            returned = None
+        if not inspect.isclass(returned):
+            return None, ""
+        inner, _ = _accepted(returned, False)
+        if inner is None:
+            return None, ""
+        accepted = {**inner, **accepted}
+    return accepted, ""
+
+
+def _check_value(where: str, key: str, value: Any, param: inspect.Parameter | None) -> None:
+    default = param.default if param is not None else inspect.Parameter.empty
+    if default is not inspect.Parameter.empty and default is not None and value is not None:
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (list, tuple),
+                 list: (list, tuple), dict: (dict,)}
+        want = kinds.get(type(default))
+        if want and (not isinstance(value, want) or (isinstance(value, bool) and bool not in want)):
+            raise GridError(f"{where}.{key} = {value!r}: expected {type(default).__name__} "
+                            f"(like its default {default!r})")
+    problem = _range_problem(key, value)
+    if problem:
+        raise GridError(f"{where}.{key} = {value!r}: {problem}")
+
+
+def _check_component(section: str, comp: Component, registry) -> None:
+    from bench.registry import UnknownEntryError
+
+    where = f"{section}.{comp.id}"
+    try:
+        entry, _ = registry.lookup(comp.name)
+    except UnknownEntryError:
+        raise GridError(f"{where}: unknown {section} '{comp.name}'{_suggest(comp.name, registry.names())} "
+                        f"(python -m bench list {section}s)") from None
+    accepted, _ = _accepted(entry.factory, entry.family)
+    for key, value in comp.kwargs.items():
+        if accepted is not None and key not in accepted:
+            raise GridError(f"{where}: unknown parameter '{key}'{_suggest(key, accepted)} "
+                            f"(parameters: {', '.join(sorted(set(accepted) - RUNNER_ARGS[section]))})")
+        if key in RUNNER_ARGS[section]:
+            raise GridError(f"{where}.{key}: set by the runner from the dataset; remove it from the grid")
+        _check_value(where, key, value, (accepted or {}).get(key))
+
+
+def validate_grid(grid: Grid) -> None:
+    """Raise :class:`GridError` naming the first problem of ``grid``; return quietly when it is usable."""
+    from datasets import DATASETS
+    from methods.localization import LOCALIZATIONS
+    from methods.registry import DETECTORS, ENCODERS, HEADS
+
+    data = grid.data
+    for key in data:
+        if key not in TOP_LEVEL:
+            raise GridError(f"grid '{grid.name}': unknown key '{key}'{_suggest(key, TOP_LEVEL)}")
+    grid.seeds  # noqa: B018 - validates the seed list
+    for loc in data.get("localization", ["gradient"]):
+        if loc not in LOCALIZATIONS:
+            raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, LOCALIZATIONS)} "
+                            f"(choose from {', '.join(LOCALIZATIONS)})")
+    registries = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
+    overridden = {}                       # section -> tables named by --set (they must be in the grid)
+    for item in grid.overrides:
+        parts = item.partition("=")[0].strip().split(".")
+        if parts[0] in SECTIONS.values() and len(parts) >= 3:
+            overridden.setdefault(parts[0], set()).add(".".join(parts[1:-1]))
+    for axis, section in SECTIONS.items():
+        comps = grid.components(axis)
+        known = {c.name for c in comps} | {c.id for c in comps}
+        for table in data.get(section, {}):
+            if table in known:
+                continue
+            # A grid file may carry settings for entries its own axes leave out (a --set can add
+            # them back); a --set for an entry that is not in the grid would silently do nothing.
+            if table in overridden.get(section, ()) or table not in registries[section]:
+                raise GridError(f"{section}.{table}: no {section} '{table}' in this grid's {axis}"
+                                f"{_suggest(table, known)} ({', '.join(sorted(known)) or 'none'})")
+        for comp in comps:
+            _check_component(section, comp, registries[section])
+    for section in data.get("defaults", {}):
+        if section not in SECTIONS.values():
+            raise GridError(f"defaults.{section}: unknown section{_suggest(section, SECTIONS.values())} "
+                            f"(dataset, encoder, head, detector)")
