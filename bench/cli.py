@@ -79,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.grid import GridError
         from bench.registry import UnknownEntryError
 
+        from bench.runner import DeviceError
         from bench.store import RunLockedError
 
-        known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError)
+        known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError,
+                 DeviceError)
         try:
             from datasets.base import DatasetError
             from methods.base import MethodError

@@ -51,13 +51,19 @@ MAX_STORED_PIXELS = 4_000_000
 FINISHED = ("ok", "degenerate")
 
 
+class DeviceError(RuntimeError):
+    """The requested device is not there; one line for the CLI."""
+
+
 def resolve_device(device: str | None) -> str:
     import torch
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} requested but torch sees no CUDA device")
+        raise DeviceError(f"--device {device} requested but torch sees no CUDA device (use --device cpu or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise DeviceError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
     return device
 
 
