@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>)")
     rep.add_argument("--fast", action="store_true", help="tables and heatmaps only (no bootstrap, no t-SNE)")
+    rep.add_argument("--strict", action="store_true",
+                     help="stop at the first error of any report part (default: list it in the README and go on)")
+    rep.add_argument("--skip-bad", action="store_true",
+                     help="report without unreadable records and list them (default: exit non-zero naming them)")
 
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
@@ -198,11 +202,17 @@ def cmd_show(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.report import build_report
+    from bench.store import BadRecordError
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "records").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
-    out = build_report(run_dir, Path(args.out) if args.out else None, full=not args.fast)
+    try:
+        out = build_report(run_dir, Path(args.out) if args.out else None, full=not args.fast,
+                           strict=args.strict, skip_bad=args.skip_bad)
+    except BadRecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"report: {out / 'README.md'}")
     return 0
 

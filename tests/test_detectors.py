@@ -98,6 +98,11 @@ def test_bad_use_raises_clear_errors(noise_images: np.ndarray):
         create_detector("ae", score="median")
     with pytest.raises(MethodError, match="multiple of 32"):
         create_detector("recontrast", image_size=SIZE, input_size=48)
+    # pure UAD (rate 0) with normals borrowed from the training split: the UDM would see the NDM's own images
+    borrowed = Split(noise_images[:8], np.zeros(8), name="unlabeled(rate=0, 8 normals borrowed from train)")
+    uad = create_detector("ddad_asr", in_chans=1, image_size=SIZE, **{**TINY["ddad_asr"], "anomaly_rate": 0.0})
+    with pytest.raises(MethodError, match="8 of the 8 unlabeled images are training images"):
+        uad.fit(train, seed=0, unlabeled=borrowed)
 
 
 # -- image AUROC on the synthetic phantoms ------------------------------------------------------

@@ -187,6 +187,14 @@ class DDADASR(Detector):
             raise MethodError(f"ddad_asr: needs at least 2 normal training images, got {len(images)}")
         if images.shape[2:] != extra.shape[2:]:
             raise MethodError(f"ddad_asr: unlabeled images are {extra.shape[2:]}, training images {images.shape[2:]}")
+        if self.anomaly_rate == 0:
+            shared = _shared_images(images, extra)
+            if shared:
+                raise MethodError(
+                    f"ddad_asr: the pure-UAD ablation (anomaly_rate=0) needs unlabeled normals the NDM has not seen, "
+                    f"but {shared} of the {len(extra)} unlabeled images are training images (the dataset's pool has "
+                    "too few normals, so they were borrowed from the training split); a UDM trained on the NDM's own "
+                    "images is not the paper's ablation. Use a dataset whose pool holds normals, or anomaly_rate > 0")
         started = time.perf_counter()
         generator = seed_everything(seed)
         self.history_: dict[str, list[float]] = {}
@@ -293,3 +301,9 @@ class DDADASR(Detector):
             maps.append(upsample(amap, images.shape[-2:]).cpu().numpy())
         scores, maps = np.concatenate(scores), np.concatenate(maps).astype(np.float32)
         return Prediction(check_finite(scores, "scores", "ddad_asr"), check_finite(maps, "maps", "ddad_asr"))
+
+
+def _shared_images(a: np.ndarray, b: np.ndarray) -> int:
+    """How many images of ``b`` are byte-identical to an image of ``a``."""
+    seen = {image.tobytes() for image in np.ascontiguousarray(a)}
+    return sum(image.tobytes() in seen for image in np.ascontiguousarray(b))

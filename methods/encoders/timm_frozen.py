@@ -66,13 +66,13 @@ class FrozenTimmEncoder(Encoder):
         return timm_feature_maps(self.backbone, self._inputs(x))
 
 
-@register_encoder("imagenet", family=True, member="timm name")
+@register_encoder("imagenet", family=True, member="timm name", example="tf_efficientnet_lite0")
 def imagenet(model_name: str, **kwargs) -> FrozenTimmEncoder:
     """Frozen timm backbone with ImageNet weights (offline: tf_efficientnet_lite0)."""
     return FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
 
 
-@register_encoder("random", family=True, member="timm name")
+@register_encoder("random", family=True, member="timm name", example="resnet18")
 def random_init(model_name: str, **kwargs) -> FrozenTimmEncoder:
     """The same frozen timm backbone with random weights: the untrained control."""
     kwargs.pop("weights", None)
