@@ -362,6 +362,7 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
                degenerate: str | None = None) -> Outcome:
     """Metrics, the record and its arrays for one cell whose scores (and maps) are computed."""
     from bench.metrics import evaluate
+    from bench.metrics.pixel import NO_VALIDATION
 
     test, val = dataset.test, dataset.val
     try:
@@ -372,15 +373,14 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
         t0 = time.perf_counter()
         metrics = evaluate(test_scores, test.labels,
                            test_maps=test_maps, test_masks=test.masks if test_maps is not None else None,
-                           val_maps=val_maps, val_masks=val.masks if val_maps is not None else None)
+                           val_maps=val_maps, val_masks=val.masks if val_maps is not None else None,
+                           test_foreground=test.foreground if test_maps is not None else None,
+                           val_foreground=val.foreground if val_maps is not None else None)
         timings["metrics_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001
         return failed(cell, ctx, exc, "metrics", stamp, fingerprint, timings)
-    unavailable = {}
-    if test_maps is not None and len(val) == 0:
-        unavailable["pixel_dice"] = "no validation split"
-    elif test_maps is not None and val_maps is None:
-        unavailable["pixel_dice"] = "no anomalous pixels in the validation split"
+    unavailable = {name: ("the validation split has no anomalous pixels" if len(val) and why == NO_VALIDATION
+                           else why) for name, why in metrics.unavailable.items()}
     timings["total_s"] = time.perf_counter() - t_start + sum(
         timings.get(k, 0.0) for k in ("dataset_s", "encoder_fit_s", "embed_s"))
     reason = degenerate or degenerate_reason(test_scores, test_maps)
@@ -463,7 +463,7 @@ class EncoderUnitWork:
         return encoder, emb, info
 
     def run(self) -> Iterator[Outcome]:
-        from methods.localization import supports
+        from methods.maps import map_kind
         from methods.registry import is_patch_head
 
         stamp = now()
@@ -481,7 +481,7 @@ class EncoderUnitWork:
         for cell in self.unit.cells:
             # another map kind changes nothing where there are no masks to score maps against
             redundant = cell.localization not in (None, "gradient") and not self.dataset.test.has_masks
-            if redundant or not supports(encoder, cell.localization or "gradient"):
+            if redundant or not map_kind(cell.localization or "gradient").applies(encoder):
                 yield Outcome(cell, "not_applicable")
                 continue
             yield (self.patch_cell if is_patch_head(cell.head.name) else self.head_cell)(  # issue 9
@@ -513,12 +513,13 @@ class EncoderUnitWork:
             timings["score_s"] = time.perf_counter() - t0
             stage = f"{cell.localization} maps"
             t0 = time.perf_counter()
-            detector = LatentDetector(encoder, head, cell.localization)
-            if cell.localization == "gradient" or cell.localization not in self.shared_maps:
+            detector = LatentDetector(encoder, head, cell.localization, map_options=cell.map_kwargs)
+            shared = (cell.localization, cell.map_options)       # a head-independent map is made once
+            if detector.kind.head_dependent or shared not in self.shared_maps:
                 maps = maps_for(lambda imgs: detector.maps(imgs, device=ctx.device), dataset)
-                if cell.localization != "gradient":
-                    self.shared_maps[cell.localization] = maps
-            test_maps, val_maps = maps if cell.localization == "gradient" else self.shared_maps[cell.localization]
+                if not detector.kind.head_dependent:
+                    self.shared_maps[shared] = maps
+            test_maps, val_maps = maps if detector.kind.head_dependent else self.shared_maps[shared]
             timings["maps_s"] = time.perf_counter() - t0
             head.cpu()
         except Exception as exc:  # noqa: BLE001
@@ -565,7 +566,7 @@ class EncoderUnitWork:
         return score_cell(cell, dataset, ctx, self.unit.fingerprint, test_scores=test.scores,
                           val_scores=val.scores if val is not None else np.zeros(0),
                           test_maps=test.maps if masks_ok else None, val_maps=val_maps, timings=timings,
-                          t_start=t_start, stamp=stamp, degenerate=constant,
+                          t_start=t_start, stamp=stamp,   # constant *global* embeddings say nothing of patches
                           extra={"localization": "patch", "encoder_cache": info["encoder_cache"],
                                  "encoder_cached": info["encoder_cached"]})
 

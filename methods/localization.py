@@ -117,15 +117,3 @@ def reconstruction_maps(encoder: torch.nn.Module, images: np.ndarray, *, batch_s
             maps = postprocess(maps, x)
         out.append(maps[:, 0].float().cpu())
     return torch.cat(out).numpy()
-
-
-LOCALIZATIONS = ("gradient", "reconstruction")
-
-
-def supports(encoder: torch.nn.Module, localization: str) -> bool:
-    """Whether ``encoder`` can make maps of this kind."""
-    if localization == "gradient":
-        return True
-    if localization == "reconstruction":
-        return bool(encoder.reconstructs)
-    raise ValueError(f"unknown localization '{localization}'; choose from {LOCALIZATIONS}")

@@ -11,6 +11,8 @@ Two views of the same cells, because map kinds are not methods:
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 
@@ -26,8 +28,15 @@ IMAGE_METRICS = metric_names("image")
 PIXEL_METRICS = metric_names("pixel")
 #: Record statuses whose metrics are shown ("degenerate": metrics present, marked in tables).
 SCORED = ("ok", "degenerate")
-#: Map kinds whose maps depend on the encoder only (one table row per encoder, not per head).
-HEAD_INDEPENDENT_MAPS = frozenset({"reconstruction"})
+
+
+@functools.lru_cache(maxsize=1)
+def head_independent_maps() -> frozenset[str]:
+    """Map kinds whose maps depend on the encoder only (one table row per encoder, not per head);
+    declared by each kind (``methods/maps/``)."""
+    from methods.maps import MAP_KINDS
+
+    return frozenset(e.name for e in MAP_KINDS.entries() if not e.factory.head_dependent)
 
 
 def _finite(x) -> bool:
@@ -79,7 +88,7 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
         other_map = latent and loc not in (None, "gradient")
         image_label = label[:-len(f" [{loc}]")] if other_map and label.endswith(f" [{loc}]") else label
         pixel_label = label
-        if other_map and loc in HEAD_INDEPENDENT_MAPS and rec.get("encoder"):
+        if other_map and loc in head_independent_maps() and rec.get("encoder"):
             pixel_label = f"{rec['encoder']} [{loc}]"
         row_name = str(rec.get("encoder"))
         if len(settings) > 1 and rec.get("setting") and rec.get("setting") != "uad":
@@ -89,7 +98,7 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
         row.update(label=label, image_label=image_label, pixel_label=pixel_label,
                    matrix_row=row_name if latent else None,
                    map_row=(row_name + (f" [{loc}]" if other_map else "")) if latent else None,
-                   head_independent_map=bool(other_map and loc in HEAD_INDEPENDENT_MAPS),
+                   head_independent_map=bool(other_map and loc in head_independent_maps()),
                    unavailable=json.dumps(rec["metrics_unavailable"]) if rec.get("metrics_unavailable") else None)
         metrics = rec.get("metrics") or {}
         for m in METRICS + ["pixel_threshold"]:
