@@ -67,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings a user acts on (a corrupt cache entry, a clamped k) as one line, no source echo."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
@@ -101,16 +109,18 @@ class UsageError(ValueError):
     """A command-line value that cannot be used; printed as one line, exit 2."""
 
 
-def report_dir_for(run_dir: Path, reports: str | Path) -> Path:
-    """``<reports>/<run dir name>``, refusing to overwrite the report of a *different* run directory."""
+def report_dir_for(run_dir: Path, reports: str | Path, *, claim: bool = True) -> Path:
+    """``<reports>/<run dir name>``, refusing a folder that holds the report of a *different* run
+    directory (checked before the run starts; ``claim`` marks the folder as this run's)."""
     target = Path(reports) / run_dir.name
     marker = target / ".source"
     source = str(run_dir.resolve())
     if marker.is_file() and marker.read_text().strip() != source:
         raise UsageError(f"{target} holds the report of {marker.read_text().strip()}, not of {source}; "
                          f"pass --reports DIR to put this run's report elsewhere")
-    target.mkdir(parents=True, exist_ok=True)
-    marker.write_text(source + "\n")
+    if claim:
+        target.mkdir(parents=True, exist_ok=True)
+        marker.write_text(source + "\n")
     return target
 
 
@@ -125,6 +135,8 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / grid.name
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file; give a directory for the run")
+    if not args.no_report:
+        report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
     runner = Runner(grid, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
                     progress=not args.quiet)
     print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device})")
