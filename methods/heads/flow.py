@@ -15,8 +15,6 @@ Differences from CRADL, on purpose:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from nflows.distributions.normal import StandardNormal
 from nflows.flows.base import Flow
@@ -26,8 +24,9 @@ from nflows.transforms.permutations import RandomPermutation
 from nflows.utils import torchutils
 from torch import nn
 
-from methods.base import DensityHead, MethodError
+from methods.base import DensityHead
 from methods.registry import register_head
+from methods.training import train_loop
 
 # FrEIA's "ATAN" soft clamp: clamp * 0.636 * atan(s / clamp) stays within about (-clamp, clamp)
 # (2/pi = 0.6366) and is the identity near zero.
@@ -169,33 +168,24 @@ class FlowHead(DensityHead):
     def _fit(self, z: torch.Tensor, *, seed: int, device: str = "cpu", progress: bool = False) -> None:
         # The base class has just seeded torch, so the init and the permutations are deterministic.
         n, d = z.shape
-        from tqdm.auto import tqdm
-
         flow = build_glow_flow(d, self.n_blocks, self.hidden_features, self.clamp).to(device)
         optimizer = torch.optim.Adam(flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), self.gamma)
         generator = torch.Generator().manual_seed(seed)
         data = z.to(device)
-        self.loss_history_ = []
+
+        def loss_fn(index: torch.Tensor, step: int) -> torch.Tensor:
+            batch = data[index]
+            noise = torch.randn(batch.shape, generator=generator).to(device)
+            return -flow.log_prob(batch + self.noise_std * noise).mean()
+
         flow.train()
-        for epoch in tqdm(range(self.epochs), desc="flow head", leave=False, disable=not progress, unit="epoch"):
-            order = torch.randperm(n, generator=generator).to(device)
-            total = 0.0
-            for step, start in enumerate(range(0, n, self.batch_size)):
-                batch = data[order[start:start + self.batch_size]]
-                noise = torch.randn(batch.shape, generator=generator).to(device)
-                loss = -flow.log_prob(batch + self.noise_std * noise).mean()
-                value = loss.item()
-                if not math.isfinite(value) or value > self.max_nll_per_dim * d:
-                    raise MethodError(f"flow diverged at epoch {epoch}, step {step} (loss={value:.4g}); "
-                                      f"try a lower lr (now {self.lr:g}), a smaller clamp or fewer blocks")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(flow.parameters(), self.grad_clip)
-                optimizer.step()
-                total += value * len(batch)
-            schedule.step()
-            self.loss_history_.append(total / n)
+        self.loss_history_ = train_loop(
+            loss_fn, n=n, batch_size=self.batch_size, epochs=self.epochs, generator=generator,
+            optimizers=[optimizer], name="flow", drop_last=False, device=device, scheduler=schedule,
+            scheduler_interval="epoch", clip_grad_norm=self.grad_clip, max_loss=self.max_nll_per_dim * d,
+            hint=f"try a lower lr (now {self.lr:g}), a smaller clamp or fewer blocks", progress=progress,
+            desc="flow head").epochs
         self.flow_ = flow.eval()
 
     def _score(self, z: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from methods.heads._patch import PatchHead
 from methods.heads._sampling import sample_patches
 from methods.heads.flow import SoftClampAffineCoupling
 from methods.registry import register_head
+from methods.training import train_loop
 
 
 def positional_encoding(height: int, width: int, dim: int) -> torch.Tensor:
@@ -111,22 +112,15 @@ class PatchFlowHead(PatchHead):
                                             self.clamp).to(device)
         optimiser = torch.optim.Adam(self.flow_.parameters(), lr=self.lr)
         vectors, context = vectors.to(device), self.pos_.to(device)[where.to(device)]
-        self.loss_history_ = []
+
+        def loss_fn(index: torch.Tensor, step: int) -> torch.Tensor:
+            return -self.flow_.log_prob(vectors[index], context=context[index]).mean() / vectors.shape[1]
+
         self.flow_.train()
-        for _ in range(self.epochs):
-            order = torch.randperm(len(vectors), generator=generator).to(device)
-            total = 0.0
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                loss = -self.flow_.log_prob(vectors[idx], context=context[idx]).mean() / vectors.shape[1]
-                if not torch.isfinite(loss):
-                    raise MethodError("patch_flow: the training loss became non-finite; lower lr or standardise")
-                optimiser.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.flow_.parameters(), 5.0)
-                optimiser.step()
-                total += float(loss.detach()) * len(idx)
-            self.loss_history_.append(total / len(order))
+        self.loss_history_ = train_loop(
+            loss_fn, n=len(vectors), batch_size=self.batch_size, epochs=self.epochs, generator=generator,
+            optimizers=[optimiser], name="patch_flow", drop_last=False, device=device, clip_grad_norm=5.0,
+            hint=f"lower lr (now {self.lr:g}) or standardise", progress=progress).epochs
         self.flow_.eval()
 
     def _grid_side(self, positions: int) -> tuple[int, int]:
