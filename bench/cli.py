@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>)")
     rep.add_argument("--fast", action="store_true", help="tables and heatmaps only (no bootstrap, no t-SNE)")
+    rep.add_argument("--strict", action="store_true",
+                     help="stop at the first error of any report part (default: list it in the README and go on)")
+    rep.add_argument("--skip-bad", action="store_true",
+                     help="report without unreadable records and list them (default: exit non-zero naming them)")
 
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
@@ -84,7 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings a user acts on (a corrupt cache entry, a clamped k) as one line, no source echo."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
@@ -96,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.grid import GridError
         from bench.registry import UnknownEntryError
 
+        from bench.runner import DeviceError
         from bench.store import RunLockedError
 
-        known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError)
+        known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError,
+                 DeviceError)
         try:
             from datasets.base import DatasetError
             from methods.base import MethodError
@@ -116,16 +130,18 @@ class UsageError(ValueError):
     """A command-line value that cannot be used; printed as one line, exit 2."""
 
 
-def report_dir_for(run_dir: Path, reports: str | Path) -> Path:
-    """``<reports>/<run dir name>``, refusing to overwrite the report of a *different* run directory."""
+def report_dir_for(run_dir: Path, reports: str | Path, *, claim: bool = True) -> Path:
+    """``<reports>/<run dir name>``, refusing a folder that holds the report of a *different* run
+    directory (checked before the run starts; ``claim`` marks the folder as this run's)."""
     target = Path(reports) / run_dir.name
     marker = target / ".source"
     source = str(run_dir.resolve())
     if marker.is_file() and marker.read_text().strip() != source:
         raise UsageError(f"{target} holds the report of {marker.read_text().strip()}, not of {source}; "
                          f"pass --reports DIR to put this run's report elsewhere")
-    target.mkdir(parents=True, exist_ok=True)
-    marker.write_text(source + "\n")
+    if claim:
+        target.mkdir(parents=True, exist_ok=True)
+        marker.write_text(source + "\n")
     return target
 
 
@@ -140,6 +156,8 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / grid.name
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file; give a directory for the run")
+    if not args.no_report:
+        report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
     from bench.executors import make_executor
 
     if args.max_parallel is not None and args.max_parallel < 1:
@@ -231,11 +249,17 @@ def cmd_show(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.report import build_report
+    from bench.store import BadRecordError
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "records").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
-    out = build_report(run_dir, Path(args.out) if args.out else None, full=not args.fast)
+    try:
+        out = build_report(run_dir, Path(args.out) if args.out else None, full=not args.fast,
+                           strict=args.strict, skip_bad=args.skip_bad)
+    except BadRecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"report: {out / 'README.md'}")
     return 0
 

@@ -43,8 +43,33 @@ DIAGNOSTICS = {
     "linear_probe_auroc": ("linear probe AUROC*", True),
     "knn_probe_auroc": ("kNN probe AUROC*", True),
 }
-#: Diagnostics computed with test labels (marked * in tables and figures): analysis only.
-USES_TEST_LABELS = ("linear_probe_auroc", "knn_probe_auroc")
+
+
+class DegenerateEmbedding(ValueError):
+    """Embeddings that must not reach native code (t-SNE, SVD, probes): non-finite or (nearly) constant.
+
+    A degenerate encoder (an untrained ResNet-18 at 32 px whose embeddings are all equal) crashed
+    the interpreter with a segfault inside scikit-learn's t-SNE; these checks run first.
+    """
+
+
+def check_embedding(z: np.ndarray, name: str, min_distinct: int = 3) -> np.ndarray:
+    """``z`` as float64 ``[N, D]`` when finite with at least ``min_distinct`` distinct rows, else
+    :class:`DegenerateEmbedding` saying what is wrong."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+        raise DegenerateEmbedding(f"{name} embeddings have shape {z.shape}; expected [N, D] with N, D > 0")
+    bad = int(np.count_nonzero(~np.isfinite(z)))
+    if bad:
+        raise DegenerateEmbedding(f"{name} embeddings hold {bad} non-finite values (NaN or inf)")
+    scale = float(np.abs(z).max())
+    spread = z.max(axis=0) - z.min(axis=0)
+    if not np.any(spread > 1e-9 * max(scale, 1e-30)):
+        raise DegenerateEmbedding(f"{name} embeddings are constant: all {len(z)} rows are equal")
+    distinct = len(np.unique(z, axis=0))
+    if distinct < min(min_distinct, len(z)):
+        raise DegenerateEmbedding(f"{name} embeddings have only {distinct} distinct rows among {len(z)}")
+    return z
 
 
 def l2_normalize(z: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -184,8 +209,10 @@ def load_embeddings(cache_dir: str | Path) -> dict[str, np.ndarray]:
 
 def embedding_diagnostics(arrays: dict[str, np.ndarray], seed: int = 0, max_points: int = 2000) -> dict:
     """All diagnostics of one embedding (see the module docstring for the definitions)."""
-    train = np.asarray(arrays["train"], dtype=np.float64)
-    test = np.asarray(arrays["test"], dtype=np.float64)
+    train = check_embedding(arrays["train"], "training")
+    test = check_embedding(arrays["test"], "test")
+    if arrays.get("val") is not None and len(arrays["val"]):
+        check_embedding(arrays["val"], "validation", min_distinct=1)
     test_labels = np.asarray(arrays["test_labels"]).astype(int)
     probe_idx = _subsample(len(test), max_points, seed)
     return {
@@ -204,7 +231,7 @@ def tsne_view(test: np.ndarray, labels: np.ndarray, max_points: int = 500,
     """2-D t-SNE of (at most ``max_points``, stratified) standardised test embeddings and their labels."""
     from sklearn.manifold import TSNE
 
-    test = np.asarray(test, dtype=np.float64)
+    test = check_embedding(test, "test")
     labels = np.asarray(labels).astype(int)
     rng = np.random.default_rng(seed)
     keep = np.arange(len(test))
@@ -215,7 +242,7 @@ def tsne_view(test: np.ndarray, labels: np.ndarray, max_points: int = 500,
             take = max(1, int(round(max_points * len(members) / len(test))))
             parts.append(rng.choice(members, size=min(take, len(members)), replace=False))
         keep = np.sort(np.concatenate(parts))
-    z = test[keep]
+    z = check_embedding(test[keep], "sub-sampled test")
     z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
     perplexity = float(min(30.0, max(2.0, (len(z) - 1) / 3.0)))
     with threadpool_limits(1):  # OpenMP threads on a shared 2-core machine only spin

@@ -61,6 +61,14 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
     return [png, pdf]
 
 
+def finite_pairs(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values and labels where the value is finite: non-finite input never reaches a plotting or
+    curve routine (a NaN score makes scikit-learn raise, an inf one breaks histogram bins)."""
+    values, labels = np.asarray(values, dtype=float), np.asarray(labels)
+    keep = np.isfinite(values) if values.ndim == 1 else np.isfinite(values).all(axis=tuple(range(1, values.ndim)))
+    return values[keep], labels[keep]
+
+
 def _height(n_rows: int, per_row: float, base: float, cap: float = 9.0) -> float:
     return float(min(cap, base + per_row * n_rows))
 
@@ -123,6 +131,9 @@ def roc_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
     fig = Figure(figsize=(COLUMN_WIDTH_IN, 2.2))
     ax_roc, ax_pr = fig.subplots(1, 2)
     for label, (scores, labels) in curves.items():
+        scores, labels = finite_pairs(scores, labels)
+        if len(np.unique(labels)) < 2:
+            continue
         fpr, tpr, _ = roc_curve(labels, scores)
         precision, recall, _ = precision_recall_curve(labels, scores)
         ax_roc.plot(fpr, tpr, label=label)
@@ -150,8 +161,9 @@ def score_histograms(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title:
     fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 + 1.2 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, (label, (scores, labels)) in zip(axes, curves.items(), strict=False):
-        scores, labels = np.asarray(scores, dtype=float), np.asarray(labels).astype(bool)
-        bins = np.histogram_bin_edges(scores, bins=30)
+        scores, labels = finite_pairs(scores, labels)
+        labels = labels.astype(bool)
+        bins = np.histogram_bin_edges(scores, bins=30) if scores.size else 1
         ax.hist(scores[~labels], bins=bins, density=True, alpha=0.6, color=NORMAL_COLOUR, label="normal")
         ax.hist(scores[labels], bins=bins, density=True, alpha=0.6, color=ANOMALY_COLOUR, label="anomalous")
         ax.set_title(label)
@@ -224,7 +236,8 @@ def latent_views(views: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str,
     fig = Figure(figsize=(COLUMN_WIDTH_IN, size * rows + 0.5))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, (name, (coords, labels)) in zip(axes, views.items(), strict=False):
-        labels = np.asarray(labels).astype(bool)
+        coords, labels = finite_pairs(coords, labels)
+        labels = labels.astype(bool)
         ax.scatter(*coords[~labels].T, s=2, color=NORMAL_COLOUR, label="normal", linewidths=0)
         ax.scatter(*coords[labels].T, s=2, color=ANOMALY_COLOUR, label="anomalous", linewidths=0)
         ax.set_title(name)

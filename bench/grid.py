@@ -9,6 +9,8 @@ A grid is a TOML file (``bench/grids/<name>.toml`` or any path)::
     heads = ["gaussian", {name = "gmm", id = "gmm8", n_components = 8}]
     detectors = []                      # end-to-end methods, crossed with datasets x seeds
     localization = ["gradient"]         # add "reconstruction" for encoders that reconstruct
+    [maps.gradient]                     # options of a map kind (methods/maps/<kind>.py)
+    shifts = 4
 
     [defaults.dataset]                  # parameters for every dataset (e.g. image_size)
     image_size = 64
@@ -72,6 +74,11 @@ class Cell:
     head: Component | None = None
     detector: Component | None = None
     localization: str | None = None
+    map_options: tuple = ()     # sorted (key, value) pairs from the grid's [maps.<kind>] table
+
+    @property
+    def map_kwargs(self) -> dict:
+        return {k: _thaw(v) for k, v in self.map_options}
 
     @property
     def kind(self) -> str:
@@ -96,6 +103,7 @@ class Cell:
     def config(self) -> dict:
         """Flattened configuration of this cell (stored in its record, hashed for resume)."""
         flat: dict[str, Any] = {"seed": self.seed, "localization": self.localization}
+        flat.update({f"maps.{k}": v for k, v in self.map_kwargs.items()})
         for role in ("dataset", "encoder", "head", "detector"):
             comp = getattr(self, role)
             if comp is not None:
@@ -156,8 +164,10 @@ class Grid:
             for seed in self.seeds:
                 for encoder in self.components("encoders"):
                     for loc in locs:
+                        options = _freeze(self.data.get("maps", {}).get(loc, {}))
                         for head in self.components("heads"):
-                            cells.append(Cell(dataset, seed, encoder=encoder, head=head, localization=loc))
+                            cells.append(Cell(dataset, seed, encoder=encoder, head=head, localization=loc,
+                                              map_options=options))
                 for detector in self.components("detectors"):
                     cells.append(Cell(dataset, seed, detector=detector))
         if not cells:
@@ -198,7 +208,7 @@ def apply_override(data: dict, item: str) -> None:
     except tomllib.TOMLDecodeError:
         value = raw
     parts = key.strip().split(".")
-    if parts[0] in SECTIONS.values() or parts[0] == "defaults":
+    if parts[0] in SECTIONS.values() or parts[0] in ("defaults", "maps"):
         if len(parts) < 3:
             raise GridError(f"--set {key}: expected {parts[0]}.<name>.<parameter>=value")
         target = data.setdefault(parts[0], {}).setdefault(".".join(parts[1:-1]), {})
@@ -209,7 +219,7 @@ def apply_override(data: dict, item: str) -> None:
         data.setdefault("resources", {})[parts[1]] = value
     else:
         raise GridError(f"--set {key}: unknown section '{parts[0]}' "
-                        f"(dataset, encoder, head, detector, defaults, resources)")
+                        f"(dataset, encoder, head, detector, defaults, maps, resources)")
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:

@@ -6,11 +6,13 @@
     1 head, each with a fresh encoder cache. Target <= 1.3: heads reuse the cached embeddings
     instead of retraining the encoder.
 (c) Peak memory: process RSS (and CUDA allocations on a GPU).
-(d) ``--device cuda`` (or ``--per-encoder`` on any device): for each trainable encoder, training
+(d) Pixel metrics (``bench.metrics.evaluate``) on 2M pixels, with and without a foreground:
+    seconds per call (the tests check the values, never the time).
+(e) ``--device cuda`` (or ``--per-encoder`` on any device): for each trainable encoder, training
     throughput inside the suite (mixed precision, channels-last) vs a bare loop over the same
     model, batch and ``training_step``; gradient-map throughput, suite vs bare; peak GPU memory.
 
-``--executor ray``: the quick grid's wall time under Ray divided by the local executor's, each
+(f) ``--executor ray``: the quick grid's wall time under Ray divided by the local executor's, each
 with a fresh cache (target <= 1.15 on a 2-core machine). ``--plan GRID --gpus N [--run DIR]``:
 the estimated wall time of a grid on N GPUs from the timings of existing records
 (``bench.plan``); nothing is trained.
@@ -104,6 +106,30 @@ def grid_ratio(n_encoders: int, out: Path, device: str, image_size: int) -> tupl
     return times[0], times[1]
 
 
+def metrics_seconds(n_images: int = 500, side: int = 64, repeats: int = 3) -> tuple[float, float]:
+    """Best-of-``repeats`` wall time of ``evaluate`` on ``n_images x side x side`` maps (all pixels, foreground)."""
+    from scipy import ndimage
+
+    from bench.metrics import evaluate
+
+    rng = np.random.default_rng(0)
+    masks = ndimage.binary_dilation(rng.random((n_images, side, side)) < 0.002, structure=np.ones((1, 5, 5)))
+    maps = (rng.random(masks.shape) + masks).astype(np.float32)
+    scores = maps.reshape(n_images, -1).max(axis=1)
+    labels = masks.reshape(n_images, -1).any(axis=1).astype(int)
+    foreground = np.zeros((n_images, 1, side, side), np.uint8)
+    foreground[:, :, side // 8:-side // 8, side // 8:-side // 8] = 1
+    times = []
+    for fg in (None, foreground):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            evaluate(scores, labels, maps, masks, val_maps=maps[:50], val_masks=masks[:50], test_foreground=fg)
+            best = min(best, time.perf_counter() - t0)
+        times.append(best)
+    return times[0], times[1]
+
+
 def executor_ratio(out: Path, device: str, overrides: list[str]) -> tuple[float, float, str]:
     """Wall time of the quick grid under Ray and under the local executor, each with a fresh cache."""
     from bench.executors import RayExecutor
@@ -179,7 +205,7 @@ def map_throughput(encoder, head, images: np.ndarray, device: str, batch_size: i
 
 
 def per_encoder(device: str, image_size: int, batch_size: int, steps: int) -> None:
-    """(d): each trainable encoder's training and its gradient maps, suite vs bare, with peak memory."""
+    """(e): each trainable encoder's training and its gradient maps, suite vs bare, with peak memory."""
     import torch
 
     from methods.precision import amp_dtype
@@ -187,7 +213,7 @@ def per_encoder(device: str, image_size: int, batch_size: int, steps: int) -> No
 
     dataset = _synthetic(max(2 * batch_size, 128), image_size)
     cuda = device.startswith("cuda")
-    print(f"(d) per encoder, {image_size}px, batch {batch_size}, {steps} steps, autocast {amp_dtype(device)}:")
+    print(f"(e) per encoder, {image_size}px, batch {batch_size}, {steps} steps, autocast {amp_dtype(device)}:")
     for name in ("simclr", "moco", "vae"):
         steps_per_epoch = len(dataset.train) // batch_size
         kwargs = dict(in_chans=1, image_size=image_size, batch_size=batch_size, warmup_epochs=0)
@@ -227,7 +253,7 @@ def main(args) -> int:
     if getattr(args, "executor", "local") == "ray":
         print(f"device {device}, {os.cpu_count()} CPUs; quick grid, fresh cache for each executor")
         t_ray, t_local, name = executor_ratio(out, device, args.grid_set)
-        print(f"(e) grid '{name}': Ray {t_ray:.1f} s, local {t_local:.1f} s -> ratio {t_ray / t_local:.3f} "
+        print(f"(f) grid '{name}': Ray {t_ray:.1f} s, local {t_local:.1f} s -> ratio {t_ray / t_local:.3f} "
               f"(target <= 1.15)")
         return 0
     out = Path(args.out)
@@ -253,6 +279,9 @@ def main(args) -> int:
         t4, t1 = grid_ratio(args.encoders, out, device, args.image_size)
     print(f"(b) quick grid, {args.encoders} encoders x 4 heads: {t4:.1f} s; x 1 head: {t1:.1f} s "
           f"-> ratio {t4 / t1:.3f} (target <= 1.3)")
+
+    plain, with_fg = metrics_seconds()
+    print(f"(d) evaluate on 2M pixels: {plain:.2f} s; with foreground variants: {with_fg:.2f} s")
 
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     line = f"(c) peak memory: process RSS {peak_kib / 1024:.0f} MiB"

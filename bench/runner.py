@@ -53,13 +53,19 @@ MAX_STORED_PIXELS = 4_000_000
 FINISHED = ("ok", "degenerate")
 
 
+class DeviceError(RuntimeError):
+    """The requested device is not there; one line for the CLI."""
+
+
 def resolve_device(device: str | None) -> str:
     import torch
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} requested but torch sees no CUDA device")
+        raise DeviceError(f"--device {device} requested but torch sees no CUDA device (use --device cpu or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise DeviceError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
     return device
 
 
@@ -430,6 +436,7 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
                degenerate: str | None = None) -> Outcome:
     """Metrics, the record and its arrays for one cell whose scores (and maps) are computed."""
     from bench.metrics import evaluate
+    from bench.metrics.pixel import NO_VALIDATION
 
     test, val = dataset.test, dataset.val
     try:
@@ -440,15 +447,14 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
         t0 = time.perf_counter()
         metrics = evaluate(test_scores, test.labels,
                            test_maps=test_maps, test_masks=test.masks if test_maps is not None else None,
-                           val_maps=val_maps, val_masks=val.masks if val_maps is not None else None)
+                           val_maps=val_maps, val_masks=val.masks if val_maps is not None else None,
+                           test_foreground=test.foreground if test_maps is not None else None,
+                           val_foreground=val.foreground if val_maps is not None else None)
         timings["metrics_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001
         return failed(cell, ctx, exc, "metrics", stamp, fingerprint, timings)
-    unavailable = {}
-    if test_maps is not None and len(val) == 0:
-        unavailable["pixel_dice"] = "no validation split"
-    elif test_maps is not None and val_maps is None:
-        unavailable["pixel_dice"] = "no anomalous pixels in the validation split"
+    unavailable = {name: ("the validation split has no anomalous pixels" if len(val) and why == NO_VALIDATION
+                           else why) for name, why in metrics.unavailable.items()}
     timings["total_s"] = time.perf_counter() - t_start + sum(
         timings.get(k, 0.0) for k in ("dataset_s", "encoder_fit_s", "embed_s"))
     reason = degenerate or degenerate_reason(test_scores, test_maps)
@@ -528,7 +534,7 @@ class EncoderUnitWork:
             if bad:
                 raise FloatingPointError(f"encoder {comp.id} produced {bad} non-finite {name} embeddings")
         emb.update(val_labels=ds.val.labels, test_labels=ds.test.labels)
-        history = [float(v) for v in getattr(encoder, "history_", [])]
+        history = [float(v) for v in encoder.history_]
         self.cache.save(key, encoder.cpu(), emb, {"dataset": dataset_spec, "encoder": comp.spec(), "seed": seed,
                                                   "fit_s": fit_s, "embed_s": embed_s, "history": history,
                                                   "versions": versions(), "git_sha": git_sha(),
@@ -537,7 +543,8 @@ class EncoderUnitWork:
         return encoder, emb, info
 
     def run(self) -> Iterator[Outcome]:
-        from methods.localization import supports
+        from methods.maps import map_kind
+        from methods.registry import is_patch_head
 
         stamp = now()
         try:
@@ -554,10 +561,11 @@ class EncoderUnitWork:
         for cell in self.unit.cells:
             # another map kind changes nothing where there are no masks to score maps against
             redundant = cell.localization not in (None, "gradient") and not self.dataset.test.has_masks
-            if redundant or not supports(encoder, cell.localization or "gradient"):
+            if redundant or not map_kind(cell.localization or "gradient").applies(encoder):
                 yield Outcome(cell, "not_applicable")
                 continue
-            yield self.head_cell(cell, encoder, emb, info, first, constant)
+            yield (self.patch_cell if is_patch_head(cell.head.name) else self.head_cell)(  # issue 9
+                cell, encoder, emb, info, first, constant)
             first = False
 
     def head_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
@@ -585,12 +593,13 @@ class EncoderUnitWork:
             timings["score_s"] = time.perf_counter() - t0
             stage = f"{cell.localization} maps"
             t0 = time.perf_counter()
-            detector = LatentDetector(encoder, head, cell.localization)
-            if cell.localization == "gradient" or cell.localization not in self.shared_maps:
+            detector = LatentDetector(encoder, head, cell.localization, map_options=cell.map_kwargs)
+            shared = (cell.localization, cell.map_options)       # a head-independent map is made once
+            if detector.kind.head_dependent or shared not in self.shared_maps:
                 maps = maps_for(lambda imgs: detector.maps(imgs, device=ctx.device), dataset)
-                if cell.localization != "gradient":
-                    self.shared_maps[cell.localization] = maps
-            test_maps, val_maps = maps if cell.localization == "gradient" else self.shared_maps[cell.localization]
+                if not detector.kind.head_dependent:
+                    self.shared_maps[shared] = maps
+            test_maps, val_maps = maps if detector.kind.head_dependent else self.shared_maps[shared]
             timings["maps_s"] = time.perf_counter() - t0
             head.cpu()
         except Exception as exc:  # noqa: BLE001
@@ -601,6 +610,45 @@ class EncoderUnitWork:
                           extra={"encoder_cache": info["encoder_cache"], "encoder_cached": info["encoder_cached"],
                                  "encoder_history": info.get("encoder_history"),
                                  "encoder_fit_s_original": info.get("encoder_fit_s_original")})
+
+
+    def patch_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
+        """Encoder x patch head (issue 9): the head fits on the feature maps of the training images.
+
+        The trained (or cached) encoder is reused as is; the head's own maps are the localization,
+        so the cell runs once (under ``gradient``) and is not applicable for other map kinds.
+        """
+        from methods.base import seed_everything
+        from methods.detectors.patch import PatchDetector
+        from methods.registry import create_head
+
+        if cell.localization not in (None, "gradient"):
+            return Outcome(cell, "not_applicable")
+        ctx, dataset = self.ctx, self.dataset
+        stamp, t_start = now(), time.perf_counter()
+        timings = {"dataset_s": self.load_s if first else 0.0,
+                   "encoder_fit_s": info["encoder_fit_s"] if first else 0.0,
+                   "embed_s": info["embed_s"] if first else 0.0}
+        try:
+            seed_everything(cell.seed)
+            detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
+            t0 = time.perf_counter()
+            detector.fit(dataset.train, seed=cell.seed, device=ctx.device, progress=ctx.progress)
+            timings["head_fit_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            test = detector.predict(dataset.test.images, device=ctx.device)
+            val = detector.predict(dataset.val.images, device=ctx.device) if len(dataset.val) else None
+            timings["score_s"] = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001
+            return failed(cell, ctx, exc, f"patch head {cell.head.id}", stamp, self.unit.fingerprint, timings)
+        masks_ok = dataset.test.has_masks
+        val_maps = val.maps if masks_ok and val is not None and dataset.val.has_masks and dataset.val.masks.any() else None
+        return score_cell(cell, dataset, ctx, self.unit.fingerprint, test_scores=test.scores,
+                          val_scores=val.scores if val is not None else np.zeros(0),
+                          test_maps=test.maps if masks_ok else None, val_maps=val_maps, timings=timings,
+                          t_start=t_start, stamp=stamp,   # constant *global* embeddings say nothing of patches
+                          extra={"localization": "patch", "encoder_cache": info["encoder_cache"],
+                                 "encoder_cached": info["encoder_cached"]})
 
 
 class DetectorCellWork:

@@ -27,6 +27,14 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from bench.metrics import metrics
+from bench.metrics.weighted import (  # noqa: F401 - re-exported
+    _as_weight_matrix,
+    weighted_auroc,
+    weighted_average_precision,
+    weighted_fpr_at_tpr,
+)
+
 #: Integration limit of AUPRO (false-positive rate); the area is normalised by it.
 AUPRO_FPR_LIMIT = 0.3
 
@@ -92,99 +100,17 @@ def percentile_interval(samples, level: float = 0.95) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Weighted image-level metrics (vectorised over resamples)
+# Weighted image-level metrics live beside their exact versions (bench.metrics.weighted); the
+# bootstrap reads them from the metric registry.
 # ---------------------------------------------------------------------------------------------
-def _as_weight_matrix(weights, n: int) -> tuple[np.ndarray, bool]:
-    if weights is None:
-        return np.ones((1, n)), True
-    w = np.asarray(weights, dtype=float)
-    single = w.ndim == 1
-    w = np.atleast_2d(w)
-    if w.shape[1] != n:
-        raise ValueError(f"weights have {w.shape[1]} cases, scores have {n}")
-    return w, single
-
-
-def _check_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=float).ravel()
-    y = np.asarray(labels).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in length")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or inf")
-    return s, y.astype(bool)
-
-
-def _tied_counts(scores, labels, weights, descending: bool):
-    """Weighted positives/negatives per distinct score, scores sorted ascending or descending."""
-    s, y = _check_scores(scores, labels)
-    w, single = _as_weight_matrix(weights, s.size)
-    order = np.argsort(-s if descending else s, kind="mergesort")
-    s, y, w = s[order], y[order], w[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(w * y, starts, axis=1)
-    neg = np.add.reduceat(w * ~y, starts, axis=1)
-    return pos, neg, single
-
-
-def _finish(values: np.ndarray, single: bool):
-    return float(values[0]) if single else values
-
-
-def weighted_auroc(scores, labels, weights=None):
-    """Area under the ROC curve with case weights (ties count one half; Mann-Whitney form).
-
-    ``weights`` is ``None``, ``[N]`` or ``[B, N]``; returns a float or ``[B]`` (NaN where a
-    resample has no positive or no negative case).
-    """
-    pos, neg, single = _tied_counts(scores, labels, weights, descending=False)
-    neg_below = np.cumsum(neg, axis=1) - neg
-    num = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
-    den = pos.sum(axis=1) * neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return _finish(auc, single)
-
-
-def weighted_average_precision(scores, labels, weights=None):
-    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` (scikit-learn's definition) with case weights."""
-    pos, neg, single = _tied_counts(scores, labels, weights, descending=True)
-    tps, fps = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    total_pos = tps[:, -1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tps + fps > 0, tps / np.where(tps + fps > 0, tps + fps, 1.0), 0.0)
-        recall = tps / np.where(total_pos > 0, total_pos, 1.0)
-    gain = np.diff(recall, axis=1, prepend=0.0)
-    ap = np.sum(gain * precision, axis=1)
-    ap = np.where(total_pos[:, 0] > 0, ap, np.nan)
-    return _finish(ap, single)
-
-
-def weighted_fpr_at_tpr(scores, labels, weights=None, tpr: float = 0.95):
-    """False-positive rate at the highest threshold reaching ``tpr`` (FPR95 for 0.95; lower is better)."""
-    pos, neg, single = _tied_counts(scores, labels, weights, descending=True)
-    tps, fps = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    total_pos, total_neg = tps[:, -1], fps[:, -1]
-    valid = (total_pos > 0) & (total_neg > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr_curve = tps / np.where(total_pos > 0, total_pos, 1.0)[:, None]
-        fpr_curve = fps / np.where(total_neg > 0, total_neg, 1.0)[:, None]
-    first = np.argmax(tpr_curve >= tpr - 1e-12, axis=1)
-    fpr = fpr_curve[np.arange(len(first)), first]
-    return _finish(np.where(valid, fpr, np.nan), single)
-
-
-#: Image-level metric name (as in ``bench.store.METRICS``) -> weighted implementation.
-IMAGE_METRICS: dict[str, Callable] = {
-    "image_auroc": weighted_auroc,
-    "image_ap": weighted_average_precision,
-    "image_fpr95": weighted_fpr_at_tpr,
-}
-
-
 def image_metric_samples(scores, labels, weights) -> dict[str, np.ndarray]:
-    """Every image-level metric on every resample: ``{metric: [B]}``."""
-    return {name: np.atleast_1d(fn(scores, labels, weights)) for name, fn in IMAGE_METRICS.items()}
+    """Every image-level metric that declares a weighted version, on every resample: ``{metric: [B]}``."""
+    return {name: np.atleast_1d(fn(scores, labels, weights)) for name, fn in image_metrics_weighted().items()}
+
+
+def image_metrics_weighted() -> dict[str, Callable]:
+    """Image-level metric name -> its case-weighted implementation (from the metric registry)."""
+    return {m.name: m.weighted for m in metrics("image") if m.weighted is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,26 +154,8 @@ def threshold_grid(values: np.ndarray, n_thresholds: int) -> np.ndarray:
     return np.unique(np.quantile(np.asarray(values).ravel(), _grid_levels(n_thresholds), method="inverted_cdf"))
 
 
-_FLOAT16_VALUES = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float64)
-
-
 def _bin_pixels(flat: np.ndarray, n_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds (:func:`threshold_grid`) and the bin of every pixel (``thresholds[bin] <= value``).
-
-    float16 maps (what the runner stores) have only 65,536 possible values, so quantiles come from
-    a histogram of their bit patterns and binning is a table look-up: the same result as the
-    generic path, without sorting millions of pixels.
-    """
-    if flat.dtype == np.float16:
-        codes = flat.view(np.uint16)
-        counts = np.bincount(codes.ravel(), minlength=2**16)
-        present = np.flatnonzero(counts)
-        order = present[np.argsort(_FLOAT16_VALUES[present], kind="mergesort")]
-        cumulative = np.cumsum(counts[order])
-        rank = np.clip(np.ceil(_grid_levels(n_thresholds) * cumulative[-1]).astype(np.int64) - 1, 0, None)
-        thresholds = np.unique(_FLOAT16_VALUES[order[np.searchsorted(cumulative, rank, side="right")]])
-        lookup = np.clip(np.searchsorted(thresholds, _FLOAT16_VALUES, side="right") - 1, 0, thresholds.size - 1)
-        return thresholds, lookup.astype(np.int32)[codes]
+    """Thresholds (:func:`threshold_grid`) and the bin of every pixel (``thresholds[bin] <= value``)."""
     thresholds = threshold_grid(flat, n_thresholds)
     bins = np.clip(np.searchsorted(thresholds, flat, side="right") - 1, 0, thresholds.size - 1)
     return thresholds, bins.astype(np.int32)
@@ -259,9 +167,7 @@ def pixel_counts(maps, masks, n_thresholds: int = 512, dice_threshold: float | N
     Regions for AUPRO are 8-connected components of each mask. Thresholds come from
     :func:`threshold_grid`.
     """
-    maps = np.asarray(maps)
-    if maps.dtype != np.float16:
-        maps = maps.astype(np.float32, copy=False)
+    maps = np.asarray(maps, dtype=np.float32)  # the runner stores float32 maps
     masks = np.asarray(masks)
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
@@ -307,7 +213,7 @@ def pixel_counts(maps, masks, n_thresholds: int = 512, dice_threshold: float | N
 
     dice_counts = None
     if dice_threshold is not None and np.isfinite(dice_threshold):
-        pred = flat >= np.float64(dice_threshold)  # a strong scalar: compare in float64, not float16
+        pred = flat >= np.float64(dice_threshold)
         tp = np.sum(pred & is_pos, axis=1)
         fp = np.sum(pred & ~is_pos, axis=1)
         fn = np.sum(~pred & is_pos, axis=1)

@@ -12,11 +12,12 @@ Layout of a run directory::
 
 Record schema (JSON)::
 
-    cell_id, run, status ("ok" | "failed"), error (str | null), traceback (str | null)
+    cell_id, run, status ("ok" | "failed" | "degenerate"), error (str | null; for "degenerate" the
+    reason, with metrics present), traceback (str | null)
     dataset, kind ("latent" | "detector"), method (table label), encoder, head, detector,
     setting ("uad" | "oc-ssl"), seed
-    metrics: {image_auroc, image_ap, image_fpr95, pixel_auroc, pixel_ap, pixel_aupro,
-              pixel_dice, pixel_dice_oracle, pixel_threshold}      (missing = not applicable)
+    metrics: {<every name in bench.metrics' registry>, pixel_threshold}   (missing = not applicable)
+    metrics_unavailable: {metric: reason}, e.g. {"pixel_dice": "no validation split"} (optional)
     config: flattened {"dataset.image_size": 64, "encoder.epochs": 10, ...}
     timings: {"encoder_fit_s", "embed_s", "head_fit_s", "score_s", "maps_s", "total_s"}
     encoder_cache: path of the cached encoder/embeddings directory (latent cells) or null
@@ -38,10 +39,16 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ["image_auroc", "image_ap", "image_fpr95", "pixel_auroc", "pixel_ap", "pixel_aupro",
-           "pixel_dice", "pixel_dice_oracle"]
+from bench.metrics import lower_is_better, metric_names
+
+#: Every registered metric (bench.metrics registry), in table order.
+METRICS = metric_names()
 #: Metrics where lower is better (tables bold the minimum).
-LOWER_IS_BETTER = {"image_fpr95"}
+LOWER_IS_BETTER = {m for m in METRICS if lower_is_better(m)}
+
+
+class BadRecordError(ValueError):
+    """A record file that cannot be read (truncated, not JSON, not an object): the message names it."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -149,15 +156,30 @@ class ResultStore:
         atomic_write_bytes(self.json_path(cell_id), text.encode())
         return self.json_path(cell_id)
 
-    def records(self) -> list[dict]:
+    def records(self, *, skip_bad: bool = False) -> list[dict]:
+        """Every record, sorted by file name.
+
+        An unreadable record (truncated write, not JSON, not an object) raises
+        :class:`BadRecordError` naming the file; with ``skip_bad=True`` it is left out and listed in
+        ``self.skipped`` as ``(path, reason)``.
+        """
+        self.skipped: list[tuple[Path, str]] = []
         if not self.records_dir.exists():
             return []
         out = []
         for path in sorted(self.records_dir.glob("*.json")):
             try:
-                out.append(json.loads(path.read_text()))
-            except json.JSONDecodeError:
+                record = json.loads(path.read_text())
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+            except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not skip_bad:
+                    raise BadRecordError(f"unreadable record {path}: {reason} (rerun its cell, delete the file, "
+                                         "or pass --skip-bad to report without it)") from exc
+                self.skipped.append((path, reason))
                 continue
+            out.append(record)
         return out
 
     def arrays(self, cell_id: str) -> dict[str, np.ndarray]:
@@ -166,22 +188,6 @@ class ResultStore:
             return {}
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-
-    def frame(self):
-        """All records as a pandas DataFrame: one row per cell, metrics as columns."""
-        import pandas as pd
-
-        rows = []
-        for rec in self.records():
-            row = {k: v for k, v in rec.items() if not isinstance(v, dict)}
-            row.update({m: (rec.get("metrics") or {}).get(m) for m in METRICS})
-            row.update({f"time.{k}": v for k, v in (rec.get("timings") or {}).items()})
-            rows.append(row)
-        frame = pd.DataFrame(rows)
-        for m in METRICS:
-            if m in frame:
-                frame[m] = pd.to_numeric(frame[m], errors="coerce")
-        return frame
 
 
 class RunLockedError(RuntimeError):

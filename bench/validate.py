@@ -19,7 +19,7 @@ from bench.grid import SECTIONS, Component, Grid, GridError
 
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
-             "defaults", "require_masks", "resources", "amp", "deterministic", *SECTIONS.values()}
+             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", *SECTIONS.values()}
 #: Arguments the runner passes itself; a grid never sets them.
 RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),
                "detector": {"in_chans", "image_size"}}
@@ -34,6 +34,10 @@ def _range_problem(key: str, value: Any) -> str | None:
     """Declared ranges by parameter name (the conventions every factory here follows)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if key in ("shifts",):
+        return "must be >= 1" if value < 1 else None
+    if key in ("smooth_samples", "noise"):
+        return "must be >= 0" if value < 0 else None
     if key == "warmup_epochs":
         return "must be >= 0" if value < 0 else None
     if key == "epochs" or key.endswith("_epochs"):
@@ -133,7 +137,7 @@ def _check_runtime(data: dict) -> None:
 def validate_grid(grid: Grid) -> None:
     """Raise :class:`GridError` naming the first problem of ``grid``; return quietly when it is usable."""
     from datasets import DATASETS
-    from methods.localization import LOCALIZATIONS
+    from methods.maps import MAP_KINDS
     from methods.registry import DETECTORS, ENCODERS, HEADS
 
     data = grid.data
@@ -142,10 +146,20 @@ def validate_grid(grid: Grid) -> None:
             raise GridError(f"grid '{grid.name}': unknown key '{key}'{_suggest(key, TOP_LEVEL)}")
     grid.seeds  # noqa: B018 - validates the seed list
     _check_runtime(data)
-    for loc in data.get("localization", ["gradient"]):
-        if loc not in LOCALIZATIONS:
-            raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, LOCALIZATIONS)} "
-                            f"(choose from {', '.join(LOCALIZATIONS)})")
+    kinds = MAP_KINDS.names()
+    for loc in [*data.get("localization", ["gradient"]), *data.get("maps", {})]:
+        if loc not in kinds:
+            raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, kinds)} "
+                            f"(choose from {', '.join(kinds)})")
+    for kind, options in data.get("maps", {}).items():
+        accepted, _ = _accepted(MAP_KINDS.lookup(kind)[0].factory.make, False)
+        accepted = {k: p for k, p in (accepted or {}).items()
+                    if k not in ("self", "encoder", "head", "images", "device", "batch_size")}
+        for key, value in options.items():
+            if key not in accepted:
+                raise GridError(f"maps.{kind}: unknown option '{key}'{_suggest(key, accepted)} "
+                                f"(options: {', '.join(sorted(accepted)) or 'none'})")
+            _check_value(f"maps.{kind}", key, value, accepted[key])
     registries = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
     overridden = {}                       # section -> tables named by --set (they must be in the grid)
     for item in grid.overrides:

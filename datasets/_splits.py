@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from datasets.base import AnomalyDataset, DatasetCard, DatasetError, Split
+from datasets.base import AnomalyDataset, DatasetCard, DatasetError, Split, nonzero_foreground
 
 SPLITS = ("train", "val", "test")
 
@@ -174,8 +174,11 @@ def sizes_text(dataset: AnomalyDataset) -> str:
 
 def assemble(name: str, arrays: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray,
              tags: np.ndarray, card: DatasetCard, config: dict, *, source: object,
-             split_note: str = "", quiet: bool = False) -> AnomalyDataset:
+             split_note: str = "", quiet: bool = False, foreground: str | None = None) -> AnomalyDataset:
     """Build the :class:`AnomalyDataset` from decoded arrays and per-item split tags.
+
+    ``foreground="nonzero"`` gives every split a body mask of the non-zero pixels (brain MRI with
+    a zeroed background); ``None`` leaves it unset (the whole image counts).
 
     The card is copied with the actual split sizes appended; sizes, dropped counts and cache
     info go to ``config``; one summary line is printed to stderr.
@@ -185,10 +188,13 @@ def assemble(name: str, arrays: dict[str, np.ndarray], labels: np.ndarray, group
     groups = np.asarray(groups).astype(str)
     images = arrays["images"]
     masks = arrays.get("masks")
+    if foreground not in (None, "nonzero"):
+        raise DatasetError(f"{source}: foreground must be None or 'nonzero', got {foreground!r}")
 
     def split(tag: str) -> Split:
         idx = np.flatnonzero(tags == tag)
-        return Split(images[idx], labels[idx], None if masks is None else masks[idx], groups[idx], tag)
+        body = nonzero_foreground(images[idx]) if foreground == "nonzero" else None
+        return Split(images[idx], labels[idx], None if masks is None else masks[idx], groups[idx], tag, body)
 
     train = split("train")
     if train.n_normal == 0:

@@ -26,6 +26,9 @@ class Split:
         masks: ``uint8`` ``[N, 1, H, W]`` with values {0, 1}, or ``None`` when the source has none.
         groups: ``[N]`` patient or volume ids (strings); splits never share a group.
         name: ``train``, ``val`` or ``test`` (used in error messages).
+        foreground: ``uint8`` ``[N, 1, H, W]`` in {0, 1}: the body (skull interior, tissue) where
+            pixel metrics restricted to the anatomy are computed (``pixel_*_fg``), or ``None`` for
+            the whole image. Background pixels are trivially normal and inflate pixel AUROC.
     """
 
     images: np.ndarray
@@ -33,6 +36,7 @@ class Split:
     masks: np.ndarray | None = None
     groups: np.ndarray | None = None
     name: str = "split"
+    foreground: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -48,19 +52,25 @@ class Split:
             raise DatasetError(f"{self.name}: {n} images but {len(self.labels)} labels")
         if n and not np.isin(self.labels, (0, 1)).all():
             raise DatasetError(f"{self.name}: labels must be 0 (normal) or 1 (anomalous)")
-        if self.masks is not None:
-            self.masks = np.asarray(self.masks)
-            if self.masks.ndim == 3:
-                self.masks = self.masks[:, None]
-            want = (n, 1, *self.images.shape[2:])
-            if self.masks.shape != want:
-                raise DatasetError(f"{self.name}: masks must have shape {want}, got {self.masks.shape}")
-            self.masks = (self.masks > 0).astype(np.uint8)
+        self.masks = self._pixel_mask(self.masks, "masks")
+        self.foreground = self._pixel_mask(self.foreground, "foreground")
         if self.groups is None:
             self.groups = np.array([f"{self.name}-{i}" for i in range(n)])
         self.groups = np.asarray(self.groups).astype(str)
         if len(self.groups) != n:
             raise DatasetError(f"{self.name}: {n} images but {len(self.groups)} group ids")
+
+    def _pixel_mask(self, mask: np.ndarray | None, what: str) -> np.ndarray | None:
+        """Validate a per-pixel mask (``[N, 1, H, W]`` or ``[N, H, W]``) and binarise it to uint8."""
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.ndim == 3:
+            mask = mask[:, None]
+        want = (len(self.images), 1, *self.images.shape[2:])
+        if mask.shape != want:
+            raise DatasetError(f"{self.name}: {what} must have shape {want}, got {mask.shape}")
+        return (mask > 0).astype(np.uint8)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -77,10 +87,15 @@ class Split:
     def has_masks(self) -> bool:
         return self.masks is not None
 
+    @property
+    def has_foreground(self) -> bool:
+        return self.foreground is not None
+
     def subset(self, index: np.ndarray) -> "Split":
         index = np.asarray(index)
         return Split(self.images[index], self.labels[index],
-                     None if self.masks is None else self.masks[index], self.groups[index], self.name)
+                     None if self.masks is None else self.masks[index], self.groups[index], self.name,
+                     None if self.foreground is None else self.foreground[index])
 
     def normal(self) -> "Split":
         return self.subset(np.flatnonzero(self.labels == 0))
@@ -88,6 +103,16 @@ class Split:
     def summary(self) -> dict:
         return {"n": len(self), "normal": self.n_normal, "anomalous": self.n_anomalous,
                 "groups": int(len(np.unique(self.groups))), "masks": self.has_masks}
+
+
+def nonzero_foreground(images: np.ndarray) -> np.ndarray:
+    """Foreground of skull-stripped / background-zeroed scans: pixels non-zero in any channel.
+
+    Brain-MRI sources (BraTS, LGG, NIfTI volumes) set everything outside the head to 0, so the
+    body is exactly where the intensity is positive; ``[N, C, H, W]`` -> ``uint8 [N, 1, H, W]``.
+    """
+    images = np.asarray(images)
+    return (images.max(axis=1, keepdims=True) > 0).astype(np.uint8)
 
 
 def to_float(images: np.ndarray, device: str = "cpu") -> "torch.Tensor":  # noqa: F821

@@ -42,7 +42,7 @@ LGG_CARD = DatasetCard(
     layout="<root>/kaggle_3m/<patient>/<patient>_<slice>.tif and <patient>_<slice>_mask.tif",
     splits=("patients split by group with a seeded RNG over sorted ids (train_fraction 0.6, val_fraction 0.1, "
             "test the rest; stratified by tumour-free vs tumour patients); train = normal slices of training "
-            "patients only"),
+            "patients only; slices with less than min_foreground (default 5 %) brain are dropped"),
     notes="groups: TCGA patient id parsed from the folder name. About 3.9k slices in the full set.")
 
 
@@ -99,11 +99,15 @@ def _catalog(folder: Path) -> list[Record]:
 @register_dataset("lgg", card=LGG_CARD)
 def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | None = None, seed: int = 0,
         val_fraction: float = 0.1, train_fraction: float = 0.6, cache_dir: str | Path | None = None,
-        modality: str = "flair", min_foreground: float = 0.0, path: str | Path | None = None) -> AnomalyDataset:
+        modality: str = "flair", min_foreground: float = 0.05, path: str | Path | None = None) -> AnomalyDataset:
     """LGG brain MRI (kaggle_3m), FLAIR slices, patient-level splits, tumour masks.
 
-    ``min_foreground`` drops slices whose fraction of non-zero pixels (selected channel, native
-    size) is below it, e.g. ``0.05`` removes the near-empty slices above and below the head.
+    ``min_foreground`` (default 0.05) drops slices whose fraction of non-zero pixels (selected
+    channel, native size: the brain, the background is zero) is below it. Without it the splits keep
+    near-empty slices above and below the head as "normal" cases (on the real set: 71 of 740 test
+    normals under 5 % brain, 49 blank), which any method scores as easy normals. The ``nifti``
+    reader filters the same way (``min_brain_fraction``); the card states the count dropped.
+    Every split carries a foreground (brain) mask of the non-zero pixels for the ``*_fg`` metrics.
     """
     if modality not in MODALITIES:
         raise DatasetError(f"lgg: modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
@@ -122,9 +126,10 @@ def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | No
     tags = assign_by_group(groups, labels, train_fraction, val_fraction, seed, salt="lgg")
     low = arrays["foreground"] < min_foreground
     tags[low] = "unused"
-    note = f"{int(low.sum())} slices below min_foreground={min_foreground} dropped" if low.any() else ""
+    note = f"{int(low.sum())} slices with less than {min_foreground:.0%} brain (min_foreground) dropped"
     config = {"loader": "lgg", "source": str(folder), "image_size": int(image_size), "channels": channels,
               "modality": modality, "seed": int(seed), "train_fraction": float(train_fraction),
               "val_fraction": float(val_fraction), "min_foreground": float(min_foreground),
               "dropped_low_foreground": int(low.sum()), **info}
-    return assemble("lgg", arrays, labels, groups, tags, LGG_CARD, config, source=folder, split_note=note)
+    return assemble("lgg", arrays, labels, groups, tags, LGG_CARD, config, source=folder, split_note=note,
+                    foreground="nonzero")

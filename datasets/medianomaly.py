@@ -316,4 +316,4 @@ def medianomaly(member: str, root: str | Path | None = None, image_size: int = 6
               "seed": int(seed), "val_fraction": float(val_fraction), "with_pool": bool(with_pool),
               "dropped_shared": dropped, **info}
     return assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
-                    source=folder, split_note=note)
+                    source=folder, split_note=note, foreground="nonzero" if spec.layout == "brats" else None)

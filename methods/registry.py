@@ -35,8 +35,16 @@ def list_encoders(pattern: str = "*") -> list[str]:
     return ENCODERS.names(pattern)
 
 
-def list_heads(pattern: str = "*") -> list[str]:
-    return HEADS.names(pattern)
+def list_heads(pattern: str = "*", *, dense: bool | None = None) -> list[str]:
+    """Head names; ``dense=True`` only patch heads (on feature maps), ``False`` only global heads."""
+    names = HEADS.names(pattern)
+    return names if dense is None else [n for n in names if is_patch_head(n) == dense]
+
+
+def is_patch_head(name: str) -> bool:
+    """Whether head ``name`` is a patch head (its class declares ``dense = True``)."""
+    entry, _ = HEADS.lookup(name)
+    return bool(getattr(entry.factory, "dense", False))
 
 
 def list_detectors(pattern: str = "*") -> list[str]:

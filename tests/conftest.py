@@ -29,3 +29,15 @@ def _torch_threads():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    several test runs share two cores, and OpenMP oversubscription makes small convs ten times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

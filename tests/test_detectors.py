@@ -20,7 +20,7 @@ from methods.base import MethodError
 from methods.detectors._maps import gaussian_smooth, reduce_maps, upsample
 from methods.detectors._pool import unlabeled_pool
 from methods.detectors.ddad_asr import blend_squares, focal_loss
-from methods.detectors.patchcore import greedy_coreset, nearest
+from methods.heads.patch_knn import greedy_coreset, nearest
 from methods.detectors.recontrast import global_cosine_hard_mining
 from methods.registry import create_detector, list_detectors
 
@@ -98,6 +98,11 @@ def test_bad_use_raises_clear_errors(noise_images: np.ndarray):
         create_detector("ae", score="median")
     with pytest.raises(MethodError, match="multiple of 32"):
         create_detector("recontrast", image_size=SIZE, input_size=48)
+    # pure UAD (rate 0) with normals borrowed from the training split: the UDM would see the NDM's own images
+    borrowed = Split(noise_images[:8], np.zeros(8), name="unlabeled(rate=0, 8 normals borrowed from train)")
+    uad = create_detector("ddad_asr", in_chans=1, image_size=SIZE, **{**TINY["ddad_asr"], "anomaly_rate": 0.0})
+    with pytest.raises(MethodError, match="8 of the 8 unlabeled images are training images"):
+        uad.fit(train, seed=0, unlabeled=borrowed)
 
 
 # -- image AUROC on the synthetic phantoms ------------------------------------------------------
@@ -222,7 +227,7 @@ def test_greedy_coreset_and_nearest():
 def test_patchcore_reweighting_only_lowers_scores(phantoms: AnomalyDataset):
     base = create_detector("patchcore", in_chans=1, image_size=SIZE).fit(phantoms.train, seed=0)
     plain = base.predict(phantoms.test.images[:8]).scores
-    base.reweight = True
+    base.head.reweight = True
     weighted = base.predict(phantoms.test.images[:8]).scores
     assert (weighted <= plain + 1e-6).all() and (weighted > 0).all() and not np.allclose(weighted, plain)
 
@@ -231,11 +236,12 @@ def test_padim_covariance_matches_numpy(phantoms: AnomalyDataset):
     padim = create_detector("padim", in_chans=1, image_size=SIZE, d_reduced=6).fit(phantoms.train, seed=0)
     from datasets.base import to_float
     with torch.no_grad():
-        emb = padim._embed(to_float(phantoms.train.images)).double().numpy()          # [N, P, d]
+        maps = padim.encoder.feature_maps(to_float(phantoms.train.images))
+        emb = padim.head.embed(maps).double().numpy()                                   # [N, P, d]
     p = 5
     cov = np.cov(emb[:, p].T) + 0.01 * np.eye(6)
-    np.testing.assert_allclose(np.linalg.inv(padim.precision_[p].double().numpy()), cov, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(padim.mean_[p].numpy(), emb[:, p].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.inv(padim.head.precision_[p].double().numpy()), cov, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(padim.head.mean_[p].numpy(), emb[:, p].mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_focal_loss_and_synthetic_squares():

@@ -14,11 +14,29 @@ def test_shipped_grids_parse():
 
 
 def test_quick_grid_crosses_axes():
-    grid = load_grid("quick")
-    data = grid.data
-    n_latent = (len(data["datasets"]) * len(grid.seeds) * len(data["encoders"]) * len(data["heads"])
-                * len(data.get("localization", ["gradient"])))
-    assert len(grid.cells()) == n_latent + len(data["datasets"]) * len(grid.seeds) * len(data.get("detectors", []))
+    """Counts written out by hand from bench/grids/quick.toml: 1 dataset x 1 seed x 5 encoders x 4 heads
+    x 2 map kinds = 40 cells (the runner later marks reconstruction cells of non-reconstructing
+    encoders not applicable)."""
+    from collections import Counter
+
+    cells = load_grid("quick").cells()
+    assert len(cells) == 40
+    assert Counter(c.localization for c in cells) == {"gradient": 20, "reconstruction": 20}
+    assert Counter(c.encoder.id for c in cells) == {"simclr": 8, "moco": 8, "vae": 8,
+                                                    "imagenet/tf_efficientnet_lite0": 8, "random/resnet18": 8}
+    assert Counter(c.head.id for c in cells) == {"gaussian": 10, "gmm": 10, "flow": 10, "knn": 10}
+    assert not [c for c in cells if c.detector is not None]
+
+
+@pytest.mark.parametrize("name, n_cells, n_detector_cells", [
+    ("quick", 40, 0),    # above
+    ("cradl", 20, 0),    # 1 dataset x 2 encoders x 5 heads x 2 map kinds
+    ("seeds", 32, 16),   # 2 datasets x (2 encoders x 4 heads + 8 detectors)
+])
+def test_shipped_grid_sizes(name, n_cells, n_detector_cells):
+    cells = load_grid(name).cells()
+    assert len(cells) == n_cells
+    assert sum(c.detector is not None for c in cells) == n_detector_cells
 
 
 def test_overrides_and_variants(tmp_path):

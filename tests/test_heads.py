@@ -34,7 +34,9 @@ def awkward_features(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
 
 
 def make_head(name: str, **overrides):
-    return create_head(name, **{**FAST_KWARGS.get(name, {}), **overrides})
+    """The density models under test see z-scored features (``preprocess`` has its own tests below);
+    ``l2``, the default of most heads, discards the norm and so by design ignores a pure shift."""
+    return create_head(name, **{"preprocess": "standardize", **FAST_KWARGS.get(name, {}), **overrides})
 
 
 def fitted(name: str, seed: int = 0):
@@ -43,7 +45,7 @@ def fitted(name: str, seed: int = 0):
         return make_head(name).fit(awkward_features(N_TRAIN, seed=1), seed=seed)
 
 
-HEADS = list_heads()
+HEADS = list_heads(dense=False)     # patch heads take feature maps: tests/test_patch_heads.py
 
 
 def test_the_documented_heads_are_registered():
@@ -98,12 +100,12 @@ def test_scoring_before_fit_raises(name):
 def test_gaussian_is_mahalanobis_under_ledoit_wolf_when_n_below_d():
     z = awkward_features(N_TRAIN, seed=1)
     head = create_head("gaussian").fit(z, seed=0)
-    standardised = ((z - head.mean_) / head.scale_).double().numpy()
+    standardised = head.preprocessor(z).double().numpy()
     lw = LedoitWolf().fit(standardised)
     assert 0 < head.shrinkage_ <= 1 and head.shrinkage_ == pytest.approx(lw.shrinkage_)
     assert np.linalg.eigvalsh(head.precision_.numpy()).min() > 0
     query = awkward_features(6, seed=9)
-    centred = ((query - head.mean_) / head.scale_).double().numpy() - lw.location_
+    centred = head.preprocessor(query).double().numpy() - lw.location_
     expected = np.einsum("nd,de,ne->n", centred, np.linalg.inv(lw.covariance_), centred)
     np.testing.assert_allclose(head.score(query), expected, rtol=1e-4)
 
@@ -113,11 +115,11 @@ def test_gmm_torch_log_density_equals_sklearn():
     rng = np.random.default_rng(0)
     z = torch.from_numpy(np.concatenate([rng.normal(0, 1, (150, 6)), rng.normal(4, 0.5, (150, 6))]))
     head = create_head("gmm", n_components=3).fit(z, seed=3)
-    standardised = ((z - head.mean_) / head.scale_).numpy()
+    standardised = head.preprocessor(z).numpy()
     reference = GaussianMixture(3, covariance_type="full", reg_covar=1e-5, max_iter=200,
                                 random_state=3).fit(standardised)
     query = torch.from_numpy(rng.normal(2, 2, (50, 6)))
-    expected = reference.score_samples(((query - head.mean_) / head.scale_).numpy())
+    expected = reference.score_samples(head.preprocessor(query).numpy())
     np.testing.assert_allclose(-head(query).detach().numpy(), expected, atol=1e-4, rtol=0)
     assert head.reg_covar_ == 1e-5 and head.n_components_ == 3
 
@@ -208,7 +210,7 @@ def test_coupling_fast_path_matches_nflows_and_soft_clamps(monkeypatch):
 def test_knn_is_mean_distance_to_nearest_training_points_in_any_chunking():
     z, query = awkward_features(N_TRAIN, seed=1), awkward_features(23, seed=2)
     head = create_head("knn", k=3, chunk_size=5).fit(z, seed=0)
-    distances = torch.cdist((query - head.mean_) / head.scale_, (z - head.mean_) / head.scale_)
+    distances = torch.cdist(head.preprocessor(query), head.preprocessor(z))
     expected = distances.topk(3, largest=False).values.mean(1)
     np.testing.assert_allclose(head.score(query), expected.numpy(), rtol=1e-5)
 
@@ -221,3 +223,35 @@ def test_knn_subsamples_training_set_with_the_seed_and_clamps_k():
     with pytest.warns(UserWarning, match="k=5"):
         small = create_head("knn").fit(z[:3], seed=0)
     assert small.k_ == 3
+
+
+# -- feature preprocessing (an option of every head) ---------------------------------------------
+def test_preprocessing_options_do_what_they_say():
+    from methods.preprocess import FeaturePreprocessor
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(400, 6, generator=gen) @ torch.randn(6, 6, generator=gen) + 3.0
+    z[:, 5] = 1.0                                                      # a constant dimension
+    std = FeaturePreprocessor("standardize").fit(z)(z)
+    assert torch.allclose(std[:, :5].mean(0), torch.zeros(5), atol=1e-4)
+    assert torch.allclose(std[:, :5].std(0), torch.ones(5), atol=1e-3) and torch.all(std[:, 5] == 0)
+    white = FeaturePreprocessor("pca_whiten", variance=0.999).fit(z)(z)
+    assert white.shape[1] == 5                                         # the constant direction is dropped
+    cov = torch.cov(white.T.double())
+    assert torch.allclose(cov, torch.eye(5, dtype=cov.dtype), atol=1e-3)
+    assert FeaturePreprocessor("pca_whiten", variance=0.5).fit(z)(z).shape[1] < 5
+    assert torch.allclose(FeaturePreprocessor("l2").fit(z)(z).norm(dim=1), torch.ones(400))
+    streamed = FeaturePreprocessor("pca_whiten")
+    for chunk in z.split(64):
+        streamed.update(chunk)
+    assert torch.allclose(streamed.finish()(z), FeaturePreprocessor("pca_whiten").fit(z)(z), atol=1e-4)
+
+
+@pytest.mark.parametrize("preprocess", ["none", "standardize", "l2", "pca_whiten"])
+def test_every_head_takes_every_preprocessing(preprocess):
+    z = torch.randn(60, 8, generator=torch.Generator().manual_seed(1))
+    for name in ("gaussian", "knn"):
+        head = create_head(name, preprocess=preprocess).fit(z, seed=0)
+        assert np.isfinite(head.score(z[:5])).all() and head.preprocess == preprocess
+    with pytest.raises(MethodError, match="preprocess"):
+        create_head("gaussian", preprocess="whiten")

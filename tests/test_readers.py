@@ -389,3 +389,20 @@ def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
     assert set(built) == {"lgg", "medianomaly/brats2021", "bmad/brats", "volumes"}
     assert all(ds.image_size == 16 and ds.has_masks for ds in built.values())
     assert built["medianomaly/brats2021"].config["val_fraction"] == 0.25
+
+
+def test_lgg_drops_near_empty_slices_by_default_and_says_so(tmp_path):
+    root, _ = fresh(tmp_path, "lgg")
+    patient = sorted((root / "kaggle_3m").iterdir())[0]
+    blank = np.zeros((32, 32, 3), np.uint8)
+    FakeLayouts.save(patient / f"{patient.name}_99.tif", blank)
+    FakeLayouts.save(patient / f"{patient.name}_99_mask.tif", blank[..., 0])
+    kept = load("lgg", root)
+    assert kept.config["dropped_low_foreground"] == 1 and "1 slices with less than 5% brain" in kept.card.splits
+    every = load("lgg", root, min_foreground=0.0)
+    assert every.config["dropped_low_foreground"] == 0
+    total = lambda ds: sum(len(s) for s in (ds.train, ds.val, ds.test))
+    assert total(every) == total(kept) + 1
+    for split in (kept.train, kept.test):
+        assert split.foreground is not None and split.foreground.shape == split.masks.shape
+        assert np.array_equal(split.foreground[:, 0], (split.images != 0).any(1))   # non-zero tissue

@@ -24,7 +24,7 @@ PANEL = np.array([0, 1, N_NORMAL, N_NORMAL + 1])
 def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
     """2 datasets x 3 encoders x 2 heads x 2 seeds, one detector (2 seeds), one failed detector cell.
 
-    Maps are stored divided by ``maps_scale`` as the runner does; metrics come from bench.metrics.
+    Maps are stored as float32, as the runner does; metrics come from bench.metrics.
     """
     run_dir = root / "tiny_run"
     store = ResultStore(run_dir)
@@ -45,9 +45,8 @@ def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
             maps = 3.0 * (rng.normal(size=masks.shape) + signal * masks)
             val_maps = 3.0 * (rng.normal(size=masks.shape) + signal * masks)
             metrics = evaluate(scores, labels, maps, masks, val_maps=val_maps, val_masks=masks)
-            scale = float(np.abs(maps).max())
-            stored = (maps / scale).astype(np.float16)
-            arrays.update(test_maps=stored, test_masks=masks, maps_scale=np.float64(scale), panel_index=PANEL,
+            stored = maps.astype(np.float32)
+            arrays.update(test_maps=stored, test_masks=masks, panel_index=PANEL,
                           panel_images=images[PANEL], panel_masks=masks[PANEL], panel_maps=stored[PANEL])
         else:
             metrics = evaluate(scores, labels)
@@ -136,14 +135,19 @@ def test_part_a_tables_heatmaps_and_index(full_report):
     summary = __import__("pandas").read_csv(out / "summary.csv")
     assert len(summary) == 2 * 3 * 2 * 2 + 2 * 2 + 2 * 2 + 1
     matrix = _markdown_rows(out / "tables/synth_masks/matrix_pixel_aupro.md")
-    assert {"enc_good", "enc_mid", "enc_bad", "enc_mid [reconstruction]"} == set(matrix) - {"encoder \\ head"}
+    # reconstruction maps do not depend on the head: not a row of the encoder x head matrix
+    assert {"enc_good", "enc_mid", "enc_bad"} == set(matrix) - {"encoder \\ head"}
     image_matrix = _markdown_rows(out / "tables/synth_masks/matrix_image_auroc.md")
-    assert "enc_mid [reconstruction]" not in image_matrix, "same scores as enc_mid: not repeated"
+    assert {"enc_good", "enc_mid", "enc_bad"} == set(image_matrix) - {"encoder \\ head"}
     assert {"config.encoder.epochs", "time.total_s", "image_auroc", "status", "label"} <= set(summary.columns)
     assert (summary["status"] == "failed").sum() == 1
 
     rows = _markdown_rows(out / "tables/synth_masks/all_methods.md")
     header = _header(out / "tables/synth_masks/all_methods.md")
+    # each encoder x head once; the head-independent reconstruction map once, with pixel metrics only
+    assert not [name for name in rows if name.endswith("[reconstruction]") and "×" in name]
+    recon = rows["enc_mid [reconstruction]"]
+    assert recon[header.index("image AUROC") - 1] == "–" and recon[header.index("pixel AUPRO@0.3") - 1] != "–"
     auroc = header.index("image AUROC") - 1
     bold = [name for name, cells in rows.items() if cells[auroc].startswith("**")]
     assert bold == ["enc_good × gauss"], "bold must mark the true best"
@@ -153,7 +157,8 @@ def test_part_a_tables_heatmaps_and_index(full_report):
     assert "failed" in readme.read_text() and "loss diverged" in readme.read_text()
     # FPR95 is lower-is-better: its bold entry must be the minimum mean
     fpr_col = header.index("image FPR@95TPR") - 1
-    means = {n: float(c[fpr_col].strip("*<u>/").split(" ")[0]) for n, c in rows.items() if c[fpr_col] != "failed"}
+    means = {n: float(c[fpr_col].strip("*<u>/").split(" ")[0]) for n, c in rows.items()
+             if c[fpr_col] not in ("failed", "–")}
     bold_fpr = [n for n, c in rows.items() if c[fpr_col].startswith("**")]
     assert bold_fpr and all(means[n] == min(means.values()) for n in bold_fpr)
 
@@ -259,3 +264,79 @@ def test_a_run_of_only_failed_cells_still_reports(tmp_path):
     readme = (out / "README.md").read_text()
     assert "could not build" not in readme and "bad config" in readme
     assert "failed" in (out / "tables/unknown/all_methods.md").read_text()
+
+
+def _small_run(tmp_path: Path) -> Path:
+    return make_fake_run(tmp_path / "small", {"synth_plain": False})
+
+
+def test_unreadable_record_is_named_and_skip_bad_lists_it(tmp_path):
+    from bench.cli import main
+    from bench.store import BadRecordError
+
+    run = _small_run(tmp_path)
+    (run / "records" / "truncated.json").write_text('{"cell_id": "truncated", "status": "o')
+    with pytest.raises(BadRecordError, match="truncated.json"):
+        build_report(run, tmp_path / "r1", full=False)
+    assert main(["report", str(run), "--out", str(tmp_path / "r2"), "--fast"]) == 2
+    assert main(["report", str(run), "--out", str(tmp_path / "r3"), "--fast", "--skip-bad"]) == 0
+    readme = (tmp_path / "r3" / "README.md").read_text()
+    assert "Records skipped" in readme and "truncated.json" in readme
+
+
+def test_strict_reraises_what_the_readme_would_list(tmp_path, monkeypatch):
+    from bench.report.builder import ReportBuilder
+
+    run = _small_run(tmp_path)
+
+    def broken(self, dataset):
+        raise RuntimeError("table exploded")
+
+    monkeypatch.setattr(ReportBuilder, "all_methods_table", broken)
+    out = build_report(run, tmp_path / "lenient", full=False)
+    assert "could not build all-methods table" in (out / "README.md").read_text()
+    with pytest.raises(RuntimeError, match="table exploded"):
+        build_report(run, tmp_path / "strict", full=False, strict=True)
+
+
+def test_degenerate_cells_are_marked_and_unavailable_metrics_say_why(tmp_path):
+    run = make_fake_run(tmp_path / "m", {"synth_masks": True})
+    store = ResultStore(run)
+    for record in store.records():
+        if record.get("method") == "enc_bad × knn" and record["seed"] == 0:
+            record.update(status="degenerate", error="embeddings collapsed to 2 distinct values")
+        if record.get("kind") == "latent":
+            record["metrics"].pop("pixel_dice", None)
+            record["metrics_unavailable"] = {"pixel_dice": "no validation split"}
+        store.write(record)
+    out = build_report(run, tmp_path / "report", full=False)
+    rows = _markdown_rows(out / "tables/synth_masks/all_methods.md")
+    header = _header(out / "tables/synth_masks/all_methods.md")
+    assert rows["enc_bad × knn"][header.index("image AUROC") - 1].endswith("‡")
+    assert rows["enc_good × gauss"][header.index("pixel Dice (val. threshold)") - 1] == "n/a (no validation split)"
+    assert rows["ae_baseline"][header.index("pixel Dice (val. threshold)") - 1] != "n/a (no validation split)"
+    text = (out / "tables/synth_masks/all_methods.md").read_text()
+    assert "‡ degenerate" in text
+    readme = (out / "README.md").read_text()
+    assert "Degenerate cells" in readme and "collapsed to 2 distinct values" in readme
+
+
+def test_constant_embeddings_never_reach_tsne(tmp_path):
+    from bench.diagnostics import DegenerateEmbedding, embedding_diagnostics, tsne_view
+
+    constant = np.ones((40, 8), np.float32)
+    with pytest.raises(DegenerateEmbedding, match="constant"):
+        tsne_view(constant, np.r_[np.zeros(20), np.ones(20)])
+    with pytest.raises(DegenerateEmbedding, match="non-finite"):
+        tsne_view(np.full((40, 8), np.nan), np.r_[np.zeros(20), np.ones(20)])
+    with pytest.raises(DegenerateEmbedding, match="constant"):
+        embedding_diagnostics({"train": constant, "test": constant, "test_labels": np.r_[np.zeros(20), np.ones(20)]})
+    # in a report the degenerate embedding becomes a remark; the rest of the report is built
+    run = make_fake_run(tmp_path / "d", {"synth_plain": False})
+    cache = next((tmp_path / "d" / "cache").iterdir())
+    np.savez(cache / "embeddings.npz", train=np.zeros((40, 8), np.float32), val=np.zeros((20, 8), np.float32),
+             test=np.zeros((60, 8), np.float32), val_labels=np.r_[np.zeros(10), np.ones(10)].astype(int),
+             test_labels=np.r_[np.zeros(30), np.ones(30)].astype(int))
+    out = build_report(run, tmp_path / "report", n_resamples=20, strict=True)
+    readme = (out / "README.md").read_text()
+    assert "skipped: test embeddings are constant" in readme or "skipped: training embeddings are constant" in readme

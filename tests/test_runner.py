@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bench.grid import load_grid
+from bench.report import cell_frame
 from bench.runner import Runner, panel_indices
 from bench.store import ResultStore
 
@@ -45,7 +46,7 @@ def test_tiny_grid_end_to_end(tmp_path):
         assert rec["config"]["dataset.n_train"] == 48 and rec["versions"]["torch"]
         arrays = store.arrays(rec["cell_id"])
         assert arrays["test_scores"].shape == (24,) and arrays["test_maps"].shape == (24, 32, 32)
-    frame = store.frame()
+    frame = cell_frame(store.records())
     assert set(frame["method"]) >= {"vae × gaussian", "vae × knn [reconstruction]", "imagenet/tf_efficientnet_lite0 × knn"}
     # encoders were trained once: only the first cell of each encoder carries the fit time
     fits = frame.groupby("encoder")["time.encoder_fit_s"].apply(lambda s: int((s > 0).sum()))

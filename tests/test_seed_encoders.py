@@ -95,7 +95,7 @@ def test_heads_see_the_encoder_output_not_the_projection():
         x = torch.from_numpy(images).float() / 255
         assert torch.allclose(z, encoder.backbone(encoder.augment.to_units(x)), atol=1e-5)
     head = create_head("gaussian").fit(z, seed=0)
-    assert head.mean_.shape == (64,)
+    assert head.location_.shape == (64,)              # fitted on the 64-d encoder output
 
 
 def test_cradl_views_are_in_cradl_units():
@@ -154,7 +154,8 @@ def test_msacl_feature_maps_and_loss_terms():
     seed_everything(0)
     encoder = create_encoder("msacl", image_size=64, batch_size=8)
     x = torch.rand(4, 1, 64, 64)
-    layer2, layer3 = encoder.eval().feature_maps(x)
+    maps = encoder.eval().feature_maps(x)
+    layer2, layer3 = maps["layer2"], maps["layer3"]
     assert layer2.shape == (4, 128, 8, 8) and layer3.shape == (4, 256, 4, 4)
     with pytest.raises(MethodError, match="centres"):
         encoder.losses(x, torch.Generator().manual_seed(0))
@@ -194,7 +195,7 @@ def msacl_patch(phantoms):
 
 def test_msacl_with_gaussian_head_detects_phantom_lesions(phantoms, msacl_patch):
     # msacl_patch trains exactly create_encoder("msacl", ...).fit(train, seed=0); reuse that encoder.
-    encoder = msacl_patch.encoder_
+    encoder = msacl_patch.encoder
     head = create_head("gaussian").fit(encoder.embed(phantoms.train), seed=0)
     auroc = _auroc(phantoms, head.score(encoder.embed(phantoms.test)))
     assert auroc > MSACL_MIN_AUROC, f"msacl x gaussian image AUROC {auroc:.3f}"

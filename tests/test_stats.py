@@ -62,18 +62,6 @@ def test_binned_pixel_metrics_stay_close_to_exact_ones():
     assert binned["pixel_dice"][0] == pytest.approx(exact["pixel_dice"], abs=1e-9), "Dice at a threshold is exact"
 
 
-def test_float16_lookup_path_equals_generic_path():
-    rng = np.random.default_rng(13)
-    maps = rng.normal(size=(30, 20, 20)).astype(np.float16)
-    masks = np.zeros(maps.shape, np.uint8)
-    masks[:15, 5:12, 6:9] = 1
-    maps[masks > 0] += np.float16(1.0)
-    fast = stats.pixel_metric_samples(stats.pixel_counts(maps, masks, dice_threshold=0.8))
-    generic = stats.pixel_metric_samples(stats.pixel_counts(maps.astype(np.float32), masks, dice_threshold=0.8))
-    for name, value in generic.items():
-        assert fast[name][0] == pytest.approx(value[0], abs=1e-12), name
-
-
 def test_aupro_known_answers():
     masks = np.zeros((6, 16, 16), np.uint8)
     masks[:3, 3:8, 3:8] = 1

@@ -54,6 +54,8 @@ def mtimes(store: ResultStore) -> dict:
     ("encoder.vae.lr=0", "encoder.vae.lr = 0: must be > 0"),
     ('heads=["gausian"]', "unknown head 'gausian'; did you mean 'gaussian'"),
     ('localization=["gradients"]', "unknown map kind 'gradients'; did you mean 'gradient'"),
+    ("maps.gradient.shift=2", "maps.gradient: unknown option 'shift'; did you mean 'shifts'"),
+    ("maps.gradient.shifts=0", "maps.gradient.shifts = 0: must be >= 1"),
 ])
 def test_bad_settings_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, override, expected):
     code, out = cli_run(tmp_path, capsys, override)
@@ -188,8 +190,9 @@ def test_empty_validation_split_gives_na_dice_and_every_other_metric(tmp_path):
         assert record["n_val"] == 0
         metrics = record["metrics"]
         assert metrics.get("pixel_dice") is None
-        assert record["metrics_unavailable"] == {"pixel_dice": "no validation split"}
-        for key in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_dice_oracle"):
+        assert record["metrics_unavailable"] == {"pixel_dice": "no validation split",
+                                                 "pixel_dice_fg": "no validation split"}   # BraTS has a brain mask
+        for key in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_dice_oracle", "pixel_ap_fg"):
             assert 0 <= metrics[key] <= 1, key
 
 
@@ -325,3 +328,20 @@ def test_sigkill_at_random_moments_then_resume_finishes_every_cell_once(tmp_path
         assert record["status"] == "ok"
         assert record["metrics"] == expected.read(record["cell_id"])["metrics"]
         assert store.arrays(record["cell_id"])["test_scores"].shape == (16,)
+
+
+def test_map_options_reach_the_maps_and_the_record(tmp_path):
+    from methods.maps import map_kind, map_kinds
+
+    assert {"gradient", "reconstruction"} <= set(map_kinds())
+    assert map_kind("gradient").head_dependent and not map_kind("reconstruction").head_dependent
+    plain = runner(tmp_path / "a", 'heads=["gaussian"]').run()
+    shifted = runner(tmp_path / "b", 'heads=["gaussian"]', "maps.gradient.shifts=2").run()
+    assert plain.ok == shifted.ok == 1
+    a = ResultStore(tmp_path / "a" / "run").records()[0]
+    b = ResultStore(tmp_path / "b" / "run").records()[0]
+    assert "maps.shifts" not in a["config"] and b["config"]["maps.shifts"] == 2
+    assert a["metrics"]["image_auroc"] == b["metrics"]["image_auroc"]          # maps only
+    maps_a = ResultStore(tmp_path / "a" / "run").arrays(a["cell_id"])["test_maps"]
+    maps_b = ResultStore(tmp_path / "b" / "run").arrays(b["cell_id"])["test_maps"]
+    assert not np.allclose(maps_a, maps_b)

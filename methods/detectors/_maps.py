@@ -95,15 +95,3 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
     """Consecutive slices of ``range(n)`` of length ``batch_size`` (the last may be shorter)."""
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
-
-
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Seeded shuffled index batches for one epoch; the ragged tail is dropped when a full batch exists.
-
-    Dropping the tail mirrors the official loaders (``drop_last=True``) and keeps BatchNorm away
-    from batches of one; a training set smaller than ``batch_size`` is one batch.
-    """
-    order = torch.randperm(n, generator=generator)
-    batch = min(batch_size, n)
-    for start in range(0, n - batch + 1, batch):
-        yield order[start:start + batch]

@@ -24,8 +24,9 @@ from torch import nn
 from datasets.base import Split, to_float
 from methods.base import Detector, MethodError, Prediction, seed_everything
 from methods.detectors._maps import (SCORE_REDUCTIONS, check_choice, check_finite, check_images, chunks,
-                                     epoch_batches, reduce_maps, resize, upsample)
+                                     reduce_maps, resize, upsample)
 from methods.registry import register_detector
+from methods.training import train_loop
 
 
 class ConvAutoencoder(nn.Module):
@@ -84,23 +85,16 @@ def fit_autoencoder(model: nn.Module, data: torch.Tensor, *, epochs: int, batch_
                     betas: tuple[float, float], weight_decay: float, generator: torch.Generator,
                     progress: bool = False, desc: str = "ae") -> list[float]:
     """Minimise the mean squared reconstruction error with Adam; returns the mean loss per epoch."""
-    from tqdm.auto import tqdm
-
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
-    history = []
-    for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="epoch"):
-        losses = []
-        for index in epoch_batches(len(data), batch_size, generator):
-            x = data[index.to(data.device)]
-            loss = (model(x) - x).pow(2).mean()
-            if not torch.isfinite(loss):
-                raise MethodError(f"{desc} diverged at epoch {epoch} (loss={loss.item()}); lower lr={lr}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        history.append(float(np.mean(losses)))
+
+    def loss_fn(index: torch.Tensor, step: int) -> torch.Tensor:
+        x = data[index]
+        return (model(x) - x).pow(2).mean()
+
+    history = train_loop(loss_fn, n=len(data), batch_size=batch_size, epochs=epochs, generator=generator,
+                         optimizers=[opt], name=desc, device=data.device, hint=f"lower lr={lr}",
+                         progress=progress).epochs
     model.eval()
     return history
 

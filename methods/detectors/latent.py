@@ -6,7 +6,7 @@ import numpy as np
 
 from datasets.base import Split
 from methods.base import DensityHead, Detector, Encoder, Prediction
-from methods.localization import gradient_maps, reconstruction_maps, supports
+from methods.maps import map_kind
 
 
 class LatentDetector(Detector):
@@ -17,13 +17,15 @@ class LatentDetector(Detector):
     """
 
     def __init__(self, encoder: Encoder, head: DensityHead, localization: str | None = "gradient",
-                 batch_size: int = 128):
-        if localization is not None and not supports(encoder, localization):
+                 batch_size: int = 128, map_options: dict | None = None):
+        self.kind = map_kind(localization) if localization is not None else None
+        if self.kind is not None and not self.kind.applies(encoder):
             raise ValueError(f"{type(encoder).__name__} cannot make '{localization}' maps")
         self.encoder = encoder
         self.head = head
         self.localization = localization
         self.batch_size = batch_size
+        self.map_options = dict(map_options or {})
 
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "LatentDetector":
         self.encoder.fit(train, seed=seed, device=device, progress=progress)
@@ -31,11 +33,10 @@ class LatentDetector(Detector):
         return self
 
     def maps(self, images: np.ndarray, *, device: str = "cpu") -> np.ndarray | None:
-        if self.localization == "gradient":
-            return gradient_maps(self.encoder, self.head, images, batch_size=self.batch_size // 2, device=device)
-        if self.localization == "reconstruction":
-            return reconstruction_maps(self.encoder, images, batch_size=self.batch_size, device=device)
-        return None
+        if self.kind is None:
+            return None
+        return self.kind.make(self.encoder, self.head, images, device=device, batch_size=self.batch_size // 2,
+                              **self.map_options)
 
     def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
         z = self.encoder.embed(images, self.batch_size, device)

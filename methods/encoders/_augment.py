@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
 
 
 @dataclass
@@ -24,7 +25,8 @@ class ViewAugment:
     Args:
         translate: max shift as a fraction of the image side (CRADL: ±22 px of 128).
         rotate: max rotation in radians.
-        scale: (min, max) zoom factor.
+        scale: (min, max) factor on the *sampling coordinates*, as batchgenerators' ``SpatialTransform``
+            (CRADL's pipeline) applies it: > 1 samples a larger field of view (content shrinks), < 1 zooms in.
         flip: probability of a horizontal flip (0 by default: brain hemispheres are not
             interchangeable in every dataset, and CRADL's mirror transform was a no-op in 2D).
         brightness: (min, max) multiplicative factor.
@@ -52,7 +54,8 @@ class ViewAugment:
         zoom = uniform(*self.scale)
         tx, ty = uniform(-self.translate, self.translate) * 2, uniform(-self.translate, self.translate) * 2
         sign = torch.where(uniform(0, 1) < self.flip, -1.0, 1.0)
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # batchgenerators multiplies the sampling coordinates by the scale (scale_coords: coords *= scale)
+        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
         theta = torch.stack([torch.stack([cos * sign, -sin, tx], 1),
                              torch.stack([sin * sign, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -83,19 +86,14 @@ def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
 
 
 def _random_blur(x: torch.Tensor, p: float, uniform) -> torch.Tensor:
+    """With probability ``p`` per image, a 5x5 Gaussian blur (reflect padding) of std U(0.1, 1.0)."""
     sigma = uniform(0.1, 1.0)
     apply = uniform(0, 1) < p
-    radius = 2
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-(t.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
-    kernel = kernel / kernel.sum(1, keepdim=True)                      # [N, K]
-    n, c, h, w = x.shape
-    flat = x.reshape(1, n * c, h, w)
-    kx = kernel.repeat_interleave(c, 0).view(n * c, 1, 1, -1)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kx, groups=n * c)
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kx.transpose(2, 3), groups=n * c)
-    blurred = flat.view(n, c, h, w)
-    return torch.where(apply.view(-1, 1, 1, 1), blurred, x)
+    out = x.clone()
+    for i in apply.nonzero().flatten().tolist():
+        s = float(sigma[i])
+        out[i] = gaussian_blur(x[i], kernel_size=[5, 5], sigma=[s, s])
+    return out
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:

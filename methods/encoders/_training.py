@@ -3,7 +3,8 @@
 Why shared: SimCLR, MoCo, the VAE and the seed encoders differ only in their ``training_step``;
 the loop (uint8 data moved to the device once, per-batch float conversion, seeded shuffling,
 warm-up + cosine schedule, no weight decay on biases/norms, divergence check, tqdm progress) is
-the same, and ``python -m bench perf`` compares exactly this loop against a bare PyTorch loop.
+the same (the step loop itself is :func:`methods.training.train_loop`, shared with the detectors
+and heads), and ``python -m bench perf`` compares exactly this loop against a bare PyTorch loop.
 On CUDA the loop uses mixed precision and channels-last (``methods.precision``; grid key ``amp``);
 on the CPU those are no-ops and the arithmetic is exactly the plain fp32 loop.
 """
@@ -20,7 +21,8 @@ from torch import nn
 from datasets.base import Split
 from methods.base import Encoder, MethodError, seed_everything
 from methods.encoders._augment import warmup_cosine
-from methods.precision import autocast, backward_step, grad_scaler, use_channels_last
+from methods.precision import autocast, grad_scaler, use_channels_last
+from methods.training import train_loop
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -81,32 +83,21 @@ class TrainableEncoder(Encoder):
         total, warmup = self.epochs * steps_per_epoch, self.warmup_epochs * steps_per_epoch
         opt = self.make_optimizer()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
-        self.history_: list[float] = []
         started = time.perf_counter()
-        from tqdm.auto import tqdm
 
-        bar = tqdm(range(self.epochs), desc=f"train {getattr(self, 'registry_name', type(self).__name__)}",
-                   leave=False, disable=not progress, unit="epoch")
-        for epoch in bar:
-            order = torch.randperm(n, generator=generator).to(device)
-            running = 0.0
-            for step in range(steps_per_epoch):
-                x = data[order[step * batch:(step + 1) * batch]].float().div_(255.0)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device):                            # bf16/fp16 on CUDA (grid key amp)
-                    loss = self.training_step(x, generator)
-                loss = loss.float()
-                if not torch.isfinite(loss):
-                    raise MethodError(f"{type(self).__name__} diverged at epoch {epoch}, step {step} "
-                                      f"(loss={loss.item()}); lower lr={self.lr}")
-                opt.zero_grad(set_to_none=True)
-                backward_step(loss, opt, scaler)
-                sched.step()
-                self.after_step(epoch * steps_per_epoch + step, total)
-                running += loss.item()
-            self.history_.append(running / steps_per_epoch)
-            bar.set_postfix(loss=f"{self.history_[-1]:.4f}")
+        def loss_fn(index: torch.Tensor, step: int) -> torch.Tensor:
+            x = data[index].float().div_(255.0)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):                                # bf16/fp16 on CUDA (grid key amp)
+                loss = self.training_step(x, generator)
+            return loss.float()
+
+        self.history_: list[float] = train_loop(
+            loss_fn, n=n, batch_size=batch, epochs=self.epochs, generator=generator, optimizers=[opt],
+            name=type(self).__name__, device=device, scheduler=sched, hint=f"lower lr={self.lr}",
+            after_step=lambda step: self.after_step(step, total), progress=progress, scaler=scaler,
+            desc=f"train {getattr(self, 'registry_name', type(self).__name__)}").epochs
         self.fit_seconds_ = time.perf_counter() - started
         self.images_seen_ = self.epochs * steps_per_epoch * batch
         self.eval()

@@ -42,6 +42,7 @@ from torch import nn
 
 from methods.encoders._augment import ViewAugment
 from methods.encoders.simclr import SimCLREncoder
+from methods.backbones import timm_feature_maps
 from methods.registry import register_encoder
 
 
@@ -74,6 +75,14 @@ class DCGANEncoder(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x.flatten(1)
+
+    def stage_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs of the stride-2 convs ``conv1..conv{K-1}`` (down to 4x4; the 1x1 ``z`` is left out)."""
+        maps = {}
+        for i, stage in enumerate(self.stages[:-1]):
+            x = stage(x)
+            maps[f"conv{i + 1}"] = x
+        return maps
 
 
 def resnet_trunk(name: str, in_chans: int, image_size: int) -> nn.Module:
@@ -181,6 +190,15 @@ class CRADLEncoder(SimCLREncoder):
             width, z_dim = self._dcgan_size
             return DCGANEncoder(in_chans, self.image_size, width, z_dim)
         return resnet_trunk(name, in_chans, self.image_size)
+
+    dense = True
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named stages of the trunk in CRADL units: DCGAN ``conv1..`` or the ResNet's timm stages."""
+        u = self.augment.to_units(x)
+        if isinstance(self.backbone, DCGANEncoder):
+            return self.backbone.stage_maps(u)
+        return timm_feature_maps(self.backbone, u)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, z_dim]`` representation of [0, 1] images (no projection head)."""

@@ -152,6 +152,9 @@ class MSACLEncoder(TrainableEncoder):
 
     Args:
         backbone: timm ResNet name (random init, ``in_chans`` channels).
+        stem: ``"imagenet"`` (7x7 stride-2 conv + max-pool, total stride 32: layer4 is 2x2 at 64 px, so
+            every gradient map is one central blob) or ``"cifar"`` (3x3 stride-1 conv, no max-pool, as
+            CIFAR ResNets: total stride 8, layer4 8x8 at 64 px). Default ``"imagenet"`` (unchanged).
         n_classes: pseudo-classes A0..A{n-1} = 0..n-1 synthesised lesions (4).
         tau, alpha: contrastive temperature and its same-class multiplier (0.2, 2).
         centre_weight, class_weight: weights of the centre and augmentation-class losses (1, 1).
@@ -168,7 +171,7 @@ class MSACLEncoder(TrainableEncoder):
                  centre_samples: int | None = 1024, all_classes: bool = True, lesions: dict | None = None,
                  weak_view: dict | None = None,
                  epochs: int = 100, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 3e-4,
-                 warmup_epochs: int = 0, optimizer: str = "sgd"):
+                 warmup_epochs: int = 0, optimizer: str = "sgd", stem: str = "imagenet"):
         super().__init__(in_chans, image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, warmup_epochs=warmup_epochs, optimizer=optimizer)
         if n_classes < 2:
@@ -180,6 +183,12 @@ class MSACLEncoder(TrainableEncoder):
                    if not hasattr(self.backbone, name)]
         if missing:
             raise ValueError(f"msacl: backbone '{backbone}' is not a timm ResNet (missing {', '.join(missing)})")
+        if stem == "cifar":
+            self.backbone.conv1 = nn.Conv2d(in_chans, self.backbone.conv1.out_channels, 3, 1, 1, bias=False)
+            self.backbone.maxpool = nn.Identity()
+        elif stem != "imagenet":
+            raise ValueError(f"msacl: stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.stem = stem
         self.out_dim = int(self.backbone.num_features)
         self.n_classes = n_classes
         self.tau = tau
@@ -209,9 +218,11 @@ class MSACLEncoder(TrainableEncoder):
         """Pooled layer4 features ``[N, out_dim]`` (what the density heads see)."""
         return self.backbone.global_pool(self._trunk(x)[-1]).flatten(1)
 
-    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The layer2 and layer3 maps (strides 8 and 16) for patch-level heads."""
-        return self._trunk(x, upto=3)[1:]
+    dense = True
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The ResNet stages ``layer1..layer4`` (strides 4 to 32) for patch-level heads."""
+        return {f"layer{i + 1}": h for i, h in enumerate(self._trunk(x))}
 
     # -- the pseudo-classes --------------------------------------------------------------------
     def balanced_classes(self, n: int, generator: torch.Generator) -> torch.Tensor:

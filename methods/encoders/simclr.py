@@ -14,6 +14,7 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 
+from methods.backbones import timm_feature_maps
 from methods.encoders._augment import ViewAugment
 from methods.encoders._training import TrainableEncoder
 from methods.registry import register_encoder
@@ -65,8 +66,14 @@ class SimCLREncoder(TrainableEncoder):
     def build_backbone(self, name: str, in_chans: int) -> torch.nn.Module:
         return timm_trunk(name, in_chans, self.backbone_args)
 
+    dense = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The trunk's timm ``feature_info`` stages (``act1``, ``layer1..4`` for the ResNets)."""
+        return timm_feature_maps(self.backbone, x)
 
     def training_step(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         views = torch.cat([self.augment(x, generator), self.augment(x, generator)])

@@ -71,8 +71,19 @@ class VAEEncoder(TrainableEncoder):
         h = self.from_z(z).view(len(z), self.top, self.bottom, self.bottom)
         return torch.sigmoid(self.decoder(h))
 
+    dense = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[0]
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The encoder's conv stages ``conv1..convK`` (after BatchNorm and LeakyReLU; strides 2..2^K)."""
+        maps, h = {}, x
+        for i, layer in enumerate(self.features[:-1]):     # the last module is Flatten
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                maps[f"conv{len(maps) + 1}"] = h
+        return maps
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x)[0])

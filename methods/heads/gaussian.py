@@ -30,8 +30,8 @@ class GaussianHead(DensityHead):
             degenerate case where the shrinkage target is zero (one sample, or every feature constant).
     """
 
-    def __init__(self, reg_covar: float = 1e-6):
-        super().__init__()
+    def __init__(self, reg_covar: float = 1e-6, preprocess: str | None = None):
+        super().__init__(preprocess)
         if reg_covar < 0:
             raise ValueError(f"gaussian head: reg_covar must be >= 0, got {reg_covar}")
         self.reg_covar = reg_covar

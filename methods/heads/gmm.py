@@ -38,8 +38,8 @@ class GMMHead(DensityHead):
     """
 
     def __init__(self, n_components: int = 4, covariance_type: str = "full", reg_covar: float = 1e-5,
-                 max_iter: int = 200, n_init: int = 1, tol: float = 1e-3):
-        super().__init__()
+                 max_iter: int = 200, n_init: int = 1, tol: float = 1e-3, preprocess: str | None = None):
+        super().__init__(preprocess)
         if covariance_type != "full":
             raise ValueError(f"gmm head: only covariance_type='full' is implemented in torch, "
                              f"got {covariance_type!r}")

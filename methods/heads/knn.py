@@ -30,8 +30,8 @@ class KNNHead(DensityHead):
         chunk_size: queries per distance block.
     """
 
-    def __init__(self, k: int = 5, max_train: int | None = None, chunk_size: int = 1024):
-        super().__init__()
+    def __init__(self, k: int = 5, max_train: int | None = None, chunk_size: int = 1024, preprocess: str | None = None):
+        super().__init__(preprocess)
         if k < 1:
             raise ValueError(f"knn head: k must be >= 1, got {k}")
         if max_train is not None and max_train < 1:

@@ -1,17 +1,12 @@
-"""One metric implementation for every method: numpy in, plain floats out.
+"""The shared building blocks of every metric: input checks, one descending sort, exact curves.
 
-Every detector in the suite is scored here, so results are comparable by construction (DESIGN.md,
-"one metric implementation for all methods"). Undefined metrics (one class only, no anomalous
-pixels, no validation masks) come back as ``NaN`` rather than raising, so a record can still be
-written and the report shows the gap.
+Numpy in, plain floats out; undefined values (one class only, no anomalous pixels) are ``NaN``
+rather than errors, so a record can still be written and the report shows the gap.
 
-Image level: AUROC, average precision and FPR at 95 % TPR (OpenOOD's FPR@95), via scikit-learn.
-
-Pixel level, pooled over every pixel of every test image:
-
-* AUROC and AP are exact: one descending sort of the scores, cumulative counts of anomalous and
-  normal pixels, and the last position of each tied score as the operating point (the same curve
-  scikit-learn builds, without its per-call overhead or a threshold loop).
+* Image level: AUROC and AP via scikit-learn; FPR at 95 % TPR (OpenOOD's FPR@95) on the full ROC.
+* Pixel AUROC and AP are exact: one descending sort of the scores, cumulative counts of anomalous
+  and normal pixels, and the last position of each tied score as the operating point (the same
+  curve scikit-learn builds, without its per-call overhead or a threshold loop).
 * AUPRO follows the MVTec AD definition (Bergmann et al., "The MVTec Anomaly Detection Dataset",
   IJCV 2021): the per-region overlap (PRO) averaged over the connected ground-truth regions, traced
   against the false-positive rate on normal pixels and integrated up to ``fpr_limit``. The area is
@@ -21,7 +16,8 @@ Pixel level, pooled over every pixel of every test image:
 * Dice is thresholded, so its threshold must not come from the test labels: ``pixel_dice`` uses the
   threshold that maximises pooled Dice on the *validation* maps; ``pixel_dice_oracle`` is the best
   pooled Dice over all thresholds on the test set itself (MedIAnomaly's "best Dice"), reported
-  beside it and named as an oracle upper bound.
+  beside it and named as an oracle upper bound (the project's rule: test labels never choose a
+  threshold; see the README's "Metrics" section).
 
 A threshold ``t`` always means "anomalous when score >= t".
 """
@@ -32,17 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
-__all__ = [
-    "aupro",
-    "best_dice",
-    "dice_at",
-    "evaluate",
-    "fpr_at_tpr",
-    "image_metrics",
-    "pixel_metrics",
-]
+__all__ = ["aupro", "best_dice", "dice_at", "fpr_at_tpr"]
 
 NAN = float("nan")
 
@@ -261,10 +249,10 @@ def _region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _aupro_from_order(
-    order: _DescendingOrder, false_pos: np.ndarray, masks: np.ndarray, fpr_limit: float
+    order: _DescendingOrder, false_pos: np.ndarray, weights: np.ndarray, n_regions: int, fpr_limit: float
 ) -> float:
+    """AUPRO from the shared sort; ``weights`` are :func:`_region_weights` of the sorted pixels."""
     negatives = false_pos[-1]
-    weights, n_regions = _region_weights(masks)
     if n_regions == 0 or negatives == 0:
         return NAN
     fpr = np.concatenate(([0.0], false_pos / negatives))
@@ -296,84 +284,4 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
         return NAN
     order = _DescendingOrder.of(maps_3d.ravel())
     _, false_pos = order.counts(masks_3d.ravel())
-    return _aupro_from_order(order, false_pos, masks_3d, limit)
-
-
-# --------------------------------------------------------------------------------------------
-# Metric sets
-# --------------------------------------------------------------------------------------------
-
-
-def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """``image_auroc``, ``image_ap`` and ``image_fpr95`` (all NaN when labels hold one class)."""
-    scores_arr, labels_arr = _check_image_inputs(scores, labels)
-    if labels_arr.all() or not labels_arr.any():
-        return {"image_auroc": NAN, "image_ap": NAN, "image_fpr95": NAN}
-    return {
-        "image_auroc": float(roc_auc_score(labels_arr, scores_arr)),
-        "image_ap": float(average_precision_score(labels_arr, scores_arr)),
-        "image_fpr95": fpr_at_tpr(scores_arr, labels_arr, 0.95),
-    }
-
-
-def pixel_metrics(
-    maps: np.ndarray,
-    masks: np.ndarray,
-    *,
-    val_maps: np.ndarray | None = None,
-    val_masks: np.ndarray | None = None,
-    fpr_limit: float = 0.3,
-) -> dict[str, float]:
-    """Pooled pixel metrics of test ``maps`` against ``masks`` (``[N, H, W]`` or ``[N, 1, H, W]``).
-
-    Returns ``pixel_auroc``, ``pixel_ap``, ``pixel_aupro``, ``pixel_dice`` (test Dice at the
-    threshold that maximises pooled Dice on the validation maps; NaN without validation maps and
-    masks holding anomalous pixels), ``pixel_dice_oracle`` (best Dice over all thresholds on the
-    test set itself: an upper bound that peeks at test labels) and ``pixel_threshold`` (the
-    validation threshold). One sort of the test pixels serves AUROC, AP, oracle Dice and AUPRO.
-    """
-    limit = _check_fraction(fpr_limit, "fpr_limit")
-    maps_3d, masks_3d = _check_pixel_inputs(maps, masks)
-    results = dict.fromkeys(
-        ["pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_dice", "pixel_dice_oracle", "pixel_threshold"], NAN
-    )
-    threshold = NAN
-    if val_maps is not None and val_masks is not None:
-        val_maps_3d, val_masks_3d = _check_pixel_inputs(val_maps, val_masks, "val_maps", "val_masks")
-        _, threshold = best_dice(val_maps_3d, val_masks_3d)
-    results["pixel_threshold"] = threshold
-    if maps_3d.size == 0:
-        return results
-
-    scores_flat, targets_flat = maps_3d.ravel(), masks_3d.ravel()
-    order = _DescendingOrder.of(scores_flat)
-    true_pos, false_pos = order.counts(targets_flat)
-    results["pixel_auroc"] = _auroc_from_counts(true_pos, false_pos)
-    results["pixel_ap"] = _ap_from_counts(true_pos, false_pos)
-    results["pixel_dice_oracle"] = _best_dice_from_counts(true_pos, false_pos, order.thresholds)[0]
-    results["pixel_aupro"] = _aupro_from_order(order, false_pos, masks_3d, limit)
-    results["pixel_dice"] = dice_at(scores_flat, targets_flat, threshold)
-    return results
-
-
-def evaluate(
-    test_scores: np.ndarray,
-    test_labels: np.ndarray,
-    test_maps: np.ndarray | None = None,
-    test_masks: np.ndarray | None = None,
-    val_maps: np.ndarray | None = None,
-    val_masks: np.ndarray | None = None,
-    fpr_limit: float = 0.3,
-) -> dict[str, float]:
-    """Image metrics, plus pixel metrics when both ``test_maps`` and ``test_masks`` are given.
-
-    Validation maps and masks only choose the Dice threshold; they never touch the other metrics.
-    """
-    results = image_metrics(test_scores, test_labels)
-    if test_maps is None or test_masks is None:
-        return results
-    n_images, n_maps = np.asarray(test_scores).shape[0], np.asarray(test_maps).shape[0]
-    if n_maps != n_images:
-        raise ValueError(f"test_maps must hold one map per test score: {n_maps} maps for {n_images} scores")
-    results.update(pixel_metrics(test_maps, test_masks, val_maps=val_maps, val_masks=val_masks, fpr_limit=fpr_limit))
-    return results
+    return _aupro_from_order(order, false_pos, *_region_weights(masks_3d), limit)

@@ -1,25 +1,9 @@
-"""DDAD-ASR: dual-distribution discrepancy with self-supervised anomaly score refinement.
+"""DDAD-ASR's detector: training glue, prediction and caching (see the package docstring).
 
-Cai, Chen, Cheng, "Dual-distribution discrepancy with self-supervised refinement for anomaly
-detection in medical images", Medical Image Analysis 86:102794 (2023), arXiv 2210.04227; official
-code caiyu6666/DDAD-ASR. This is a *one-class semi-supervised* method (``setting = "oc-ssl"``):
-besides the normal training images it sees an unlabeled pool that contains anomalies (built by
-:func:`methods.detectors._pool.unlabeled_pool`; its labels are never read here).
-
-* NDM: K=3 independently initialised AEs trained on the normal images; UDM: K=3 AEs trained on
-  normal + unlabeled images. The AE is :class:`methods.detectors.ae.ConvAutoencoder` with the
-  official sizes (64x64 input in [-1, 1], 16-32-64-64 convs, dense 1024-2048-16, unbounded output),
-  Adam lr 5e-4, betas (0.5, 0.999), batch 64, 250 epochs.
-* Pixel scores: intra = unbiased std over the NDM reconstructions, inter = |mean_UDM - mean_NDM|.
-  Like the official AE variant, the two maps enter ASR-Net raw (no normalisation; only the AE-U
-  variant divides by the predicted sigma).
-* ASR-Net (3x3 convs 2->128->128->2, BN, ReLU, softmax) is trained for 100 epochs (Adam 1e-4,
-  betas (0.5, 0.999), weight decay 1e-4, batch 8) with the focal loss (gamma 2, label smoothing
-  1e-5, applied to softmax outputs) on synthetic anomalies: with p=0.5 a square (centre in the
-  central 80%, half-width in [5%, 20%) of the side) is alpha-blended (alpha ~ U(0, 1)) with the same
-  region of another normal training image.
-* Image score = mean of the refined anomaly-probability map (the official "R_dual" default);
-  ``score="intra" | "inter" | "rec"`` gives the variants without ASR (spatial means as well).
+The networks and the maths are in :mod:`.torch_model`; here: the two AE ensembles' training
+(:func:`methods.detectors.ae.fit_autoencoder`), the ASR-Net's training on fresh synthetic anomalies
+every epoch (:func:`methods.training.train_loop`), the per-score ASR-Nets the fit cache completes,
+and prediction.
 """
 
 from __future__ import annotations
@@ -28,73 +12,17 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from datasets.base import Split
 from methods.base import Detector, MethodError, PoolRequest, Prediction, seed_everything
-from methods.detectors._maps import (check_choice, check_finite, check_images, chunks, epoch_batches, reduce_maps,
-                                     upsample)
+from methods.detectors._maps import check_choice, check_finite, check_images, chunks, reduce_maps, upsample
 from methods.detectors.ae import ConvAutoencoder, fit_autoencoder, to_signed
+from methods.detectors.ddad_asr.torch_model import RefineNet, blend_squares, discrepancies, focal_loss, refine_input
 from methods.registry import register_detector
+from methods.training import train_loop
 
 SCORES = ("asr_dual", "asr_intra", "intra", "inter", "rec")
-
-
-class RefineNet(nn.Module):
-    """ASR-Net: three 3x3 convs (``in -> mid -> mid -> 2``) with BN + ReLU between; logits out."""
-
-    def __init__(self, in_channels: int = 2, mid_channels: int = 128):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, 3, padding=1), nn.BatchNorm2d(mid_channels), nn.ReLU(),
-            nn.Conv2d(mid_channels, mid_channels, 3, padding=1), nn.BatchNorm2d(mid_channels), nn.ReLU(),
-            nn.Conv2d(mid_channels, 2, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, smooth: float = 1e-5) -> torch.Tensor:
-    """Focal loss (Lin et al. 2017) on *probabilities* ``[N, 2, H, W]`` against a {0, 1} mask ``[N, H, W]``.
-
-    As in the official code: the one-hot target is clamped to ``[smooth, 1 - smooth]``,
-    ``p_t = <target, p> + smooth`` and the loss is ``-(1 - p_t)^gamma log p_t`` averaged over pixels.
-    """
-    one_hot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-    one_hot = one_hot.clamp(smooth / (probs.shape[1] - 1), 1.0 - smooth)
-    pt = (one_hot * probs).sum(1) + smooth
-    return (-(1 - pt).pow(gamma) * pt.log()).mean()
-
-
-def blend_squares(x: torch.Tensor, pool: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
-                  probability: float = 0.5, core: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
-    """DDAD-ASR's synthetic anomalies for a batch ``x`` (rows ``index`` of ``pool``), all in [-1, 1].
-
-    Each image gets, with ``probability``, a square of side ``2w`` (``w`` uniform in
-    ``[round(0.05 S), round(0.2 S))``) centred uniformly in the central ``core`` fraction, filled by
-    ``(1 - a) x + a y`` with ``y`` the same region of another random image of ``pool`` and a scalar
-    ``a ~ U(0, 1)``. Returns the images and the {0, 1} masks ``[N, H, W]``.
-    """
-    n, size = len(x), x.shape[-1]
-    device = x.device
-
-    def uniform_int(low: int, high: int) -> torch.Tensor:
-        return torch.randint(low, max(high, low + 1), (n,), generator=generator).to(device)
-
-    offset = int((1 - core) * size / 2)
-    centre_y, centre_x = uniform_int(offset, offset + int(core * size)), uniform_int(offset, offset + int(core * size))
-    half = uniform_int(int(round(0.05 * size)), int(round(0.2 * size)))
-    alpha = torch.rand(n, generator=generator).to(device)
-    chosen = (torch.rand(n, generator=generator) < probability).to(device)
-    others = torch.randint(1, len(pool), (n,), generator=generator).to(device)     # never the image itself
-    source = pool[(index.to(device) + others) % len(pool)]
-    coords = torch.arange(size, device=device)
-    rows = (coords[None] >= centre_y[:, None] - half[:, None]) & (coords[None] < centre_y[:, None] + half[:, None])
-    cols = (coords[None] >= centre_x[:, None] - half[:, None]) & (coords[None] < centre_x[:, None] + half[:, None])
-    mask = (rows[:, :, None] & cols[:, None, :] & chosen[:, None, None])              # [N, S, S]
-    weight = (alpha[:, None, None] * mask)[:, None]                                   # [N, 1, S, S]
-    return x * (1 - weight) + source * weight, (weight[:, 0] > 0).long()
 
 
 @register_detector("ddad_asr")
@@ -187,6 +115,14 @@ class DDADASR(Detector):
             raise MethodError(f"ddad_asr: needs at least 2 normal training images, got {len(images)}")
         if images.shape[2:] != extra.shape[2:]:
             raise MethodError(f"ddad_asr: unlabeled images are {extra.shape[2:]}, training images {images.shape[2:]}")
+        if self.anomaly_rate == 0:
+            shared = _shared_images(images, extra)
+            if shared:
+                raise MethodError(
+                    f"ddad_asr: the pure-UAD ablation (anomaly_rate=0) needs unlabeled normals the NDM has not seen, "
+                    f"but {shared} of the {len(extra)} unlabeled images are training images (the dataset's pool has "
+                    "too few normals, so they were borrowed from the training split); a UDM trained on the NDM's own "
+                    "images is not the paper's ablation. Use a dataset whose pool holds normals, or anomaly_rate > 0")
         started = time.perf_counter()
         generator = seed_everything(seed)
         self.history_: dict[str, list[float]] = {}
@@ -216,16 +152,14 @@ class DDADASR(Detector):
         return True
 
     def _fit_refine(self, normal: torch.Tensor, generator: torch.Generator, device: str, score: str) -> RefineNet:
-        from tqdm.auto import tqdm
-
         for module in (*self.ndm_, *self.udm_):
             module.to(device)
         net = RefineNet(2 if score == "asr_dual" else 1, self.asr_channels).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=self.asr_lr, betas=(0.5, 0.999), weight_decay=self.asr_weight_decay)
-        losses = []
-        for epoch in tqdm(range(self.asr_epochs), desc="ddad_asr ASR-Net", leave=False, disable=not self.progress,
-                          unit="epoch"):
-            # Fresh synthetic anomalies every epoch; discrepancies from the frozen AEs in large batches.
+        epoch_data: dict[str, torch.Tensor] = {}
+
+        def synthesise(epoch: int) -> None:
+            """Fresh synthetic anomalies every epoch; discrepancies from the frozen AEs in large batches."""
             order = torch.randperm(len(normal), generator=generator)
             synthetic, masks = [], []
             for s in chunks(len(normal), 256):
@@ -234,39 +168,25 @@ class DDADASR(Detector):
                                         self.anomaly_probability)
                 synthetic.append(self._refine_input(x, score))
                 masks.append(mask)
-            synthetic, masks = torch.cat(synthetic), torch.cat(masks)
-            net.train()
-            running = []
-            for index in epoch_batches(len(synthetic), self.asr_batch_size, generator):
-                index = index.to(synthetic.device)
-                probs = torch.softmax(net(synthetic[index]), dim=1)
-                loss = focal_loss(probs, masks[index], self.focal_gamma)
-                if not torch.isfinite(loss):
-                    raise MethodError(f"ddad_asr: ASR-Net diverged at epoch {epoch}; lower asr_lr={self.asr_lr}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                running.append(loss.item())
-            losses.append(float(np.mean(running)))
-        self.history_[f"ASR {score}"] = losses
+            epoch_data["x"], epoch_data["mask"] = torch.cat(synthetic), torch.cat(masks)
+
+        def loss_fn(index: torch.Tensor, step: int) -> torch.Tensor:
+            probs = torch.softmax(net(epoch_data["x"][index]), dim=1)
+            return focal_loss(probs, epoch_data["mask"][index], self.focal_gamma)
+
+        net.train()
+        self.history_[f"ASR {score}"] = train_loop(
+            loss_fn, n=len(normal), batch_size=self.asr_batch_size, epochs=self.asr_epochs, generator=generator,
+            optimizers=[opt], name="ddad_asr ASR-Net", device=normal.device, hint=f"lower asr_lr={self.asr_lr}",
+            before_epoch=synthesise, progress=self.progress).epochs
         return net.eval()
 
     # -- scoring -----------------------------------------------------------------------------
-    @torch.no_grad()
     def _discrepancies(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-pixel maps ``[B, 1, S, S]`` (mean over channels) for inputs in [-1, 1] at ``input_size``."""
-        ndm = torch.stack([model(x) for model in self.ndm_])          # [K, B, C, S, S]
-        udm = torch.stack([model(x) for model in self.udm_])
-        mean_ndm = ndm.mean(0)
-        return {"intra": ndm.std(0, unbiased=True).mean(1, keepdim=True),
-                "inter": (udm.mean(0) - mean_ndm).abs().mean(1, keepdim=True),
-                "rec": (x - mean_ndm).pow(2).mean(1, keepdim=True)}
+        return discrepancies(self.ndm_, self.udm_, x)
 
     def _refine_input(self, x: torch.Tensor, score: str) -> torch.Tensor:
-        maps = self._discrepancies(x)
-        if score == "asr_dual":
-            return torch.cat([maps["inter"], maps["intra"]], dim=1)
-        return maps["intra"]
+        return refine_input(self._discrepancies(x), score)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:
@@ -293,3 +213,9 @@ class DDADASR(Detector):
             maps.append(upsample(amap, images.shape[-2:]).cpu().numpy())
         scores, maps = np.concatenate(scores), np.concatenate(maps).astype(np.float32)
         return Prediction(check_finite(scores, "scores", "ddad_asr"), check_finite(maps, "maps", "ddad_asr"))
+
+
+def _shared_images(a: np.ndarray, b: np.ndarray) -> int:
+    """How many images of ``b`` are byte-identical to an image of ``a``."""
+    seen = {image.tobytes() for image in np.ascontiguousarray(a)}
+    return sum(image.tobytes() in seen for image in np.ascontiguousarray(b))

@@ -1,0 +1,227 @@
+"""The report builder: reads a run directory, owns the shared state, builds Part A (tables and
+heatmaps) and calls the Part B mixins (:mod:`.statistics`, :mod:`.views`) and the index (:mod:`.index`)."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.metrics import get_metric, lower_is_better, metric_label
+from bench.report.frames import (
+    IMAGE_METRICS,
+    LATENT,
+    SCORED,
+    _finite,
+    _natural,
+    _slug,
+    cell_frame,
+    entry_frame,
+    seed_aggregate,
+)
+from bench.report.index import IndexParts
+from bench.report.statistics import StatisticsParts
+from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
+from bench.report.views import ViewParts
+from bench.store import METRICS, ResultStore
+
+#: How many methods the curve, histogram and qualitative figures show per dataset.
+TOP_K = 4
+MAX_PANEL_CASES = 8
+MANIFEST = ".manifest.json"
+
+
+@dataclass
+class IndexEntry:
+    section: str
+    title: str
+    paths: list[Path]
+    figure: bool = False
+    headline: bool = False  # figures shown inline in the README, not only linked
+
+
+class ReportBuilder(StatisticsParts, ViewParts, IndexParts):
+    """Builds the report of one run directory; :func:`bench.report.build_report` is the entry point.
+
+    ``strict=True`` re-raises the first error of any report part instead of listing it in the
+    README; ``skip_bad=True`` reports without unreadable records and lists them.
+    """
+
+    TOP_K, MAX_PANEL_CASES, MANIFEST = TOP_K, MAX_PANEL_CASES, MANIFEST
+
+    def __init__(self, run_dir: str | Path, out_dir: str | Path | None = None, *, full: bool = True,
+                 n_resamples: int = 1000, seed: int = 0, tsne_points: int = 500, strict: bool = False,
+                 skip_bad: bool = False):
+        self.run_dir = Path(run_dir).resolve()
+        if not (self.run_dir / "records").is_dir():
+            raise FileNotFoundError(f"{self.run_dir}: not a run directory (expected records/<cell_id>.json)")
+        self.run_name = self.run_dir.name
+        self.out_dir = Path(out_dir) if out_dir is not None else Path("reports") / self.run_name
+        self.full, self.n_resamples, self.seed, self.tsne_points = full, n_resamples, seed, tsne_points
+        self.strict = strict
+        self.store = ResultStore(self.run_dir)
+        self.records = self.store.records(skip_bad=skip_bad)
+        self.skipped = list(self.store.skipped)
+        if not self.records:
+            raise ValueError(f"{self.run_dir / 'records'}: no records to report on")
+        self.cells = cell_frame(self.records)
+        self.entries = entry_frame(self.cells)
+        self.ok = self.entries[self.entries["status"].isin(SCORED)]
+        self.agg = seed_aggregate(self.entries)
+        self.datasets = sorted(self.cells["dataset"].astype(str).unique())
+        self.index: list[IndexEntry] = []
+        self.problems: list[str] = []
+        self.remarks: list[str] = []
+        self.boot: dict[str, dict] = {}
+        self._arrays: dict[str, dict] = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def arrays(self, cell_id: str) -> dict[str, np.ndarray]:
+        if cell_id not in self._arrays:
+            try:
+                self._arrays[cell_id] = self.store.arrays(cell_id)
+            except (OSError, ValueError) as exc:
+                if self.strict:
+                    raise
+                self.problems.append(f"arrays of cell `{cell_id}` unreadable: {exc}")
+                self._arrays[cell_id] = {}
+        return self._arrays[cell_id]
+
+    def attempt(self, what: str, fn: Callable, *args, **kwargs):
+        """Run one report part; a failure is listed in the README (re-raised with ``strict``)."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - one broken figure must not hide the rest
+            if self.strict:
+                raise
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            self.problems.append(f"could not build {what}: {type(exc).__name__}: {exc} "
+                                 f"({Path(last.filename).name}:{last.lineno})")
+            return None
+
+    def add(self, section: str, title: str, paths, figure: bool = False, headline: bool = False) -> None:
+        if paths:
+            self.index.append(IndexEntry(section, title, list(paths), figure, headline))
+
+    def table(self, section: str, table: Table) -> None:
+        self.add(section, table.title, write_table(table, self.out_dir))
+
+    def labels(self, dataset: str, kind: str | None = None, level: str | None = None) -> list[str]:
+        """Table rows of a dataset, latent cells first (by encoder, head), then detectors; ``level``
+        ("image" or "pixel") keeps the rows holding metrics of that level."""
+        sub = self.agg.loc[dataset] if dataset in self.agg.index.get_level_values(0) else self.agg.iloc[:0]
+        if kind:
+            sub = sub[sub["kind"] == kind]
+        if level:
+            sub = sub[sub["levels"].str.split(",").apply(lambda levels: level in levels)]
+        order = sub.assign(_k=(sub["kind"] != LATENT).astype(int), _e=sub["matrix_row"].astype(str),
+                           _h=sub["head"].astype(str))
+        return list(order.sort_values(["_k", "_e", "_h"], kind="mergesort").index)
+
+    def metrics_of(self, dataset: str) -> list[str]:
+        """Metrics with a value in this dataset, or that its records say are unavailable (and why)."""
+        sub = self.ok[self.ok["dataset"] == dataset]
+        agg = self.agg.loc[dataset] if dataset in self.agg.index.get_level_values(0) else self.agg.iloc[:0]
+        return [m for m in METRICS if sub[m].notna().any() or agg[f"{m}.unavailable"].notna().any()]
+
+    def ranked_labels(self, dataset: str, metric: str, labels: Iterable[str] | None = None) -> list[str]:
+        """Labels ordered best first by the seed-mean of ``metric`` (ties by label)."""
+        labels = list(labels) if labels is not None else self.labels(dataset)
+        values = [(self.agg.loc[(dataset, lab), f"{metric}.mean"], lab) for lab in labels]
+        values = [(v, lab) for v, lab in values if _finite(v)]
+        sign = 1 if lower_is_better(metric) else -1
+        return [lab for v, lab in sorted(values, key=lambda t: (sign * t[0], t[1]))]
+
+    def first_ok_cell(self, dataset: str, label: str, need: Iterable[str] = ()) -> pd.Series | None:
+        """Lowest-seed scored cell of a table row whose arrays hold ``need``."""
+        sub = self.ok[(self.ok["dataset"] == dataset) & (self.ok["label"] == label)]
+        for _, row in sub.sort_values(["seed", "cell_id"], kind="mergesort",
+                                      key=_natural).iterrows():
+            arrays = self.arrays(row["cell_id"])
+            if all(k in arrays for k in need):
+                return row
+        return None
+
+    # -- Part A -------------------------------------------------------------------------------
+    def write_summary(self) -> None:
+        path = self.out_dir / "summary.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.cells.to_csv(path, index=False)
+        self.add("Run", "All cells (one row per cell: flattened config, metrics, timings, status)", [path])
+
+    def all_methods_table(self, dataset: str) -> None:
+        metrics = self.metrics_of(dataset) or IMAGE_METRICS
+        labels = self.labels(dataset)
+        cells = _cells_frame(labels, [metric_label(m) for m in metrics])
+        for lab in labels:
+            for m in metrics:
+                cells.at[lab, metric_label(m)] = aggregate_cell(self.agg, dataset, lab, m)
+        notes = []
+        if any(self.agg.loc[(dataset, lab), "levels"] == "pixel" for lab in labels):
+            notes.append("Rows named \"encoder [map]\" are maps that do not depend on the head: one row for every "
+                         "head's cells; their image metrics are in the encoder × head rows.")
+        self.table(dataset, Table(f"tables/{_slug(dataset)}/all_methods", f"{dataset}: all methods "
+                                  "(mean ± std over seeds)", cells,
+                                  {metric_label(m): lower_is_better(m) for m in metrics}, notes=notes))
+
+    def matrix(self, dataset: str, metric: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """Encoder x head matrix of Cells and of 'has a failed seed' flags for latent rows of the
+        metric's level (pixel rows are named by their map kind; head-independent maps have none)."""
+        latent = self.labels(dataset, LATENT, get_metric(metric).level)
+        rows = self.agg.loc[[(dataset, lab) for lab in latent]]
+        rows = rows[rows["matrix_row"].notna() & rows["head"].notna()]
+        if rows.empty:
+            return None
+        encoders = list(dict.fromkeys(rows["matrix_row"].astype(str)))
+        heads = list(dict.fromkeys(sorted(rows["head"].astype(str))))
+        cells = _cells_frame(encoders, heads)
+        failed = pd.DataFrame(False, index=encoders, columns=heads)
+        for (_, lab), row in rows.iterrows():
+            enc, head = str(row["matrix_row"]), str(row["head"])
+            cells.at[enc, head] = aggregate_cell(self.agg, dataset, lab, metric)
+            failed.at[enc, head] = bool(row["n_failed"])
+        return cells, failed
+
+    def matrix_outputs(self, dataset: str, metric: str) -> None:
+        built = self.matrix(dataset, metric)
+        if built is None:
+            return
+        cells, failed = built
+        if not any(_finite(c.value) for c in cells.to_numpy().ravel()):
+            return
+        lower = lower_is_better(metric)
+        table = Table(f"tables/{_slug(dataset)}/matrix_{metric}",
+                      f"{dataset}: encoder × head — {metric_label(metric)} (mean ± std over seeds)", cells,
+                      {c: lower for c in cells.columns}, emphasis="table", index_name="encoder \\ head")
+        self.table(dataset, table)
+        from bench import figures
+
+        means = cells.map(lambda c: c.value).astype(float)
+        annot = cells.map(lambda c: f"{c.value:.3f}" if _finite(c.value) else "")
+        self.add(dataset, f"{dataset}: encoder × head heatmap — {metric_label(metric)}",
+                 figures.heatmap(means, annot, f"{dataset} — {metric_label(metric)}",
+                                 self.out_dir / f"figures/{_slug(dataset)}/heatmap_{metric}", lower, failed),
+                 figure=True, headline=metric == "image_auroc")
+
+    def part_a(self) -> None:
+        self.write_summary()
+        for dataset in self.datasets:
+            self.attempt(f"all-methods table for {dataset}", self.all_methods_table, dataset)
+            for metric in self.metrics_of(dataset):
+                self.attempt(f"encoder × head outputs for {dataset}/{metric}", self.matrix_outputs, dataset, metric)
+
+    def build(self) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.clean_previous()
+        self.part_a()
+        if self.full:
+            self.part_b()
+        readme = self.write_readme()
+        written = sorted({self._link(p) for e in self.index for p in e.paths} | {self._link(readme)})
+        (self.out_dir / MANIFEST).write_text(json.dumps(written, indent=0))
+        return self.out_dir
