@@ -230,7 +230,7 @@ def make_executor(name: str, grid=None, *, address: str | None = None, max_paral
         try:
             import ray  # noqa: F401
         except ImportError as exc:
-            raise ImportError("--executor ray needs Ray: pip install 'ray[default]'") from exc
+            raise ImportError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install ray)") from exc
         resources = (grid.data.get("resources", {}) if grid is not None else {})
         return RayExecutor(address, max_parallel=max_parallel, cpus_per_task=resources.get("cpus_per_task"),
                            gpu_per_task=resources.get("gpu_per_task"))
