@@ -1,8 +1,8 @@
-"""Executors run units of work (``bench.runner.Unit``) and hand each cell's outcome to the driver.
+"""Executors run units of work (``bench.work.Unit``) and hand each cell's outcome to the driver.
 
 ``LocalExecutor`` runs them one after another in this process (no extra dependency; the default).
 ``RayExecutor`` (``python -m bench run --executor ray``) ships the same units to Ray tasks on this
-machine or on a cluster. Both call :func:`bench.runner.execute_unit`, which applies the unit's
+machine or on a cluster. Both call :func:`bench.work.execute_unit`, which applies the unit's
 settings (torch threads = ``[resources] cpus_per_task``, deterministic algorithms, mixed precision)
 itself, so a unit computes the same bits wherever it runs.
 
@@ -46,7 +46,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
-        from bench.runner import execute_unit
+        from bench.work import execute_unit
 
         for unit in units:
             for outcome in execute_unit(unit, ctx):
@@ -69,7 +69,7 @@ def _stall_if_asked() -> None:
 
 def run_unit_task(unit, ctx) -> list:
     """The body of a Ray task: every outcome of one unit, returned together (the driver writes them)."""
-    from bench.runner import execute_unit
+    from bench.work import execute_unit
 
     outcomes = []
     for outcome in execute_unit(unit, ctx):
@@ -87,7 +87,7 @@ def warm_worker(grid, ctx) -> int:
     first units. Anything that fails here fails again, and is recorded, in the unit itself.
     """
     import bench.metrics  # noqa: F401 - scipy, scikit-learn
-    from bench.runner import load_dataset
+    from bench.work import load_dataset
     from methods.registry import create_encoder, create_head
 
     cells = grid.cells()
@@ -184,7 +184,7 @@ class RayExecutor:
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
         import ray
 
-        from bench.runner import failed, now
+        from bench.work import failed, now
 
         self._connect(ray)
         try:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bench.grid import GridError, load_grid
-from bench.runner import RunContext, Runner, unit_settings
+from bench.runner import Runner
+from bench.work import RunContext, unit_settings
 from bench.store import ResultStore
 from bench.validate import validate_grid
 

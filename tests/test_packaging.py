@@ -69,7 +69,7 @@ def test_ci_runs_exactly_the_readme_commands():
     test = next(line for b in blocks for line in b.splitlines() if "pytest" in line)
     ci = (PROJECT / ".ci" / "run").read_text().splitlines()
     assert install in ci and test in ci
-    assert '".[test]"' in install
+    assert '".[test,ray]"' in install      # the suite's Ray tests must run in CI, not be skipped
 
 
 @pytest.mark.parametrize("requirement, minimum", [("pandas", "2.1"), ("scikit-learn", "1.5")])

@@ -11,7 +11,8 @@ import pytest
 
 from bench.grid import load_grid
 from bench.report import cell_frame
-from bench.runner import Runner, panel_indices
+from bench.runner import Runner
+from bench.work import panel_indices
 from bench.store import ResultStore
 
 TINY = ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",
