@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.grid import Cell, Component, Grid
@@ -109,6 +109,12 @@ class Runner:
         self.context = RunContext.for_grid(grid, data_root=str(data_root) if data_root is not None else None,
                                            cache_dir=str(self.cache_dir), device=self.device, progress=progress,
                                            embed_batch_size=embed_batch_size)
+        if self.context.threads is None:
+            # Pin the thread count every unit runs with, on every executor: float reductions split
+            # over threads, so this is what makes a Ray run give the local run's bits by default.
+            import torch
+
+            self.context = replace(self.context, threads=torch.get_num_threads())
         self.executor = executor
 
     def load_dataset(self, comp: Component):

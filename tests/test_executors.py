@@ -143,6 +143,23 @@ def test_ray_gives_the_local_bits(both_runs):
     assert any((root / "cache_ray" / "encoders").iterdir())
 
 
+def test_default_threads_give_the_local_bits_too(ray_runtime, tmp_path):
+    """Without [resources], every unit runs with the driver's thread count on either executor."""
+    import torch
+
+    from bench.executors import RayExecutor
+
+    base = [item for item in TINY if not item.startswith("resources.")]
+    grid = load_grid("quick", base + ['encoders=["vae"]', 'heads=["gaussian", "gmm"]', 'localization=["gradient"]'])
+    local = Runner(grid, tmp_path / "local", cache_dir=tmp_path / "c1", progress=False, device="cpu").run()
+    remote = Runner(grid, tmp_path / "ray", cache_dir=tmp_path / "c2", progress=False, device="cpu",
+                    executor=RayExecutor()).run()
+    assert local.ok == remote.ok == 2, (local.failures, remote.failures)
+    assert same_results(tmp_path / "local", tmp_path / "ray") == 2
+    threads = {r["host"]["torch_threads"] for r in ResultStore(tmp_path / "ray").records()}
+    assert threads == {torch.get_num_threads()}
+
+
 @pytest.mark.parametrize("first, then", [("local", "ray"), ("ray", "local")])
 def test_resume_across_executors(both_runs, first, then, tmp_path):
     from bench.executors import LocalExecutor, RayExecutor
