@@ -70,7 +70,8 @@ def train_loop(loss_fn: Callable[[torch.Tensor, int], torch.Tensor], *, n: int, 
                clip_grad_norm: float | None = None, max_loss: float | None = None,
                hint: str = "lower the learning rate", before_epoch: Callable[[int], None] | None = None,
                after_step: Callable[[int], None] | None = None, progress: bool = False,
-               desc: str | None = None, scaler: torch.amp.GradScaler | None = None) -> TrainingHistory:
+               desc: str | None = None, scaler: torch.amp.GradScaler | None = None,
+               mixed_precision: bool = False) -> TrainingHistory:
     """Minimise ``loss_fn`` over ``epochs`` shuffled passes of ``n`` samples; returns the loss history.
 
     Args:
@@ -89,10 +90,24 @@ def train_loop(loss_fn: Callable[[torch.Tensor, int], torch.Tensor], *, n: int, 
         progress, desc: a tqdm bar (``desc`` defaults to ``name``).
         scaler: a ``torch.amp.GradScaler`` for fp16 autocast on CUDA (``methods.precision``); None
             (CPU, bf16) is the plain backward/step.
+        mixed_precision: run ``loss_fn`` under the run's autocast on ``device`` (``methods.precision``:
+            bf16/fp16 on CUDA unless the grid sets ``amp = false``; nothing on the CPU), with a
+            gradient scaler for fp16. For loops whose loss is computed inside ``loss_fn`` (the
+            detectors'); the encoders' loop places autocast itself.
     """
     if scheduler_interval not in ("step", "epoch"):
         raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got '{scheduler_interval}'")
     from tqdm.auto import tqdm
+
+    if mixed_precision and device is not None:
+        from methods.precision import autocast, grad_scaler
+
+        scaler = scaler or grad_scaler(device)
+        plain_loss = loss_fn
+
+        def loss_fn(index: torch.Tensor, step: int) -> torch.Tensor:  # noqa: F811 - the same loss under autocast
+            with autocast(device):
+                return plain_loss(index, step)
 
     params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
     by_step = max_steps is not None

@@ -94,7 +94,7 @@ def fit_autoencoder(model: nn.Module, data: torch.Tensor, *, epochs: int, batch_
 
     history = train_loop(loss_fn, n=len(data), batch_size=batch_size, epochs=epochs, generator=generator,
                          optimizers=[opt], name=desc, device=data.device, hint=f"lower lr={lr}",
-                         progress=progress).epochs
+                         progress=progress, mixed_precision=True).epochs
     model.eval()
     return history
 

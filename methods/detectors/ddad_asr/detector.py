@@ -178,7 +178,7 @@ class DDADASR(Detector):
         self.history_[f"ASR {score}"] = train_loop(
             loss_fn, n=len(normal), batch_size=self.asr_batch_size, epochs=self.asr_epochs, generator=generator,
             optimizers=[opt], name="ddad_asr ASR-Net", device=normal.device, hint=f"lower asr_lr={self.asr_lr}",
-            before_epoch=synthesise, progress=self.progress).epochs
+            before_epoch=synthesise, progress=self.progress, mixed_precision=True).epochs
         return net.eval()
 
     # -- scoring -----------------------------------------------------------------------------

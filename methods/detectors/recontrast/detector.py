@@ -114,7 +114,7 @@ class ReContrast(Detector):
         self.history_: list[float] = train_loop(
             loss_fn, n=len(data), batch_size=self.batch_size, epochs=math.ceil(total / steps_per_epoch),
             max_steps=total, generator=generator, optimizers=[opt_decoder, opt_encoder], name="recontrast",
-            device=device, hint=f"lower lr={self.lr}", progress=self.progress).steps
+            device=device, hint=f"lower lr={self.lr}", progress=self.progress, mixed_precision=True).steps
         model.eval()
         self.fit_seconds_ = time.perf_counter() - started
         return self
