@@ -1,6 +1,6 @@
 """Group-level, deterministic split helpers shared by the real-data readers.
 
-Rules (DESIGN.md, "Group-level, deterministic splits"): whole groups (patient, volume, case) go
+Rules (the benchmark's "group-level, deterministic splits"): whole groups (patient, volume, case) go
 to one split; group ids are sorted before a seeded ``numpy`` PCG64 generator permutes them, so
 the split is identical on every machine and under every ``PYTHONHASHSEED`` (no ``set`` or dict
 order is ever used). Where a source has no labelled validation split, one is carved from the

@@ -11,7 +11,6 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from datasets.base import Split
 from datasets.synthetic import PhantomGenerator, PhantomSpec
 from methods.base import MethodError
 from methods.detectors.patch import PatchDetector
@@ -33,12 +32,7 @@ TINY = {"patch_flow": dict(epochs=2, patches_per_image=16, n_blocks=2, hidden_fe
 BEFORE = {"padim": (0.9711, 0.3057), "patchcore": (0.8478, 0.0570)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op thread per module
 
 
 @pytest.fixture(scope="module")

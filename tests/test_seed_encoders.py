@@ -16,8 +16,8 @@ from torch import nn
 from datasets.base import Split
 from datasets.registry import create_dataset
 from methods.base import MethodError, seed_everything
-from methods.encoders.cradl import CRADLEncoder, DCGANEncoder
-from methods.encoders.msacl import LesionSynthesis, MSACLEncoder
+from methods.encoders.cradl import DCGANEncoder
+from methods.encoders.msacl import LesionSynthesis
 from methods.registry import create_detector, create_encoder, create_head
 
 #: Observed with seeds 0-2 at these settings: cradl 0.69-0.75 (an untrained DCGAN scores about the same
@@ -25,13 +25,7 @@ from methods.registry import create_detector, create_encoder, create_head
 CRADL_MIN_AUROC, MSACL_MIN_AUROC, PATCH_MIN_AUROC = 0.62, 0.72, 0.72
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Single-threaded torch: on a shared 2-core machine two threads can be ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op thread per module
 
 
 @pytest.fixture(scope="module")
