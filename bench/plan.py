@@ -82,7 +82,7 @@ def _ratio(target: dict, source: dict, keys: tuple, notes: list, what: str) -> f
 
 def _with_defaults(config: dict) -> dict:
     """A cell's flattened config plus its components' factory defaults (a grid states only overrides)."""
-    from bench.validate import _accepted
+    from bench.validate import accepted_parameters
 
     registries = {}
     try:
@@ -99,7 +99,7 @@ def _with_defaults(config: dict) -> dict:
             continue
         try:
             entry, _ = registry.lookup(name)
-            params, _ = _accepted(entry.factory, entry.family)
+            params = accepted_parameters(entry.factory, entry.family)
         except Exception:  # noqa: BLE001 - an unknown entry: no defaults
             continue
         for key, param in (params or {}).items():

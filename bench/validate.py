@@ -52,7 +52,7 @@ def _range_problem(key: str, value: Any) -> str | None:
     return None
 
 
-def _accepted(factory, family: bool) -> tuple[dict[str, inspect.Parameter] | None, str]:
+def accepted_parameters(factory, family: bool) -> dict[str, inspect.Parameter] | None:
     """Parameters a factory accepts (``None``: any), following ``**kwargs`` into the returned class."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     params = list(inspect.signature(target).parameters.values())
@@ -67,12 +67,12 @@ def _accepted(factory, family: bool) -> tuple[dict[str, inspect.Parameter] | Non
         except Exception:  # noqa: BLE001 - unresolvable annotation: accept anything
             returned = None
         if not inspect.isclass(returned):
-            return None, ""
-        inner, _ = _accepted(returned, False)
+            return None
+        inner = accepted_parameters(returned, False)
         if inner is None:
-            return None, ""
+            return None
         accepted = {**inner, **accepted}
-    return accepted, ""
+    return accepted
 
 
 def _check_value(where: str, key: str, value: Any, param: inspect.Parameter | None) -> None:
@@ -98,7 +98,7 @@ def _check_component(section: str, comp: Component, registry) -> None:
     except UnknownEntryError:
         raise GridError(f"{where}: unknown {section} '{comp.name}'{_suggest(comp.name, registry.names())} "
                         f"(python -m bench list {section}s)") from None
-    accepted, _ = _accepted(entry.factory, entry.family)
+    accepted = accepted_parameters(entry.factory, entry.family)
     for key, value in comp.kwargs.items():
         if accepted is not None and key not in accepted:
             raise GridError(f"{where}: unknown parameter '{key}'{_suggest(key, accepted)} "
@@ -152,7 +152,7 @@ def validate_grid(grid: Grid) -> None:
             raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, kinds)} "
                             f"(choose from {', '.join(kinds)})")
     for kind, options in data.get("maps", {}).items():
-        accepted, _ = _accepted(MAP_KINDS.lookup(kind)[0].factory.make, False)
+        accepted = accepted_parameters(MAP_KINDS.lookup(kind)[0].factory.make, False)
         accepted = {k: p for k, p in (accepted or {}).items()
                     if k not in ("self", "encoder", "head", "images", "device", "batch_size")}
         for key, value in options.items():

@@ -313,6 +313,17 @@ def maps_for(make, dataset):
     return test_maps, val_maps
 
 
+def predict_splits(detector, dataset, device: str) -> dict:
+    """``score_cell``'s inputs from a Detector: test (and, when there is one, validation) scores,
+    and maps only where masks can score them (validation maps where it has anomalous pixels)."""
+    test = detector.predict(dataset.test.images, device=device)
+    val = detector.predict(dataset.val.images, device=device) if len(dataset.val) else None
+    masks_ok = dataset.test.has_masks and test.maps is not None
+    val_ok = masks_ok and val is not None and dataset.val.has_masks and dataset.val.masks.any()
+    return {"test_scores": test.scores, "val_scores": val.scores if val is not None else np.zeros(0),
+            "test_maps": test.maps if masks_ok else None, "val_maps": val.maps if val_ok else None}
+
+
 class EncoderUnitWork:
     """One encoder (trained or loaded once) and every head cell on its embeddings."""
 
@@ -457,16 +468,11 @@ class EncoderUnitWork:
             detector.fit(dataset.train, seed=cell.seed, device=ctx.device, progress=ctx.progress)
             timings["head_fit_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            test = detector.predict(dataset.test.images, device=ctx.device)
-            val = detector.predict(dataset.val.images, device=ctx.device) if len(dataset.val) else None
+            predicted = predict_splits(detector, dataset, ctx.device)
             timings["score_s"] = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001
             return failed(cell, ctx, exc, f"patch head {cell.head.id}", stamp, self.unit.fingerprint, timings)
-        masks_ok = dataset.test.has_masks
-        val_maps = val.maps if masks_ok and val is not None and dataset.val.has_masks and dataset.val.masks.any() else None
-        return score_cell(cell, dataset, ctx, self.unit.fingerprint, test_scores=test.scores,
-                          val_scores=val.scores if val is not None else np.zeros(0),
-                          test_maps=test.maps if masks_ok else None, val_maps=val_maps, timings=timings,
+        return score_cell(cell, dataset, ctx, self.unit.fingerprint, **predicted, timings=timings,
                           t_start=t_start, stamp=stamp,   # constant *global* embeddings say nothing of patches
                           extra={"localization": "patch", "encoder_cache": info["encoder_cache"],
                                  "encoder_cached": info["encoder_cached"]})
@@ -519,16 +525,10 @@ class DetectorCellWork:
             timings["fit_s"] = time.perf_counter() - t0
             stage = f"detector {cell.detector.id} predict"
             t0 = time.perf_counter()
-            test = detector.predict(ds.test.images, device=ctx.device)
-            val = detector.predict(ds.val.images, device=ctx.device) if len(ds.val) else None
+            predicted = predict_splits(detector, ds, ctx.device)
             timings["predict_s"] = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001
             return failed(cell, ctx, exc, stage, stamp, self.fingerprint, timings)
-        masks_ok = ds.test.has_masks and test.maps is not None
-        val_maps = val.maps if (val is not None and masks_ok and ds.val.has_masks and ds.val.masks.any()) else None
-        return score_cell(cell, ds, ctx, self.fingerprint, test_scores=test.scores,
-                          val_scores=val.scores if val is not None else np.zeros(0),
-                          test_maps=test.maps if masks_ok else None, val_maps=val_maps, timings=timings,
-                          t_start=t_start, stamp=stamp,
+        return score_cell(cell, ds, ctx, self.fingerprint, **predicted, timings=timings, t_start=t_start, stamp=stamp,
                           extra={"setting": setting, "detector_cache": str(self.cache.path(key)),
                                  "detector_cached": cached is not None})
