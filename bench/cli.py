@@ -105,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for errors a user can act on
-        from bench.grid import GridError
-        from bench.registry import UnknownEntryError
+        from bench.run.grid import GridError
+        from datasets._shared.registry import UnknownEntryError
 
-        from bench.runner import DeviceError
-        from bench.store import RunLockedError
+        from bench.run.runner import DeviceError
+        from bench.run.store import RunLockedError
 
         known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError,
                  DeviceError)
@@ -146,10 +146,10 @@ def report_dir_for(run_dir: Path, reports: str | Path, *, claim: bool = True) ->
 
 
 def cmd_run(args) -> int:
-    from bench.grid import load_grid
-    from bench.preflight import preflight
-    from bench.runner import Runner
-    from bench.validate import validate_grid
+    from bench.run.grid import load_grid
+    from bench.run.preflight import preflight
+    from bench.run.runner import Runner
+    from bench.run.validate import validate_grid
 
     grid = load_grid(args.grid, args.overrides)
     validate_grid(grid)
@@ -158,7 +158,7 @@ def cmd_run(args) -> int:
         raise UsageError(f"--out {out} is an existing file; give a directory for the run")
     if not args.no_report:
         report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
-    from bench.executors import make_executor
+    from bench.run.executors import make_executor
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError(f"--max-parallel {args.max_parallel}: expected N >= 1")
@@ -199,7 +199,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from bench.grid import available_grids
+    from bench.run.grid import available_grids
 
     sections = [args.what] if args.what else list(LISTABLE)
     for what in sections:
@@ -221,7 +221,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from bench.grid import apply_override
+    from bench.run.grid import apply_override
     from datasets import DATASETS, create_dataset
 
     entry, member = DATASETS.lookup(args.name)
@@ -249,7 +249,7 @@ def cmd_show(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.report import build_report
-    from bench.store import BadRecordError
+    from bench.run.store import BadRecordError
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "records").is_dir():
@@ -265,6 +265,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench.perf import main as perf_main
+    from bench.cost.perf import main as perf_main
 
     return perf_main(args)

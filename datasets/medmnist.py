@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from bench.net import host_reachable
+from datasets._shared.net import host_reachable
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError, Split
 from datasets.registry import register_dataset
 

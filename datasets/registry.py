@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.registry import Registry
+from datasets._shared.registry import Registry
 
 DATASETS = Registry("dataset", "datasets")
 register_dataset = DATASETS.register

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.net import host_reachable
+from datasets._shared.net import host_reachable
 from methods.base import MethodError
 
 WEIGHTS_ENV = "UAD_BENCH_WEIGHTS"

@@ -22,10 +22,8 @@ import torch
 from torch import nn
 
 from datasets.base import Split, to_float
-
-
-class MethodError(RuntimeError):
-    """A method failed in a way a user can act on (NaN features, diverging flow, ...)."""
+from methods.errors import MethodError
+from methods.preprocess import FeaturePreprocessor
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -95,8 +93,6 @@ class DensityHead(nn.Module):
 
     def __init__(self, preprocess: str | None = None, variance: float = 0.99):
         super().__init__()
-        from methods.preprocess import FeaturePreprocessor
-
         self.preprocess = self.default_preprocess if preprocess is None else preprocess
         self.preprocessor = FeaturePreprocessor(self.preprocess, variance)
         self.fitted_ = False

@@ -3,7 +3,7 @@
 Why a module-level setting instead of another ``fit`` argument: every component shares
 ``fit(data, *, seed, device, progress)``; how fast a loop runs on a GPU is a property of the run
 (grid keys ``amp``, and channels-last on CUDA), not of the method. The runner sets it per unit
-(``bench.work.unit_settings``) and the training loops ask :func:`autocast`, :func:`grad_scaler`
+(``bench.run.work.unit_settings``) and the training loops ask :func:`autocast`, :func:`grad_scaler`
 and :func:`use_channels_last` with their device. On the CPU all three do nothing, so CPU results
 are bit-identical with or without these options.
 

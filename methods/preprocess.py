@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from methods.errors import MethodError
+
 
 PREPROCESSING = ("none", "standardize", "l2", "pca_whiten")
 
@@ -30,8 +32,6 @@ def check_preprocess(value: str, who: str) -> str:
 
 
 def _error(message: str) -> Exception:
-    from methods.base import MethodError      # methods.base imports this module lazily
-
     return MethodError(message)
 
 

@@ -7,7 +7,7 @@ likewise heads under ``methods/heads/`` and detectors under ``methods/detectors/
 
 from __future__ import annotations
 
-from bench.registry import Registry
+from datasets._shared.registry import Registry
 
 ENCODERS = Registry("encoder", "methods.encoders")
 HEADS = Registry("head", "methods.heads")

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from bench.grid import GridError, load_grid
-from bench.runner import Runner
-from bench.work import RunContext, unit_settings
-from bench.store import ResultStore
-from bench.validate import validate_grid
+from bench.run.grid import GridError, load_grid
+from bench.run.runner import Runner
+from bench.run.work import RunContext, unit_settings
+from bench.run.store import ResultStore
+from bench.run.validate import validate_grid
 
 TINY = ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",
         "dataset.synthetic.n_train=48", "dataset.synthetic.n_val=16", "dataset.synthetic.n_test=24",
@@ -106,7 +106,7 @@ def test_precision_is_a_no_op_on_cpu():
 @pytest.fixture(scope="module")
 def ray_runtime():
     ray = pytest.importorskip("ray")
-    from bench.executors import PROJECT_ROOT
+    from bench.run.executors import PROJECT_ROOT
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
@@ -118,7 +118,7 @@ def ray_runtime():
 @pytest.fixture(scope="module")
 def both_runs(ray_runtime, tmp_path_factory):
     """The tiny grid under the local executor and under Ray, each with a fresh cache."""
-    from bench.executors import RayExecutor
+    from bench.run.executors import RayExecutor
 
     root = tmp_path_factory.mktemp("executors")
     grid = tiny_grid()
@@ -147,7 +147,7 @@ def test_default_threads_give_the_local_bits_too(ray_runtime, tmp_path):
     """Without [resources], every unit runs with the driver's thread count on either executor."""
     import torch
 
-    from bench.executors import RayExecutor
+    from bench.run.executors import RayExecutor
 
     base = [item for item in TINY if not item.startswith("resources.")]
     grid = load_grid("quick", base + ['encoders=["vae"]', 'heads=["gaussian", "gmm"]', 'localization=["gradient"]'])
@@ -162,7 +162,7 @@ def test_default_threads_give_the_local_bits_too(ray_runtime, tmp_path):
 
 @pytest.mark.parametrize("first, then", [("local", "ray"), ("ray", "local")])
 def test_resume_across_executors(both_runs, first, then, tmp_path):
-    from bench.executors import LocalExecutor, RayExecutor
+    from bench.run.executors import LocalExecutor, RayExecutor
 
     root, grid, _, _ = both_runs
     run_dir = tmp_path / "run"
@@ -194,7 +194,7 @@ class CountingRunner(Runner):
 
 
 def test_killed_worker_is_retried_and_every_cell_completes_once(ray_runtime, both_runs, tmp_path):
-    from bench.executors import STALL_ENV, RayExecutor
+    from bench.run.executors import STALL_ENV, RayExecutor
 
     root, grid, _, _ = both_runs
     pid_file = tmp_path / "stalled.pid"
@@ -226,7 +226,7 @@ def test_killed_worker_is_retried_and_every_cell_completes_once(ray_runtime, bot
 
 def test_ctrl_c_cancels_outstanding_tasks_and_leaves_complete_records(ray_runtime, both_runs, tmp_path,
                                                                       monkeypatch):
-    from bench.executors import RayExecutor
+    from bench.run.executors import RayExecutor
 
     root, grid, _, _ = both_runs
     cancelled = []

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.grid import GridError, apply_override, available_grids, load_grid
+from bench.run.grid import GridError, apply_override, available_grids, load_grid
 
 
 def test_shipped_grids_parse():

@@ -387,7 +387,7 @@ def test_no_validation_split_leaves_dice_out_and_says_why():
 
 def test_registry_drives_names_labels_and_directions():
     from bench.metrics import get_metric, lower_is_better, metric_label, metric_names, register_metric
-    from bench.store import LOWER_IS_BETTER, METRICS
+    from bench.run.store import LOWER_IS_BETTER, METRICS
 
     assert METRICS == metric_names()
     assert metric_names("image") == ["image_auroc", "image_ap", "image_fpr95"]

@@ -43,7 +43,7 @@ def _imported_top_levels() -> set[str]:
 def test_every_imported_package_is_declared():
     project = _pyproject()["project"]
     declared = _names(project["dependencies"])
-    # optional features import their package only where used (ray inside bench.executors.RayExecutor)
+    # optional features import their package only where used (ray inside bench.run.executors.RayExecutor)
     declared |= {name for extra, reqs in project.get("optional-dependencies", {}).items() if extra != "test"
                  for name in _names(reqs)}
     owners = packages_distributions()

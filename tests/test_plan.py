@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench.grid import load_grid
-from bench.plan import estimate_units, lpt, plan_report
-from bench.store import ResultStore
+from bench.run.grid import load_grid
+from bench.cost.estimate import estimate_units, lpt, plan_report
+from bench.run.store import ResultStore
 
 GRID = ['datasets=["synthetic"]', "seeds=[0]", 'encoders=["vae", "simclr"]', 'heads=["gaussian", "knn"]',
         'localization=["gradient"]', "encoder.vae.epochs=2", "dataset.synthetic.n_train=100"]

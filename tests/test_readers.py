@@ -368,8 +368,8 @@ def test_bad_nifti_volumes(tmp_path):
 
 
 def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
-    from bench.grid import load_grid
-    from bench.runner import Runner
+    from bench.run.grid import load_grid
+    from bench.run.runner import Runner
 
     grid_file = tmp_path / "real.toml"
     grid_file.write_text(textwrap.dedent("""

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.registry import Registry, UnknownEntryError
+from datasets._shared.registry import Registry, UnknownEntryError
 from datasets import DATASETS
 from datasets.base import Split
 from methods.base import seed_everything

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import stats
+from bench.analysis import stats
 from bench.metrics import evaluate
 from bench.report import Cell, Table, build_report, emphasis_marks, render_latex, render_markdown
-from bench.store import ResultStore
+from bench.run.store import ResultStore
 
 ENCODERS = {"enc_good": 2.0, "enc_mid": 1.0, "enc_bad": 0.3}   # signal strength of each encoder
 HEADS = {"gauss": 0.4, "knn": 0.0}                                # extra signal added by each head
@@ -57,6 +57,7 @@ def make_fake_run(root: Path, datasets: dict = DATASETS) -> Path:
                   "localization": localization if kind == "latent" else None,
                   "detector": None if kind == "latent" else name, "setting": "uad", "seed": seed,
                   "metrics": metrics, "config": {"dataset.image_size": SIDE, "encoder.epochs": 1},
+                  "map_head_dependent": localization != "reconstruction" if kind == "latent" else None,
                   "timings": {"total_s": 0.5}, "encoder_cache": cache, "versions": {"torch": "x"}}
         store.write(record, arrays)
 
@@ -272,7 +273,7 @@ def _small_run(tmp_path: Path) -> Path:
 
 def test_unreadable_record_is_named_and_skip_bad_lists_it(tmp_path):
     from bench.cli import main
-    from bench.store import BadRecordError
+    from bench.run.store import BadRecordError
 
     run = _small_run(tmp_path)
     (run / "records" / "truncated.json").write_text('{"cell_id": "truncated", "status": "o')
@@ -322,7 +323,7 @@ def test_degenerate_cells_are_marked_and_unavailable_metrics_say_why(tmp_path):
 
 
 def test_constant_embeddings_never_reach_tsne(tmp_path):
-    from bench.diagnostics import DegenerateEmbedding, embedding_diagnostics, tsne_view
+    from bench.analysis.diagnostics import DegenerateEmbedding, embedding_diagnostics, tsne_view
 
     constant = np.ones((40, 8), np.float32)
     with pytest.raises(DegenerateEmbedding, match="constant"):

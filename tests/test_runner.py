@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from bench.grid import load_grid
+from bench.run.grid import load_grid
 from bench.report import cell_frame
-from bench.runner import Runner
-from bench.work import panel_indices
-from bench.store import ResultStore
+from bench.run.runner import Runner
+from bench.run.work import panel_indices
+from bench.run.store import ResultStore
 
 TINY = ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",
         "dataset.synthetic.n_train=48", "dataset.synthetic.n_val=16", "dataset.synthetic.n_test=24",

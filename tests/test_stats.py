@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from bench import diagnostics, stats
+from bench.analysis import diagnostics, stats
 from bench.metrics import image_metrics, pixel_metrics
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from bench import cli
-from bench.grid import load_grid
-from bench.runner import Runner
-from bench.store import ResultStore, RunLock, RunLockedError
+from bench.run.grid import load_grid
+from bench.run.runner import Runner
+from bench.run.store import ResultStore, RunLock, RunLockedError
 from fake_layouts import FakeLayouts
 
 TINY = ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",

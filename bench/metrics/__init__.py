@@ -3,7 +3,7 @@
 Every detector in the suite is scored here, so results are comparable by construction. Metrics are
 registered (:mod:`bench.metrics.registry`): a metric is one function and one
 ``@register_metric(name, label=..., level=..., lower_is_better=...)``, and the results store, the
-bootstrap (:mod:`bench.stats`) and the report read names, labels and directions from the registry.
+bootstrap (:mod:`bench.analysis.stats`) and the report read names, labels and directions from the registry.
 
 * :mod:`bench.metrics.curves`: input checks, the shared descending sort, exact AUROC/AP/AUPRO/Dice.
 * :mod:`bench.metrics.image`: image AUROC, AP, FPR@95TPR.

@@ -1,7 +1,7 @@
 """Case-weighted image metrics, vectorised over bootstrap resamples.
 
 A bootstrap resample is a vector of case multiplicities, so a metric on resample ``b`` is the
-weighted metric with weights ``W[b]`` (see :mod:`bench.stats`). These are the ``weighted=``
+weighted metric with weights ``W[b]`` (see :mod:`bench.analysis.stats`). These are the ``weighted=``
 implementations the image metrics declare in :mod:`bench.metrics.image`.
 """
 

@@ -1,20 +1,20 @@
 """Reports: every table, figure and statistic of a run, regenerated from its results store.
 
-``build_report(run_dir)`` reads a run directory through :class:`bench.store.ResultStore` and
+``build_report(run_dir)`` reads a run directory through :class:`bench.run.store.ResultStore` and
 writes ``reports/<run name>/`` (or ``out_dir``) with a ``README.md`` index. Nothing in the
 output is edited by hand: a rebuild first deletes what the previous build wrote (listed in
 ``.manifest.json``) and writes everything again, so tables never drift from the store.
 
 Part A (``full=False``): per dataset, an "all methods" table (methods x metrics) and, for latent
 cells, an encoder x head table and heatmap per metric; ``summary.csv`` with one row per cell.
-Part B (``full=True``, the default) adds: bootstrap CIs over test cases (:mod:`bench.stats`),
+Part B (``full=True``, the default) adds: bootstrap CIs over test cases (:mod:`bench.analysis.stats`),
 paired comparisons, ranks across datasets with a critical-difference diagram, the detection vs
 localization view, CI plots, ROC/PR curves, score histograms, qualitative panels, t-SNE views
-per encoder, and representation diagnostics (:mod:`bench.diagnostics`) related to AUROC.
+per encoder, and representation diagnostics (:mod:`bench.analysis.diagnostics`) related to AUROC.
 
 One job per module: :mod:`.frames` (records -> cells, table entries, seed aggregates),
 :mod:`.tables` (entries, emphasis, Markdown/LaTeX/CSV), :mod:`.builder` (state and Part A),
-:mod:`.statistics` and :mod:`.views` (Part B), :mod:`.index` (README and manifest). Table
+:mod:`.comparisons` and :mod:`.views` (Part B), :mod:`.index` (README and manifest). Table
 conventions are in :mod:`.tables`.
 """
 
@@ -50,7 +50,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, full
 
     ``full=False`` builds Part A only (tables, heatmaps, summary.csv). ``strict=True`` re-raises
     the first error of any part instead of listing it under "Parts that could not be built".
-    An unreadable record raises :class:`bench.store.BadRecordError` naming it, unless
+    An unreadable record raises :class:`bench.run.store.BadRecordError` naming it, unless
     ``skip_bad=True``, which reports without it and lists it in the README. Returns the report
     folder; its ``README.md`` indexes everything written.
     """

@@ -1,5 +1,5 @@
 """The report builder: reads a run directory, owns the shared state, builds Part A (tables and
-heatmaps) and calls the Part B mixins (:mod:`.statistics`, :mod:`.views`) and the index (:mod:`.index`)."""
+heatmaps) and calls the Part B mixins (:mod:`.comparisons`, :mod:`.views`) and the index (:mod:`.index`)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from bench.report.frames import (
     seed_aggregate,
 )
 from bench.report.index import IndexParts
-from bench.report.statistics import StatisticsParts
+from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
 from bench.report.views import ViewParts
-from bench.store import METRICS, ResultStore
+from bench.run.store import METRICS, ResultStore
 
 #: How many methods the curve, histogram and qualitative figures show per dataset.
 TOP_K = 4
@@ -45,7 +45,7 @@ class IndexEntry:
     headline: bool = False  # figures shown inline in the README, not only linked
 
 
-class ReportBuilder(StatisticsParts, ViewParts, IndexParts):
+class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
     """Builds the report of one run directory; :func:`bench.report.build_report` is the entry point.
 
     ``strict=True`` re-raises the first error of any report part instead of listing it in the
@@ -199,7 +199,7 @@ class ReportBuilder(StatisticsParts, ViewParts, IndexParts):
                       f"{dataset}: encoder × head — {metric_label(metric)} (mean ± std over seeds)", cells,
                       {c: lower for c in cells.columns}, emphasis="table", index_name="encoder \\ head")
         self.table(dataset, table)
-        from bench import figures
+        from bench.analysis import figures
 
         means = cells.map(lambda c: c.value).astype(float)
         annot = cells.map(lambda c: f"{c.value:.3f}" if _finite(c.value) else "")

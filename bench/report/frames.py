@@ -19,9 +19,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench.analysis import stats
 from bench.metrics import metric_names
-from bench.store import METRICS
+from bench.run.store import METRICS
 
 LATENT = "latent"  # record kind of encoder x head cells (the other kind is "detector")
 IMAGE_METRICS = metric_names("image")
@@ -37,6 +37,14 @@ def head_independent_maps() -> frozenset[str]:
     from methods.maps import MAP_KINDS
 
     return frozenset(e.name for e in MAP_KINDS.entries() if not e.factory.head_dependent)
+
+
+def map_per_encoder(rec: dict) -> bool:
+    """Whether a record's map depends on its encoder only: the record says so (``map_head_dependent``);
+    records written before it did are looked up in the map-kind registry (which imports torch)."""
+    if "map_head_dependent" in rec:
+        return rec["map_head_dependent"] is False
+    return rec.get("localization") in head_independent_maps()
 
 
 def _finite(x) -> bool:
@@ -88,7 +96,8 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
         other_map = latent and loc not in (None, "gradient")
         image_label = label[:-len(f" [{loc}]")] if other_map and label.endswith(f" [{loc}]") else label
         pixel_label = label
-        if other_map and loc in head_independent_maps() and rec.get("encoder"):
+        per_encoder = other_map and map_per_encoder(rec)
+        if per_encoder and rec.get("encoder"):
             pixel_label = f"{rec['encoder']} [{loc}]"
         row_name = str(rec.get("encoder"))
         if len(settings) > 1 and rec.get("setting") and rec.get("setting") != "uad":
@@ -98,7 +107,7 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
         row.update(label=label, image_label=image_label, pixel_label=pixel_label,
                    matrix_row=row_name if latent else None,
                    map_row=(row_name + (f" [{loc}]" if other_map else "")) if latent else None,
-                   head_independent_map=bool(other_map and loc in head_independent_maps()),
+                   head_independent_map=bool(per_encoder),
                    unavailable=json.dumps(rec["metrics_unavailable"]) if rec.get("metrics_unavailable") else None)
         metrics = rec.get("metrics") or {}
         for m in METRICS + ["pixel_threshold"]:

@@ -1,5 +1,5 @@
 """Part B views: ROC/PR curves, score histograms, qualitative panels, t-SNE views and the
-representation diagnostics (:mod:`bench.diagnostics`), plus the order Part B is built in."""
+representation diagnostics (:mod:`bench.analysis.diagnostics`), plus the order Part B is built in."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench.analysis import stats
 from bench.metrics import metric_label
 from bench.report.frames import LATENT, _finite, _natural, _seed_order, _slug
-from bench.store import METRICS
+from bench.run.store import METRICS
 from bench.report.tables import Cell, Table, _cells_frame
 
 
@@ -32,7 +32,7 @@ class ViewParts:
                     seeds.add(row["seed"])
         if not curves:
             return
-        from bench import figures
+        from bench.analysis import figures
 
         seed_text = ", ".join(str(s) for s in sorted(seeds, key=_seed_order))
         rule = f"top {len(curves)} by mean image AUROC, seed {seed_text}"
@@ -66,7 +66,7 @@ class ViewParts:
                 break
         if panel is None:
             return
-        from bench import figures
+        from bench.analysis import figures
 
         n = min(len(panel["panel_images"]), self.MAX_PANEL_CASES)
         index = panel.get("panel_index", np.arange(n))[:n]
@@ -86,7 +86,7 @@ class ViewParts:
     def unless_degenerate(self, what: str, fn, *args):
         """``fn(*args)``, or None with a remark when the embedding is degenerate (non-finite or
         constant): such input never reaches t-SNE or the probes, whose native code can crash on it."""
-        from bench.diagnostics import DegenerateEmbedding
+        from bench.analysis.diagnostics import DegenerateEmbedding
 
         try:
             return fn(*args)
@@ -117,7 +117,7 @@ class ViewParts:
                     break
         if not views:
             return
-        from bench import figures
+        from bench.analysis import figures
 
         seed_text = ", ".join(str(s) for s in sorted(seeds, key=_seed_order))
         self.add(dataset, f"{dataset}: latent space per encoder (t-SNE of test embeddings, seed {seed_text})",
@@ -128,7 +128,7 @@ class ViewParts:
     def collect_diagnostics(self, cache) -> tuple[dict[str, dict], pd.DataFrame]:
         """Diagnostics per encoder embedding (named "dataset · encoder · seed") and one row per
         latent cell pairing its encoder's diagnostics with its image AUROC."""
-        from bench.diagnostics import DIAGNOSTICS
+        from bench.analysis.diagnostics import DIAGNOSTICS
 
         per_cache: dict[Path, dict | None] = {}
         named, rows = {}, []
@@ -151,8 +151,8 @@ class ViewParts:
         return dict(sorted(named.items())), pd.DataFrame(rows)
 
     def diagnostics_outputs(self, cache) -> None:
-        from bench import figures
-        from bench.diagnostics import DIAGNOSTICS
+        from bench.analysis import figures
+        from bench.analysis.diagnostics import DIAGNOSTICS
 
         named, frame = self.collect_diagnostics(cache)
         if frame.empty:
@@ -198,7 +198,7 @@ class ViewParts:
                  figure=True, headline=True)
 
     def part_b(self) -> None:
-        from bench.diagnostics import DiagnosticsCache
+        from bench.analysis.diagnostics import DiagnosticsCache
 
         cache = DiagnosticsCache(self.out_dir / ".cache" / "diagnostics", seed=self.seed, tsne_points=self.tsne_points)
         for dataset in self.datasets:

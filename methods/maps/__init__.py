@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from bench.registry import Registry
+from datasets._shared.registry import Registry
 
 MAP_KINDS = Registry("map kind", "methods.maps")
 register_map_kind = MAP_KINDS.register

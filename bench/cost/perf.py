@@ -15,7 +15,7 @@
 (f) ``--executor ray``: the quick grid's wall time under Ray divided by the local executor's, each
 with a fresh cache (target <= 1.15 on a 2-core machine). ``--plan GRID --gpus N [--run DIR]``:
 the estimated wall time of a grid on N GPUs from the timings of existing records
-(``bench.plan``); nothing is trained.
+(``bench.cost.estimate``); nothing is trained.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def grid_ratio(n_encoders: int, out: Path, device: str, image_size: int) -> tupl
     Both runs use the ``quick`` grid's own settings (only the encoders, heads and map kinds are
     restricted), so the ratio says what reusing embeddings saves in the grid people run.
     """
-    from bench.grid import load_grid
-    from bench.runner import Runner
+    from bench.run.grid import load_grid
+    from bench.run.runner import Runner
 
     encoders = ["simclr", "vae", "moco", "imagenet/tf_efficientnet_lite0"][:n_encoders]
     base = [f"encoders={encoders!r}".replace("'", '"'), 'localization=["gradient"]', "seeds=[0]",
@@ -132,8 +132,8 @@ def metrics_seconds(n_images: int = 500, side: int = 64, repeats: int = 3) -> tu
 
 def executor_ratio(out: Path, device: str, overrides: list[str]) -> tuple[float, float, str]:
     """Wall time of the quick grid under Ray and under the local executor, each with a fresh cache."""
-    from bench.executors import RayExecutor
-    from bench.grid import load_grid
+    from bench.run.executors import RayExecutor
+    from bench.run.grid import load_grid
 
     grid = load_grid("quick", overrides)
     times = {}
@@ -151,7 +151,7 @@ def executor_ratio(out: Path, device: str, overrides: list[str]) -> tuple[float,
 
 def Runner_(grid, run_dir, device, cache, executor):  # noqa: N802 - tiny helper
     """As ``bench run`` does it: Ray starts (and warms its workers) before the preflight."""
-    from bench.runner import Runner
+    from bench.run.runner import Runner
 
     runner = Runner(grid, run_dir, device=device, cache_dir=cache, progress=False, executor=executor)
     if executor is not None:
@@ -235,12 +235,12 @@ def per_encoder(device: str, image_size: int, batch_size: int, steps: int) -> No
 def main(args) -> int:
     import torch
 
-    from bench.runner import resolve_device
+    from bench.run.runner import resolve_device
     from methods.registry import create_encoder
 
     if getattr(args, "plan", None):
-        from bench.grid import load_grid
-        from bench.plan import plan_report
+        from bench.run.grid import load_grid
+        from bench.cost.estimate import plan_report
 
         grid = load_grid(args.plan, [])
         run_dir = Path(args.run) if args.run else Path("runs") / grid.name

@@ -1,8 +1,8 @@
-"""The worker side of a run: one unit of work at a time, in any process (``bench.runner`` drives).
+"""The worker side of a run: one unit of work at a time, in any process (``bench.run.runner`` drives).
 
 A :class:`Unit` (an encoder group or one detector cell) and the :class:`RunContext` are plain
 picklable values and :func:`execute_unit` is a module-level function, so the local executor and
-Ray tasks run exactly the same code. Workers write cache entries only (``bench.cache``); every
+Ray tasks run exactly the same code. Workers write cache entries only (``bench.run.cache``); every
 cell's result comes back as an :class:`Outcome` (record + arrays) for the driver to write.
 """
 
@@ -21,9 +21,9 @@ from typing import Iterator
 
 import numpy as np
 
-from bench.cache import DetectorCache, EncoderCache, detector_key, encoder_key
-from bench.grid import Cell, Component, Grid
-from bench.provenance import git_sha, host, versions
+from bench.run.cache import DetectorCache, EncoderCache, detector_key, encoder_key
+from bench.run.grid import Cell, Component, Grid
+from bench.run.provenance import git_sha, host, versions
 
 #: Store full test maps with a record only up to this many pixels (float32, compressed .npz).
 MAX_STORED_PIXELS = 4_000_000

@@ -82,7 +82,7 @@ def _ratio(target: dict, source: dict, keys: tuple, notes: list, what: str) -> f
 
 def _with_defaults(config: dict) -> dict:
     """A cell's flattened config plus its components' factory defaults (a grid states only overrides)."""
-    from bench.validate import accepted_parameters
+    from bench.run.validate import accepted_parameters
 
     registries = {}
     try:
@@ -224,7 +224,7 @@ def _fmt(seconds: float) -> str:
 
 
 def plan_report(grid, run_dir: Path, gpus: list[int]) -> list[str]:
-    from bench.store import ResultStore
+    from bench.run.store import ResultStore
 
     records = ResultStore(run_dir).records() if (Path(run_dir) / "records").is_dir() else []
     estimates = estimate_units(grid, records)

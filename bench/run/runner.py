@@ -1,7 +1,7 @@
 """Run a grid: every cell once, every encoder and detector fitted once, every result kept.
 
-Order of work: the driver validates the grid (``bench.validate``), takes the run directory's lock,
-runs the preflight (``bench.preflight``: every dataset loads, every component builds, pools and
+Order of work: the driver validates the grid (``bench.run.validate``), takes the run directory's lock,
+runs the preflight (``bench.run.preflight``: every dataset loads, every component builds, pools and
 weights are there) and only then plans *units* of work:
 
 * an **encoder unit** is one (dataset, encoder config, seed): load the encoder and its embeddings
@@ -9,8 +9,8 @@ weights are there) and only then plans *units* of work:
 * a **detector unit** is one detector cell: load its fit from the cache or fit it (and cache it
   at once), then predict, make maps and score.
 
-A unit is a plain picklable value and :func:`bench.work.execute_unit` a module-level function, so an
-executor (``bench.executors``: in this process, or Ray tasks on a cluster) runs units anywhere
+A unit is a plain picklable value and :func:`bench.run.work.execute_unit` a module-level function, so an
+executor (``bench.run.executors``: in this process, or Ray tasks on a cluster) runs units anywhere
 and streams back one :class:`Outcome` per cell.
 
 **Who writes what.** Workers write *cache entries* only (encoders with their embeddings, fitted
@@ -33,10 +33,10 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.grid import Cell, Component, Grid
-from bench.provenance import git_sha, versions
-from bench.store import ResultStore, RunLock
-from bench.work import FINISHED, Outcome, RunContext, Unit, failed, load_dataset, now
+from bench.run.grid import Cell, Component, Grid
+from bench.run.provenance import git_sha, versions
+from bench.run.store import ResultStore, RunLock
+from bench.run.work import FINISHED, Outcome, RunContext, Unit, failed, load_dataset, now
 
 
 class DeviceError(RuntimeError):
@@ -98,7 +98,7 @@ class Runner:
     def __init__(self, grid: Grid, out_dir: str | Path, *, data_root: str | Path | None = None,
                  device: str | None = "auto", cache_dir: str | Path | None = None, progress: bool = True,
                  embed_batch_size: int = 256, executor=None):
-        from bench.cache import default_cache_dir
+        from bench.run.cache import default_cache_dir
 
         self.grid = grid
         self.store = ResultStore(out_dir)
@@ -123,7 +123,7 @@ class Runner:
     def write_run_info(self, cells: list[Cell]) -> None:
         import json
 
-        from bench.store import atomic_write_bytes
+        from bench.run.store import atomic_write_bytes
 
         info_path = self.store.run_dir / "run.json"
         info = {"grid": self.grid.name, "grid_file": str(self.grid.path) if self.grid.path else None,
@@ -167,13 +167,13 @@ class Runner:
             tqdm.write(f"{outcome.status.upper()} {outcome.cell.cell_id} — {outcome.message}", file=sys.stderr)
 
     def run(self, checked=None) -> RunSummary:
-        """Run every pending cell. ``checked`` is a :class:`bench.preflight.PreflightResult` already
+        """Run every pending cell. ``checked`` is a :class:`bench.run.preflight.PreflightResult` already
         computed (the CLI refuses to start on problems); without it the preflight runs here and
         cells of datasets that do not load are recorded as failed."""
         from tqdm.auto import tqdm
 
-        from bench.executors import LocalExecutor
-        from bench.preflight import preflight
+        from bench.run.executors import LocalExecutor
+        from bench.run.preflight import preflight
 
         started = time.perf_counter()
         cells = self.grid.cells()

@@ -26,7 +26,7 @@ def versions() -> dict:
 @lru_cache(maxsize=1)
 def git_sha() -> str | None:
     """HEAD of the project checkout, with ``-dirty`` when tracked files have uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5).stdout.strip()

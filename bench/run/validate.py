@@ -15,7 +15,7 @@ import inspect
 import typing
 from typing import Any
 
-from bench.grid import SECTIONS, Component, Grid, GridError
+from bench.run.grid import SECTIONS, Component, Grid, GridError
 
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
@@ -90,7 +90,7 @@ def _check_value(where: str, key: str, value: Any, param: inspect.Parameter | No
 
 
 def _check_component(section: str, comp: Component, registry) -> None:
-    from bench.registry import UnknownEntryError
+    from datasets._shared.registry import UnknownEntryError
 
     where = f"{section}.{comp.id}"
     try:

@@ -40,7 +40,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GRID_DIR = Path(__file__).parent / "grids"
+GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
 SECTIONS = {"datasets": "dataset", "encoders": "encoder", "heads": "head", "detectors": "detector"}
 
 

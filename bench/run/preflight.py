@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from bench.grid import Grid
+from bench.run.grid import Grid
 
 
 @dataclass
@@ -34,7 +34,7 @@ def _problem(exc: BaseException) -> str:
 
 def preflight(grid: Grid, ctx) -> PreflightResult:
     """Run every check on ``grid`` with the run's context (data root, cache, device)."""
-    from bench.work import dataset_fingerprint, load_dataset
+    from bench.run.work import dataset_fingerprint, load_dataset
     from methods.backbones import weights_source
     from methods.registry import create_detector, create_encoder, create_head
 

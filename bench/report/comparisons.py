@@ -1,5 +1,5 @@
 """Part B statistics: bootstrap CIs over test cases, paired comparisons, detection vs localization,
-ranks across datasets and Wilcoxon tests (numbers from :mod:`bench.stats`)."""
+ranks across datasets and Wilcoxon tests (numbers from :mod:`bench.analysis.stats`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench.analysis import stats
 from bench.metrics import lower_is_better, metric_label
 from bench.report.frames import PIXEL_METRICS, _finite, _slug
 from bench.report.tables import Cell, Table, _cells_frame, aggregate_cell
 
 
-class StatisticsParts:
+class ComparisonParts:
     """Statistics methods of :class:`bench.report.builder.ReportBuilder`."""
 
     # -- Part B: bootstrap --------------------------------------------------------------------
@@ -112,7 +112,7 @@ class StatisticsParts:
                 "each resample scores every method and seed, the CI is of the seed mean.")
         self.table(dataset, Table(f"tables/{_slug(dataset)}/ci", f"{dataset}: mean over seeds [95% CI]", cells,
                                   {metric_label(m): lower_is_better(m) for m in metrics}, notes=[note]))
-        from bench import figures
+        from bench.analysis import figures
 
         localization = next((m for m in ("pixel_aupro", "pixel_auroc") if m in metrics), None)
         for m in [m for m in ("image_auroc", "image_ap", localization) if m in metrics]:
@@ -223,7 +223,7 @@ class StatisticsParts:
         self.table("Across datasets", Table(f"tables/ranks_{metric}", f"Ranks across datasets — {metric_label(metric)}",
                                             cells, {c: True for c in cells.columns}, notes=notes, show_n=False))
         if summary.n_datasets >= 2:
-            from bench import figures
+            from bench.analysis import figures
 
             self.add("Across datasets", f"Critical-difference diagram — {metric_label(metric)}",
                      figures.critical_difference_diagram(

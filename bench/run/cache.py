@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.grid import stable_hash
+from bench.run.grid import stable_hash
 
 CACHE_ENV = "UAD_BENCH_CACHE"
 FORMAT_VERSION = 2
@@ -167,7 +167,7 @@ class DetectorCache:
         """Write (or replace, atomically: one file) the entry for ``key``."""
         import torch
 
-        from bench.store import atomic_write_bytes
+        from bench.run.store import atomic_write_bytes
 
         buf = io.BytesIO()
         try:

@@ -1,8 +1,8 @@
-"""Executors run units of work (``bench.work.Unit``) and hand each cell's outcome to the driver.
+"""Executors run units of work (``bench.run.work.Unit``) and hand each cell's outcome to the driver.
 
 ``LocalExecutor`` runs them one after another in this process (no extra dependency; the default).
 ``RayExecutor`` (``python -m bench run --executor ray``) ships the same units to Ray tasks on this
-machine or on a cluster. Both call :func:`bench.work.execute_unit`, which applies the unit's
+machine or on a cluster. Both call :func:`bench.run.work.execute_unit`, which applies the unit's
 settings (torch threads = ``[resources] cpus_per_task``, deterministic algorithms, mixed precision)
 itself, so a unit computes the same bits wherever it runs.
 
@@ -10,10 +10,10 @@ itself, so a unit computes the same bits wherever it runs.
 process) write *cache entries* only: trained encoders with their embeddings, fitted detectors and
 decoded datasets. Entries are content-addressed (dataset fingerprint, component configuration,
 seed), written under a temporary name and renamed into place, never replaced while valid, and
-verified by checksum on read (``bench.cache``): two workers that build the same entry at once
+verified by checksum on read (``bench.run.cache``): two workers that build the same entry at once
 write the same content, and a reader sees the whole entry or none of it. The *driver* alone writes
 records, one atomic JSON + ``.npz`` per cell, only when a unit has returned all its outcomes, and it
-holds the run directory's lock (``bench.store.RunLock``) meanwhile. A worker that dies mid-unit
+holds the run directory's lock (``bench.run.store.RunLock``) meanwhile. A worker that dies mid-unit
 therefore leaves no partial record; Ray runs the unit again (``max_retries``), and a unit whose
 retries are spent is recorded as ``failed`` (stage ``worker``) so the grid goes on. Ctrl-C cancels
 the tasks in flight; the records already written are complete, and rerunning resumes.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 #: The project root (the folder holding ``bench/``), put on Ray workers' ``PYTHONPATH``.
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Test-only hook: a path; the first Ray task to create it writes its PID there and stalls (see tests).
 STALL_ENV = "UAD_BENCH_TEST_STALL"
 
@@ -46,7 +46,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
-        from bench.work import execute_unit
+        from bench.run.work import execute_unit
 
         for unit in units:
             for outcome in execute_unit(unit, ctx):
@@ -69,7 +69,7 @@ def _stall_if_asked() -> None:
 
 def run_unit_task(unit, ctx) -> list:
     """The body of a Ray task: every outcome of one unit, returned together (the driver writes them)."""
-    from bench.work import execute_unit
+    from bench.run.work import execute_unit
 
     outcomes = []
     for outcome in execute_unit(unit, ctx):
@@ -87,7 +87,7 @@ def warm_worker(grid, ctx) -> int:
     first units. Anything that fails here fails again, and is recorded, in the unit itself.
     """
     import bench.metrics  # noqa: F401 - scipy, scikit-learn
-    from bench.work import load_dataset
+    from bench.run.work import load_dataset
     from methods.registry import create_encoder, create_head
 
     cells = grid.cells()
@@ -184,7 +184,7 @@ class RayExecutor:
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
         import ray
 
-        from bench.work import failed, now
+        from bench.run.work import failed, now
 
         self._connect(ray)
         try:
