@@ -79,12 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ray: only the quick grid's wall time under Ray / under the local executor")
     perf.add_argument("--set", dest="grid_set", action="append", default=[], metavar="KEY=VALUE",
                       help="with --executor ray: overrides of the quick grid")
-    perf.add_argument("--plan", default=None, metavar="GRID",
+    perf.add_argument("--estimate", "--plan", dest="estimate", default=None, metavar="GRID",
                       help="estimate GRID's wall time on --gpus N from existing records; trains nothing")
     perf.add_argument("--gpus", type=lambda v: [int(x) for x in v.split(",")], default=[1], metavar="N[,N...]",
-                      help="with --plan: GPU counts, e.g. 1,4,8 (default 1)")
+                      help="with --estimate: GPU counts, e.g. 1,4,8 (default 1)")
     perf.add_argument("--run", default=None, metavar="RUN_DIR",
-                      help="with --plan: the run directory whose records give the timings (default runs/GRID)")
+                      help="with --estimate: the run directory whose records give the timings (default runs/GRID)")
     return parser
 
 
@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench.run.grid import GridError
         from datasets._shared.registry import UnknownEntryError
 
+        from bench.run.executors import ExecutorError
         from bench.run.runner import DeviceError
         from bench.run.store import RunLockedError
 
         known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError,
-                 DeviceError)
+                 DeviceError, ExecutorError)
         try:
             from datasets.base import DatasetError
             from methods.base import MethodError
@@ -146,33 +147,29 @@ def report_dir_for(run_dir: Path, reports: str | Path, *, claim: bool = True) ->
 
 
 def cmd_run(args) -> int:
+    from bench.run.executors import make_executor
     from bench.run.grid import load_grid
+    from bench.run.plan import Plan
     from bench.run.preflight import preflight
     from bench.run.runner import Runner
     from bench.run.validate import validate_grid
 
     grid = load_grid(args.grid, args.overrides)
     validate_grid(grid)
+    plan = Plan.of(grid)                       # the one expansion: everything below receives it
     out = Path(args.out) if args.out else Path("runs") / grid.name
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file; give a directory for the run")
     if not args.no_report:
         report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
-    from bench.run.executors import make_executor
-
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise UsageError(f"--max-parallel {args.max_parallel}: expected N >= 1")
-    if args.executor == "local" and (args.ray_address or args.max_parallel):
-        raise UsageError("--ray-address and --max-parallel apply to --executor ray only")
     executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel)
-    runner = Runner(grid, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
+    runner = Runner(plan, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
                     progress=not args.quiet, executor=executor)
-    print(f"grid '{grid.name}': {len(grid.cells())} cells -> {out} (device {runner.device}, "
-          f"executor {args.executor})")
-    if hasattr(executor, "start") and not args.check:
-        executor.start(grid, runner.context)      # Ray workers import and load data during the preflight
+    print(f"grid '{grid.name}': {len(plan)} cells -> {out} (device {runner.device}, executor {args.executor})")
     try:
-        checked = preflight(grid, runner.context)
+        if not args.check:
+            executor.start(plan, runner.context)   # Ray workers import and load data during the preflight
+        checked = preflight(plan, runner.context)
         for note in checked.notes:
             print(f"  {note}")
         if checked.problems:
@@ -185,8 +182,7 @@ def cmd_run(args) -> int:
             return 0
         summary = runner.run(checked)
     finally:
-        if hasattr(executor, "close"):
-            executor.close()
+        executor.close()
     print(summary.line())
     for failure in summary.failures:
         print(f"  {failure}", file=sys.stderr)

@@ -90,6 +90,8 @@ class DensityHead(nn.Module):
     """
 
     default_preprocess: str = "l2"
+    #: a patch head (``methods/heads/_patch.py``) fits feature maps, not vectors; declared, never probed
+    dense: bool = False
 
     def __init__(self, preprocess: str | None = None, variance: float = 0.99):
         super().__init__()
@@ -190,5 +192,29 @@ class Detector:
         """Fit what a (cached) fitted detector still lacks for its current options; True if it changed."""
         return False
 
-    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:  # pragma: no cover
+    #: the label in error messages (a detector built by the registry answers to its registry name)
+    name: str = "detector"
+    #: an attribute that exists once ``fit`` ran; ``predict`` refuses to run before
+    fitted_attribute: str = "fitted_"
+    in_chans: int = 1
+
+    def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
+        """Scores ``[N]`` and maps ``[N, H, W]`` of uint8 ``images``; the checks every detector shares.
+
+        ``with_maps=False`` lets a caller skip maps it will not score (the runner, where a split has
+        no masks); detectors whose maps come with the scores compute them anyway and drop them.
+        """
+        from methods.inputs import check_finite, check_images
+
+        if not hasattr(self, self.fitted_attribute):
+            raise MethodError(f"{self.name}: predict() called before fit()")
+        images = check_images(images, self.in_chans, self.name)
+        scores, maps = self._predict(images, device=device)
+        check_finite(scores, "scores", self.name)
+        if maps is not None:
+            check_finite(maps, "maps", self.name)
+        return Prediction(scores, maps if with_maps else None)
+
+    def _predict(self, images: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and maps of checked images (the method's own batch loop)."""  # pragma: no cover
         raise NotImplementedError

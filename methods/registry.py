@@ -44,7 +44,7 @@ def list_heads(pattern: str = "*", *, dense: bool | None = None) -> list[str]:
 def is_patch_head(name: str) -> bool:
     """Whether head ``name`` is a patch head (its class declares ``dense = True``)."""
     entry, _ = HEADS.lookup(name)
-    return bool(getattr(entry.factory, "dense", False))
+    return bool(entry.factory.dense)      # declared by DensityHead (False) and PatchHead (True)
 
 
 def list_detectors(pattern: str = "*") -> list[str]:

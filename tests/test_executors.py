@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bench.run.grid import GridError, load_grid
+from bench.run.plan import Plan
 from bench.run.runner import Runner
 from bench.run.work import RunContext, unit_settings
 from bench.run.store import ResultStore
@@ -122,11 +123,11 @@ def both_runs(ray_runtime, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("executors")
     grid = tiny_grid()
-    local = Runner(grid, root / "local", cache_dir=root / "cache_local", progress=False, device="cpu").run()
+    local = Runner(Plan.of(grid), root / "local", cache_dir=root / "cache_local", progress=False, device="cpu").run()
     executor = RayExecutor(cpus_per_task=1)
-    runner = Runner(grid, root / "ray", cache_dir=root / "cache_ray", progress=False, device="cpu",
+    runner = Runner(Plan.of(grid), root / "ray", cache_dir=root / "cache_ray", progress=False, device="cpu",
                     executor=executor)
-    executor.start(grid, runner.context)             # as `bench run` does: workers warm up during the preflight
+    executor.start(runner.plan, runner.context)             # as `bench run` does: workers warm up during the preflight
     remote = runner.run()
     return root, grid, local, remote
 
@@ -151,8 +152,8 @@ def test_default_threads_give_the_local_bits_too(ray_runtime, tmp_path):
 
     base = [item for item in TINY if not item.startswith("resources.")]
     grid = load_grid("quick", base + ['encoders=["vae"]', 'heads=["gaussian", "gmm"]', 'localization=["gradient"]'])
-    local = Runner(grid, tmp_path / "local", cache_dir=tmp_path / "c1", progress=False, device="cpu").run()
-    remote = Runner(grid, tmp_path / "ray", cache_dir=tmp_path / "c2", progress=False, device="cpu",
+    local = Runner(Plan.of(grid), tmp_path / "local", cache_dir=tmp_path / "c1", progress=False, device="cpu").run()
+    remote = Runner(Plan.of(grid), tmp_path / "ray", cache_dir=tmp_path / "c2", progress=False, device="cpu",
                     executor=RayExecutor()).run()
     assert local.ok == remote.ok == 2, (local.failures, remote.failures)
     assert same_results(tmp_path / "local", tmp_path / "ray") == 2
@@ -176,7 +177,7 @@ def test_resume_across_executors(both_runs, first, then, tmp_path):
         store.json_path(cid).unlink()
         store.json_path(cid).with_suffix(".npz").unlink()
     executor = RayExecutor(cpus_per_task=1) if then == "ray" else LocalExecutor()
-    summary = Runner(grid, run_dir, cache_dir=cache, progress=False, device="cpu", executor=executor).run()
+    summary = Runner(Plan.of(grid), run_dir, cache_dir=cache, progress=False, device="cpu", executor=executor).run()
     assert (summary.resumed, summary.ok, summary.failed) == (6, 3, 0), summary.failures
     assert same_results(root / "local", run_dir) == 9
     finished = {r["cell_id"]: r["host"]["executor"] for r in store.records()}
@@ -194,11 +195,30 @@ class CountingRunner(Runner):
 
 
 def test_killed_worker_is_retried_and_every_cell_completes_once(ray_runtime, both_runs, tmp_path):
-    from bench.run.executors import STALL_ENV, RayExecutor
+    from bench.run.executors import RayExecutor
 
     root, grid, _, _ = both_runs
     pid_file = tmp_path / "stalled.pid"
+    claim = str(pid_file)
     killed = {}
+
+    def stalling_task(unit, ctx):
+        """Ray task body (shipped by value): after the unit's first outcome, the first task to claim
+        the file writes its PID there and stalls until the test kills it; the retry runs normally."""
+        from bench.run.work import execute_unit
+
+        outcomes = []
+        for outcome in execute_unit(unit, ctx):
+            outcomes.append(outcome)
+            if len(outcomes) == 1:
+                try:
+                    fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(str(os.getpid()))
+                time.sleep(600)
+        return outcomes
 
     def kill_the_stalled_worker():
         deadline = time.time() + 120
@@ -212,8 +232,8 @@ def test_killed_worker_is_retried_and_every_cell_completes_once(ray_runtime, bot
 
     killer = threading.Thread(target=kill_the_stalled_worker, daemon=True)
     killer.start()
-    runner = CountingRunner(grid, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
-                            executor=RayExecutor(cpus_per_task=1, max_retries=2, env={STALL_ENV: str(pid_file)}))
+    runner = CountingRunner(Plan.of(grid), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
+                            executor=RayExecutor(cpus_per_task=1, max_retries=2, task=stalling_task))
     summary = runner.run()
     killer.join(timeout=5)
     assert killed.get("pid") not in (None, os.getpid()), "no worker stalled"
@@ -241,12 +261,12 @@ def test_ctrl_c_cancels_outstanding_tasks_and_leaves_complete_records(ray_runtim
 
     grid3 = load_grid("quick", TINY + ['localization=["gradient"]', "seeds=[0, 1]"])
     with pytest.raises(KeyboardInterrupt):
-        InterruptedRunner(grid3, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
+        InterruptedRunner(Plan.of(grid3), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
                           executor=RayExecutor(cpus_per_task=1, max_parallel=2)).run()
     assert cancelled, "tasks in flight were not cancelled"
     store = ResultStore(tmp_path / "run")
     assert len(store.records()) == 2 and all(r["status"] == "ok" for r in store.records())
-    summary = Runner(grid3, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
+    summary = Runner(Plan.of(grid3), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, device="cpu",
                      executor=RayExecutor(cpus_per_task=1)).run()
     assert (summary.resumed, summary.ok, summary.failed) == (2, 10, 0), summary.failures
 

@@ -369,6 +369,7 @@ def test_bad_nifti_volumes(tmp_path):
 
 def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
     from bench.run.grid import load_grid
+    from bench.run.plan import Plan
     from bench.run.runner import Runner
 
     grid_file = tmp_path / "real.toml"
@@ -384,7 +385,7 @@ def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
         val_fraction = 0.25
     """))
     grid = load_grid(str(grid_file))
-    runner = Runner(grid, tmp_path / "out", data_root=trees, device="cpu", progress=False)
+    runner = Runner(Plan.of(grid), tmp_path / "out", data_root=trees, device="cpu", progress=False)
     built = {comp.id: runner.load_dataset(comp) for comp in grid.components("datasets")}
     assert set(built) == {"lgg", "medianomaly/brats2021", "bmad/brats", "volumes"}
     assert all(ds.image_size == 16 and ds.has_masks for ds in built.values())

@@ -11,6 +11,7 @@ import pytest
 
 from bench.run.grid import load_grid
 from bench.report import cell_frame
+from bench.run.plan import Plan
 from bench.run.runner import Runner
 from bench.run.work import panel_indices
 from bench.run.store import ResultStore
@@ -28,7 +29,7 @@ def tiny_grid(*extra: str):
 
 
 def run(grid, tmp_path, **kw):
-    return Runner(grid, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, **kw).run()
+    return Runner(Plan.of(grid), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, **kw).run()
 
 
 def test_tiny_grid_end_to_end(tmp_path):
@@ -111,7 +112,7 @@ def test_failing_cell_is_recorded_and_grid_goes_on(tmp_path):
 def test_missing_dataset_fails_its_cells_only(tmp_path):
     grid = tiny_grid('datasets=["synthetic", "medmnist/pneumoniamnist"]', 'localization=["gradient"]',
                      'encoders=["vae"]')
-    summary = Runner(grid, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
+    summary = Runner(Plan.of(grid), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
                      data_root=tmp_path / "empty").run()
     assert summary.ok == 2 and summary.failed == 2
     errors = {r["error"] for r in ResultStore(tmp_path / "run").records() if r["status"] == "failed"}
@@ -125,7 +126,7 @@ def test_smoke_on_real_pneumoniamnist(tmp_path, shared_data):
                                "dataset.medmnist/pneumoniamnist.max_test=120",
                                'encoders=["imagenet/tf_efficientnet_lite0"]', 'heads=["gaussian", "knn"]',
                                'localization=["gradient"]'])
-    summary = Runner(grid, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
+    summary = Runner(Plan.of(grid), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False,
                      data_root=shared_data).run()
     assert summary.ok == 2, summary.failures
     for rec in ResultStore(tmp_path / "run").records():

@@ -14,6 +14,7 @@ import pytest
 
 from bench import cli
 from bench.run.grid import load_grid
+from bench.run.plan import Plan
 from bench.run.runner import Runner
 from bench.run.store import ResultStore, RunLock, RunLockedError
 from fake_layouts import FakeLayouts
@@ -27,7 +28,7 @@ DDAD = "input_size = 32, epochs = 1, batch_size = 16, hidden_dim = 64, asr_epoch
 
 def runner(tmp_path, *overrides, base=TINY, data_root=None):
     grid = load_grid("quick", [*base, *overrides])
-    return Runner(grid, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, data_root=data_root)
+    return Runner(Plan.of(grid), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False, data_root=data_root)
 
 
 def cli_run(tmp_path, capsys, *overrides, extra=()):

@@ -1,4 +1,4 @@
-"""``python -m bench perf --plan GRID --gpus N [--run RUN_DIR]``: size a cluster before renting it.
+"""``python -m bench perf --estimate GRID --gpus N [--run RUN_DIR]``: size a cluster before renting it.
 
 Every record holds its ``timings`` (dataset_s, encoder_fit_s, embed_s, head_fit_s, score_s,
 maps_s, metrics_s, fit_s, predict_s, total_s; ``encoder_fit_s_original`` when the encoder came
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENCODER_PART = ("dataset_s", "encoder_fit_s", "embed_s")
-CELL_PART = ("head_fit_s", "score_s", "maps_s", "metrics_s")
+CELL_PART = ("head_fit_s", "score_s", "maps_s", "fit_s", "predict_s", "metrics_s")
 
 
 @dataclass
@@ -36,13 +36,11 @@ class UnitEstimate:
     notes: list = field(default_factory=list)
 
 
-def _units(grid) -> dict:
-    units: dict[tuple, list] = {}
-    for cell in grid.cells():
-        comp = cell.detector if cell.detector is not None else cell.encoder
-        key = (cell.kind, cell.dataset, comp, cell.seed, cell.cell_id if cell.detector else None)
-        units.setdefault(key, []).append(cell)
-    return units
+def _units(plan) -> dict:
+    """``(kind, dataset, component, seed, detector cell id) -> cells`` of the plan's units."""
+    return {("detector" if unit.encoder is None else "latent", unit.dataset, unit.component, unit.seed,
+             None if unit.encoder is not None else unit.cells[0].cell_id): list(unit.cells)
+            for unit in plan.units(plan.cells, lambda ds: "")}
 
 
 def _t(rec: dict, key: str) -> float:
@@ -129,7 +127,7 @@ def _pick(candidates: list, cell) -> dict | None:
     return None
 
 
-def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
+def estimate_units(plan, records: list[dict]) -> list[UnitEstimate]:
     usable = [r for r in records if r.get("timings") and r.get("status") in ("ok", "degenerate")]
     for r in usable:
         r["config"] = _with_defaults(r.get("config") or {})
@@ -148,7 +146,7 @@ def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
         by_pair.setdefault((r["encoder"], f"name:{head_name}"), []).append(r)
 
     out = []
-    for (kind, dataset, comp, seed, _), cells in _units(grid).items():
+    for (kind, dataset, comp, seed, _), cells in _units(plan).items():
         label = f"{dataset.id} × {comp.id} (seed {seed})"
         hits = [exact.get((c.cell_id, c.config_hash())) for c in cells]
         notes: list[str] = []
@@ -196,9 +194,10 @@ def estimate_units(grid, records: list[dict]) -> list[UnitEstimate]:
                 continue
             how = "extrapolated"
             cfg = _with_defaults(cell.config())
-            head = (_t(src, "head_fit_s") + _t(src, "score_s")) * _ratio(
+            # records before the one cell path: head_fit_s/score_s/maps_s; since: fit_s/predict_s
+            head = (_t(src, "head_fit_s") + _t(src, "score_s") + _t(src, "fit_s")) * _ratio(
                 cfg, src["config"], ("head.epochs", "dataset.n_train"), notes, f"head {cell.head.id}")
-            maps = _t(src, "maps_s") * _ratio(cfg, src["config"], ("dataset.n_test", "pixels"), notes,
+            maps = (_t(src, "maps_s") + _t(src, "predict_s")) * _ratio(cfg, src["config"], ("dataset.n_test", "pixels"), notes,
                                               f"maps {cell.head.id}")
             total += head + maps + _t(src, "metrics_s") * _ratio(cfg, src["config"], ("dataset.n_test", "pixels"),
                                                                   [], "metrics")
@@ -223,16 +222,17 @@ def _fmt(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def plan_report(grid, run_dir: Path, gpus: list[int]) -> list[str]:
+def estimate_report(plan, run_dir: Path, gpus: list[int]) -> list[str]:
     from bench.run.store import ResultStore
 
     records = ResultStore(run_dir).records() if (Path(run_dir) / "records").is_dir() else []
-    estimates = estimate_units(grid, records)
+    grid = plan.grid
+    estimates = estimate_units(plan, records)
     devices = Counter((r.get("host") or {}).get("device", "?") for r in records)
     how = Counter(e.how for e in estimates)
     known = [e.seconds for e in estimates if e.seconds is not None]
     gpu_per_task = float(grid.data.get("resources", {}).get("gpu_per_task", 1) or 1)
-    lines = [f"plan for grid '{grid.name}': {len(grid.cells())} cells in {len(estimates)} units (tasks); "
+    lines = [f"plan for grid '{grid.name}': {len(plan)} cells in {len(estimates)} units (tasks); "
              f"timings from {len(records)} records in {run_dir} "
              f"(made on: {', '.join(f'{d} x{n}' for d, n in devices.items()) or 'none'})",
              f"  units measured (same configuration): {how['measured']}; extrapolated from other "

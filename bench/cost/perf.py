@@ -13,7 +13,7 @@
     model, batch and ``training_step``; gradient-map throughput, suite vs bare; peak GPU memory.
 
 (f) ``--executor ray``: the quick grid's wall time under Ray divided by the local executor's, each
-with a fresh cache (target <= 1.15 on a 2-core machine). ``--plan GRID --gpus N [--run DIR]``:
+with a fresh cache (target <= 1.15 on a 2-core machine). ``--estimate GRID --gpus N [--run DIR]``:
 the estimated wall time of a grid on N GPUs from the timings of existing records
 (``bench.cost.estimate``); nothing is trained.
 """
@@ -87,6 +87,7 @@ def grid_ratio(n_encoders: int, out: Path, device: str, image_size: int) -> tupl
     restricted), so the ratio says what reusing embeddings saves in the grid people run.
     """
     from bench.run.grid import load_grid
+    from bench.run.plan import Plan
     from bench.run.runner import Runner
 
     encoders = ["simclr", "vae", "moco", "imagenet/tf_efficientnet_lite0"][:n_encoders]
@@ -99,7 +100,7 @@ def grid_ratio(n_encoders: int, out: Path, device: str, image_size: int) -> tupl
             shutil.rmtree(path, ignore_errors=True)
         grid = load_grid("quick", base + [f"heads={heads!r}".replace("'", '"')])
         t0 = time.perf_counter()
-        summary = Runner(grid, run_dir, device=device, cache_dir=cache, progress=False).run()
+        summary = Runner(Plan.of(grid), run_dir, device=device, cache_dir=cache, progress=False).run()
         times.append(time.perf_counter() - t0)
         if summary.failed:
             print(f"  warning: {summary.failed} failed cells: {summary.failures}", file=sys.stderr)
@@ -151,11 +152,12 @@ def executor_ratio(out: Path, device: str, overrides: list[str]) -> tuple[float,
 
 def Runner_(grid, run_dir, device, cache, executor):  # noqa: N802 - tiny helper
     """As ``bench run`` does it: Ray starts (and warms its workers) before the preflight."""
+    from bench.run.plan import Plan
     from bench.run.runner import Runner
 
-    runner = Runner(grid, run_dir, device=device, cache_dir=cache, progress=False, executor=executor)
+    runner = Runner(Plan.of(grid), run_dir, device=device, cache_dir=cache, progress=False, executor=executor)
     if executor is not None:
-        executor.start(grid, runner.context)
+        executor.start(runner.plan, runner.context)
     return runner.run()
 
 
@@ -238,13 +240,14 @@ def main(args) -> int:
     from bench.run.runner import resolve_device
     from methods.registry import create_encoder
 
-    if getattr(args, "plan", None):
+    if getattr(args, "estimate", None):
+        from bench.cost.estimate import estimate_report
         from bench.run.grid import load_grid
-        from bench.cost.estimate import plan_report
+        from bench.run.plan import Plan
 
-        grid = load_grid(args.plan, [])
+        grid = load_grid(args.estimate, [])
         run_dir = Path(args.run) if args.run else Path("runs") / grid.name
-        for line in plan_report(grid, run_dir, args.gpus):
+        for line in estimate_report(Plan.of(grid), run_dir, args.gpus):
             print(line)
         return 0
     device = resolve_device(args.device)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.analysis import stats
 from bench.metrics import metric_names
+from bench.run.grid import DEFAULT_MAP_KIND
 from bench.run.store import METRICS
 
 LATENT = "latent"  # record kind of encoder x head cells (the other kind is "detector")
@@ -93,7 +94,7 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
             row["error"] = _first_line(row["error"])
         row["dataset"] = rec.get("dataset") or "unknown"
         label, loc, latent = method_label(rec), rec.get("localization"), rec.get("kind") == LATENT
-        other_map = latent and loc not in (None, "gradient")
+        other_map = latent and loc not in (None, DEFAULT_MAP_KIND)
         image_label = label[:-len(f" [{loc}]")] if other_map and label.endswith(f" [{loc}]") else label
         pixel_label = label
         per_encoder = other_map and map_per_encoder(rec)
@@ -139,7 +140,7 @@ def entry_frame(cells: pd.DataFrame) -> pd.DataFrame:
         return cells.assign(level=[])
     preference = cells.assign(
         _scored=(~cells["status"].isin(SCORED)).astype(int),
-        _map=(~cells["localization"].isin([None, "gradient"]) & cells["localization"].notna()).astype(int))
+        _map=(~cells["localization"].isin([None, DEFAULT_MAP_KIND]) & cells["localization"].notna()).astype(int))
     parts = []
     for level, key, metrics in (("image", "image_label", IMAGE_METRICS), ("pixel", "pixel_label", PIXEL_METRICS)):
         sub = preference

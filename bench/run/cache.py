@@ -48,15 +48,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, "runs/cache")).expanduser()
 
 
-def encoder_key(dataset_spec: dict, encoder_spec: dict, seed: int) -> str:
-    payload = {"dataset": dataset_spec, "encoder": {k: v for k, v in encoder_spec.items() if k != "id"},
-               "seed": seed, "format": FORMAT_VERSION}
-    return stable_hash(payload, 20)
+def dataset_spec(comp, fingerprint: str) -> dict:
+    """What identifies a dataset in a cache key: its registry name, parameters and content hash."""
+    return {"name": comp.name, **comp.kwargs, "content": fingerprint}
 
 
-def detector_key(dataset_spec: dict, fit_spec: dict, seed: int) -> str:
-    payload = {"dataset": dataset_spec, "detector": fit_spec, "seed": seed, "format": FORMAT_VERSION}
-    return stable_hash(payload, 20)
+def fit_key(role: str, dataset: dict, spec: dict, seed: int, *, precision=None) -> str:
+    """The one cache key of a fit (``role`` = ``"encoder"`` or ``"detector"``).
+
+    Everything that changes what a fit learns goes in: the dataset (:func:`dataset_spec`), the
+    component's configuration (without its table label ``id``; a detector's caller leaves out its
+    ``predict_params``), the seed and, where the fit runs under autocast, its dtype (a bf16/fp16
+    fit is another fit than an fp32 one). ``precision=None`` (fp32, every CPU fit) adds nothing, so
+    CPU keys are those of earlier versions.
+    """
+    spec = {k: v for k, v in spec.items() if k != "id"}
+    if precision is not None:
+        spec["amp"] = str(precision).removeprefix("torch.")
+    return stable_hash({"dataset": dataset, role: spec, "seed": seed, "format": FORMAT_VERSION}, 20)
 
 
 def sha256_file(path: Path) -> str:

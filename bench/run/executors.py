@@ -27,23 +27,29 @@ install elsewhere).
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 #: The project root (the folder holding ``bench/``), put on Ray workers' ``PYTHONPATH``.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-#: Test-only hook: a path; the first Ray task to create it writes its PID there and stalls (see tests).
-STALL_ENV = "UAD_BENCH_TEST_STALL"
-
 EXECUTORS = ("local", "ray")
+
+
+class ExecutorError(ValueError):
+    """Executor options that cannot be used; one line for the CLI."""
 
 
 class LocalExecutor:
     """Units in grid order, in this process: today's behaviour and the reference for every other."""
 
     name = "local"
+
+    def start(self, plan, ctx) -> None:
+        """Nothing to warm: units run in this process after the preflight."""
+
+    def close(self) -> None:
+        """Nothing to shut down."""
 
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
         from bench.run.work import execute_unit
@@ -53,33 +59,14 @@ class LocalExecutor:
                 on_outcome(outcome)
 
 
-def _stall_if_asked() -> None:
-    """Test hook (``UAD_BENCH_TEST_STALL``): the first task to claim the file stalls until killed."""
-    path = os.environ.get(STALL_ENV)
-    if not path:
-        return
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return                                  # a later attempt (the retry) or another task: run normally
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
-    time.sleep(600)
-
-
 def run_unit_task(unit, ctx) -> list:
     """The body of a Ray task: every outcome of one unit, returned together (the driver writes them)."""
     from bench.run.work import execute_unit
 
-    outcomes = []
-    for outcome in execute_unit(unit, ctx):
-        outcomes.append(outcome)
-        if len(outcomes) == 1:
-            _stall_if_asked()                   # mid-unit: one outcome computed, nothing returned yet
-    return outcomes
+    return list(execute_unit(unit, ctx))
 
 
-def warm_worker(grid, ctx) -> int:
+def warm_worker(plan, ctx) -> int:
     """Import what the grid's units need and load its datasets in this worker (kept per process).
 
     Submitted once per task slot when the executor starts, before the driver's preflight, so that
@@ -90,18 +77,17 @@ def warm_worker(grid, ctx) -> int:
     from bench.run.work import load_dataset
     from methods.registry import create_encoder, create_head
 
-    cells = grid.cells()
-    for comp in dict.fromkeys(c.dataset for c in cells):
+    for comp in plan.datasets():
         try:
             dataset = load_dataset(comp, ctx)
         except Exception:  # noqa: BLE001
             continue
-        for enc in dict.fromkeys(c.encoder for c in cells if c.encoder is not None and c.dataset == comp):
+        for enc in plan.encoders(comp):
             try:
                 create_encoder(enc.name, in_chans=dataset.channels, image_size=dataset.image_size, **enc.kwargs)
             except Exception:  # noqa: BLE001
                 pass
-    for head in dict.fromkeys(c.head for c in cells if c.head is not None):
+    for head in plan.heads():
         try:
             create_head(head.name, **head.kwargs)
         except Exception:  # noqa: BLE001
@@ -123,22 +109,25 @@ class RayExecutor:
         max_retries: how often Ray reruns a task whose worker process died (Python exceptions are
             recorded as failed cells by the unit itself and never retried).
         env: extra environment variables for the workers.
+        task: the function a Ray task runs, ``(unit, ctx) -> [Outcome]`` (tests wrap it to kill a
+            worker mid-unit); by default :func:`run_unit_task`.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, max_parallel: int | None = None,
                  cpus_per_task: int | None = None, gpu_per_task: float | None = None, max_retries: int = 3,
-                 env: dict | None = None):
+                 env: dict | None = None, task: Callable = run_unit_task):
         if max_parallel is not None and max_parallel < 1:
-            raise ValueError(f"max_parallel must be >= 1, got {max_parallel}")
+            raise ExecutorError(f"--max-parallel {max_parallel}: expected N >= 1")
         self.address, self.max_parallel, self.max_retries = address, max_parallel, max_retries
         self.cpus_per_task, self.gpu_per_task = cpus_per_task, gpu_per_task
         self.env = dict(env or {})
+        self.task = task
         self.started_here = False
         self.warming: list = []
 
-    def start(self, grid, ctx) -> None:
+    def start(self, plan, ctx) -> None:
         """Connect (or start Ray) and warm one worker per task slot while the driver runs its preflight."""
         import ray
 
@@ -148,7 +137,7 @@ class RayExecutor:
         if self.max_parallel is not None:
             slots = min(slots, self.max_parallel)
         warm = ray.remote(warm_worker).options(num_cpus=cpus, num_gpus=0, runtime_env=self.runtime_env())
-        self.warming = [warm.remote(grid, task_ctx) for _ in range(slots)]
+        self.warming = [warm.remote(plan, task_ctx) for _ in range(slots)]
 
     def close(self) -> None:
         """Shut down a Ray runtime this executor started (after ``start`` without ``run``)."""
@@ -190,7 +179,7 @@ class RayExecutor:
         try:
             task_ctx, cpus = self.task_context(ctx)
             gpus = self.gpu_per_task if self.gpu_per_task is not None else (1 if ctx.cuda else 0)
-            remote = ray.remote(run_unit_task).options(
+            remote = ray.remote(self.task).options(
                 num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=False,
                 runtime_env=self.runtime_env())
             ctx_ref = ray.put(task_ctx)
@@ -221,10 +210,11 @@ class RayExecutor:
 
 
 def make_executor(name: str, grid=None, *, address: str | None = None, max_parallel: int | None = None):
-    """The executor ``--executor NAME`` asks for, with the grid's ``[resources]`` table."""
+    """The executor ``--executor NAME`` asks for, with the grid's ``[resources]`` table; the one
+    place executor options are checked."""
     if name == "local":
         if address or max_parallel:
-            raise ValueError("--ray-address and --max-parallel apply to --executor ray only")
+            raise ExecutorError("--ray-address and --max-parallel apply to --executor ray only")
         return LocalExecutor()
     if name == "ray":
         try:
@@ -234,4 +224,4 @@ def make_executor(name: str, grid=None, *, address: str | None = None, max_paral
         resources = (grid.data.get("resources", {}) if grid is not None else {})
         return RayExecutor(address, max_parallel=max_parallel, cpus_per_task=resources.get("cpus_per_task"),
                            gpu_per_task=resources.get("gpu_per_task"))
-    raise ValueError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")
+    raise ExecutorError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")

@@ -42,6 +42,9 @@ else:  # pragma: no cover
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
 SECTIONS = {"datasets": "dataset", "encoders": "encoder", "heads": "head", "detectors": "detector"}
+#: The map kind of a grid that names none, and the one whose cells carry no suffix in their ids
+#: (``methods.maps.DEFAULT``; a test keeps the two equal).
+DEFAULT_MAP_KIND = "gradient"
 
 
 class GridError(ValueError):
@@ -89,13 +92,13 @@ class Cell:
         if self.detector is not None:
             return self.detector.id
         label = f"{self.encoder.id} × {self.head.id}"
-        return label if self.localization in (None, "gradient") else f"{label} [{self.localization}]"
+        return label if self.localization in (None, DEFAULT_MAP_KIND) else f"{label} [{self.localization}]"
 
     @property
     def cell_id(self) -> str:
         parts = [self.dataset.id]
         parts += [self.detector.id] if self.detector is not None else [self.encoder.id, self.head.id]
-        if self.localization not in (None, "gradient"):
+        if self.localization not in (None, DEFAULT_MAP_KIND):
             parts.append(self.localization)
         parts.append(f"s{self.seed}")
         return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "-", p) for p in parts)
@@ -158,7 +161,7 @@ class Grid:
         Localizations other than ``gradient`` are kept only for encoders that support them; that
         check needs the encoder class, so it is done by the runner (``Cell.localization``).
         """
-        locs = self.data.get("localization", ["gradient"])
+        locs = self.data.get("localization", [DEFAULT_MAP_KIND])
         cells = []
         for dataset in self.components("datasets"):
             for seed in self.seeds:

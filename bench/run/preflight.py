@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from bench.run.grid import Grid
+from bench.run.plan import Plan
 
 
 @dataclass
@@ -32,22 +32,20 @@ def _problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def preflight(grid: Grid, ctx) -> PreflightResult:
-    """Run every check on ``grid`` with the run's context (data root, cache, device)."""
-    from bench.run.work import dataset_fingerprint, load_dataset
+def preflight(plan: Plan, ctx) -> PreflightResult:
+    """Run every check on the cells of ``plan`` with the run's context (data root, cache, device)."""
+    from bench.run.work import dataset_fingerprint, load_dataset, unlabeled_pool_for
     from methods.backbones import weights_source
     from methods.registry import create_detector, create_encoder, create_head
 
     result = PreflightResult()
-    cells = grid.cells()
-    heads = {c.head for c in cells if c.head is not None}
-    for head in sorted(heads, key=lambda h: h.id):
+    grid = plan.grid
+    for head in sorted(plan.heads(), key=lambda h: h.id):
         try:
             create_head(head.name, **head.kwargs)
         except Exception as exc:  # noqa: BLE001
             result.problems.append(f"head.{head.id}: {_problem(exc)}")
-    datasets = list(dict.fromkeys(c.dataset for c in cells))
-    for comp in datasets:
+    for comp in plan.datasets():
         t0 = time.perf_counter()
         try:
             dataset = load_dataset(comp, ctx)
@@ -70,23 +68,19 @@ def preflight(grid: Grid, ctx) -> PreflightResult:
             else:
                 result.notes.append(f"dataset {comp.id}: no masks; pixel metrics are skipped")
         shape = {"in_chans": dataset.channels, "image_size": dataset.image_size}
-        ds_cells = [c for c in cells if c.dataset == comp]
-        for enc in dict.fromkeys(c.encoder for c in ds_cells if c.encoder is not None):
+        for enc in plan.encoders(comp):
             try:
                 create_encoder(enc.name, **shape, **enc.kwargs)
             except Exception as exc:  # noqa: BLE001
                 result.problems.append(f"encoder.{enc.id} on {comp.id}: {_problem(exc)}")
-        for cell in (c for c in ds_cells if c.detector is not None):
+        for cell in plan.detector_cells(comp):
             det = cell.detector
             try:
                 detector = create_detector(det.name, **shape, **det.kwargs)
                 for name, pretrained, weights in detector.required_weights():
                     weights_source(name, pretrained=pretrained, weights=weights)
-                if detector.needs_pool:
-                    from methods.detectors._pool import unlabeled_pool
-
-                    request = detector.pool_request()
-                    unlabeled_pool(dataset, anomaly_rate=request.anomaly_rate, size=request.size, seed=cell.seed)
+                if detector.needs_pool:                 # assembled here once, reused by the cell
+                    unlabeled_pool_for(dataset, detector.pool_request(), cell.seed)
             except Exception as exc:  # noqa: BLE001
                 line = f"detector.{det.id} on {comp.id} (seed {cell.seed}): {_problem(exc)}"
                 if line not in result.problems:

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.run.grid import Cell, Component, Grid
+from bench.run.grid import Component
+from bench.run.plan import Plan, Unit
 from bench.run.provenance import git_sha, versions
 from bench.run.store import ResultStore, RunLock
-from bench.run.work import FINISHED, Outcome, RunContext, Unit, failed, load_dataset, now
+from bench.run.work import FINISHED, Outcome, RunContext, failed, load_dataset, now
 
 
 class DeviceError(RuntimeError):
@@ -93,14 +94,15 @@ class RunSummary:
 
 
 class Runner:
-    """Runs the cells of ``grid`` into ``out_dir`` (a run directory of records)."""
+    """Runs the cells of ``plan`` (a grid expanded once) into ``out_dir`` (a run directory of records)."""
 
-    def __init__(self, grid: Grid, out_dir: str | Path, *, data_root: str | Path | None = None,
+    def __init__(self, plan: Plan, out_dir: str | Path, *, data_root: str | Path | None = None,
                  device: str | None = "auto", cache_dir: str | Path | None = None, progress: bool = True,
                  embed_batch_size: int = 256, executor=None):
         from bench.run.cache import default_cache_dir
 
-        self.grid = grid
+        self.plan = plan
+        self.grid = grid = plan.grid
         self.store = ResultStore(out_dir)
         self.data_root = data_root
         self.device = resolve_device(device)
@@ -109,18 +111,12 @@ class Runner:
         self.context = RunContext.for_grid(grid, data_root=str(data_root) if data_root is not None else None,
                                            cache_dir=str(self.cache_dir), device=self.device, progress=progress,
                                            embed_batch_size=embed_batch_size)
-        if self.context.threads is None:
-            # Pin the thread count every unit runs with, on every executor: float reductions split
-            # over threads, so this is what makes a Ray run give the local run's bits by default.
-            import torch
-
-            self.context = replace(self.context, threads=torch.get_num_threads())
         self.executor = executor
 
     def load_dataset(self, comp: Component):
         return load_dataset(comp, self.context)
 
-    def write_run_info(self, cells: list[Cell]) -> None:
+    def write_run_info(self) -> None:
         import json
 
         from bench.run.store import atomic_write_bytes
@@ -128,7 +124,7 @@ class Runner:
         info_path = self.store.run_dir / "run.json"
         info = {"grid": self.grid.name, "grid_file": str(self.grid.path) if self.grid.path else None,
                 "grid_source": self.grid.source, "overrides": self.grid.overrides, "argv": sys.argv,
-                "device": self.device, "cells": len(cells), "versions": versions(), "git_sha": git_sha()}
+                "device": self.device, "cells": len(self.plan), "versions": versions(), "git_sha": git_sha()}
         first = None
         if info_path.exists():
             try:
@@ -139,22 +135,17 @@ class Runner:
         info["last_started"] = now()
         atomic_write_bytes(info_path, json.dumps(info, indent=1, default=str).encode())
 
-    def plan(self, fingerprints: dict[Component, str]) -> tuple[list[Unit], int]:
+    def pending(self, fingerprints: dict[Component, str]) -> tuple[list[Unit], int]:
         """Units for the cells not yet finished with this configuration and this data."""
-        units: dict[tuple, list[Cell]] = {}
-        resumed = 0
-        for cell in self.grid.cells():
+        todo, resumed = [], 0
+        for cell in self.plan.cells:
             if cell.dataset not in fingerprints:       # its dataset failed the preflight: recorded there
                 continue
             if self.store.done(cell.cell_id, cell.config_hash(), fingerprints[cell.dataset], FINISHED):
                 resumed += 1
-                continue
-            comp = cell.detector if cell.detector is not None else cell.encoder
-            key = (cell.kind, cell.dataset, comp, cell.seed, cell.cell_id if cell.detector else None)
-            units.setdefault(key, []).append(cell)
-        planned = [Unit(kind, ds, seed, comp, tuple(cells), fingerprints[ds])
-                   for (kind, ds, comp, seed, _), cells in units.items()]
-        return planned, resumed
+            else:
+                todo.append(cell)
+        return self.plan.units(todo, fingerprints.__getitem__), resumed
 
     def accept(self, outcome: Outcome, summary: RunSummary) -> None:
         """Write one outcome (driver only) and count it."""
@@ -176,17 +167,16 @@ class Runner:
         from bench.run.preflight import preflight
 
         started = time.perf_counter()
-        cells = self.grid.cells()
-        summary = RunSummary(self.store.run_dir, total=len(cells))
+        summary = RunSummary(self.store.run_dir, total=len(self.plan))
         with RunLock(self.store.run_dir):
             self.store.remove_stale_temporaries()
-            self.write_run_info(cells)
-            checked = checked or preflight(self.grid, self.context)
+            self.write_run_info()
+            checked = checked or preflight(self.plan, self.context)
             stamp = now()
             for comp, exc in checked.dataset_errors.items():
-                for cell in (c for c in cells if c.dataset == comp):
+                for cell in (c for c in self.plan.cells if c.dataset == comp):
                     self.accept(failed(cell, self.context, exc, f"dataset {comp.id}", stamp, None), summary)
-            units, summary.resumed = self.plan(checked.fingerprints)
+            units, summary.resumed = self.pending(checked.fingerprints)
             pending = sum(len(u.cells) for u in units)
             bar = tqdm(total=pending, desc=f"grid {self.grid.name}", unit="cell", disable=not self.progress)
 

@@ -15,7 +15,7 @@ import inspect
 import typing
 from typing import Any
 
-from bench.run.grid import SECTIONS, Component, Grid, GridError
+from bench.run.grid import DEFAULT_MAP_KIND, SECTIONS, Component, Grid, GridError
 
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
@@ -147,7 +147,7 @@ def validate_grid(grid: Grid) -> None:
     grid.seeds  # noqa: B018 - validates the seed list
     _check_runtime(data)
     kinds = MAP_KINDS.names()
-    for loc in [*data.get("localization", ["gradient"]), *data.get("maps", {})]:
+    for loc in [*data.get("localization", [DEFAULT_MAP_KIND]), *data.get("maps", {})]:
         if loc not in kinds:
             raise GridError(f"localization: unknown map kind '{loc}'{_suggest(loc, kinds)} "
                             f"(choose from {', '.join(kinds)})")

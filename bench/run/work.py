@@ -17,12 +17,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from bench.run.cache import DetectorCache, EncoderCache, detector_key, encoder_key
-from bench.run.grid import Cell, Component, Grid
+from bench.run.cache import DetectorCache, EncoderCache, dataset_spec, fit_key
+from bench.run.grid import DEFAULT_MAP_KIND, Cell, Component, Grid
+from bench.run.plan import Unit
 from bench.run.provenance import git_sha, host, versions
 
 #: Store full test maps with a record only up to this many pixels (float32, compressed .npz).
@@ -96,8 +97,13 @@ class RunContext:
     @classmethod
     def for_grid(cls, grid: Grid, **kwargs) -> "RunContext":
         """The context of ``grid``: its ``[resources]`` table, ``amp`` and ``deterministic`` keys."""
+        import torch
+
+        # The thread count every unit runs with is pinned, on every executor: float reductions split
+        # over threads, so this is what makes a Ray run give the local run's bits by default.
         resources = grid.data.get("resources", {})
-        return cls(grid.name, **kwargs, threads=resources.get("cpus_per_task"), amp=grid.data.get("amp"),
+        threads = resources.get("cpus_per_task") or torch.get_num_threads()
+        return cls(grid.name, **kwargs, threads=threads, amp=grid.data.get("amp"),
                    deterministic=bool(grid.data.get("deterministic", False)))
 
     @property
@@ -111,22 +117,6 @@ class RunContext:
         return {"executor": self.executor, "torch_threads": torch.get_num_threads(),
                 "amp": bool(self.cuda and self.amp is not False), "deterministic": self.deterministic,
                 "channels_last": bool(self.cuda and self.channels_last is not False)}
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One encoder group (``kind='encoder'``) or one detector cell (``kind='detector'``)."""
-
-    kind: str
-    dataset: Component
-    seed: int
-    component: Component
-    cells: tuple[Cell, ...]
-    fingerprint: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.dataset.id} × {self.component.id} (seed {self.seed})"
 
 
 @dataclass
@@ -162,6 +152,21 @@ def load_dataset(comp: Component, ctx: RunContext):
             kwargs["cache_dir"] = str(Path(ctx.cache_dir) / "datasets")
         _DATASETS[key] = create_dataset(comp.name, root=ctx.data_root, **kwargs)
     return _DATASETS[key]
+
+
+_POOLS: dict[tuple, tuple] = {}
+
+
+def unlabeled_pool_for(dataset, request, seed: int):
+    """The unlabeled pool a detector asks for, assembled once per process (the preflight's is reused)."""
+    from methods.detectors._pool import unlabeled_pool
+
+    key = (id(dataset), request.anomaly_rate, request.size, seed)
+    hit = _POOLS.get(key)
+    if hit is None or hit[0] is not dataset:
+        hit = _POOLS[key] = (dataset, unlabeled_pool(dataset, anomaly_rate=request.anomaly_rate, size=request.size,
+                                                     seed=seed))
+    return hit[1]
 
 
 @contextmanager
@@ -215,10 +220,8 @@ def _execute_unit(unit: Unit, ctx: RunContext) -> Iterator[Outcome]:
             yield failed(cell, ctx, exc, f"dataset {unit.dataset.id}", stamp, unit.fingerprint)
         return
     load_s = time.perf_counter() - t0
-    if unit.kind == "detector":
-        yield from (DetectorCellWork(cell, dataset, ctx, unit.fingerprint, load_s).run() for cell in unit.cells)
-    else:
-        yield from EncoderUnitWork(unit, dataset, ctx, load_s).run()
+    source = EncoderGroup(unit, dataset, ctx) if unit.encoder is not None else EndToEnd(unit, dataset, ctx)
+    yield from source.outcomes(load_s)
 
 
 def base_record(cell: Cell, ctx: RunContext, fingerprint: str) -> dict:
@@ -303,50 +306,87 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
     return Outcome(cell, status, record, arrays)
 
 
-def maps_for(make, dataset):
-    """Test (and validation) maps, only where the dataset has masks to score them against."""
-    if not dataset.test.has_masks:
-        return None, None
-    test_maps = make(dataset.test.images)
-    val = dataset.val
-    val_maps = make(val.images) if len(val) and val.has_masks and val.masks.any() else None
-    return test_maps, val_maps
-
-
 def predict_splits(detector, dataset, device: str) -> dict:
-    """``score_cell``'s inputs from a Detector: test (and, when there is one, validation) scores,
-    and maps only where masks can score them (validation maps where it has anomalous pixels)."""
-    test = detector.predict(dataset.test.images, device=device)
-    val = detector.predict(dataset.val.images, device=device) if len(dataset.val) else None
-    masks_ok = dataset.test.has_masks and test.maps is not None
-    val_ok = masks_ok and val is not None and dataset.val.has_masks and dataset.val.masks.any()
-    return {"test_scores": test.scores, "val_scores": val.scores if val is not None else np.zeros(0),
-            "test_maps": test.maps if masks_ok else None, "val_maps": val.maps if val_ok else None}
+    """``score_cell``'s inputs from a fitted Detector: test (and, when there is one, validation)
+    scores, and maps only where masks can score them (validation maps where it has anomalous pixels)."""
+    test, val = dataset.test, dataset.val
+    want_test_maps = test.has_masks
+    want_val_maps = want_test_maps and len(val) > 0 and val.has_masks and bool(val.masks.any())
+    test_pred = detector.predict(test.images, device=device, with_maps=want_test_maps)
+    val_pred = detector.predict(val.images, device=device, with_maps=want_val_maps) if len(val) else None
+    return {"test_scores": test_pred.scores, "val_scores": val_pred.scores if val_pred is not None else np.zeros(0),
+            "test_maps": test_pred.maps if want_test_maps else None,
+            "val_maps": val_pred.maps if want_val_maps else None}
 
 
-class EncoderUnitWork:
-    """One encoder (trained or loaded once) and every head cell on its embeddings."""
+# ---------------------------------------------------------------------------------------------
+# The one cell path
+# ---------------------------------------------------------------------------------------------
 
-    def __init__(self, unit: Unit, dataset, ctx: RunContext, load_s: float):
-        self.unit, self.dataset, self.ctx, self.load_s = unit, dataset, ctx, load_s
+
+@dataclass
+class CellPlan:
+    """How one cell gets its fitted detector: built, then fitted or loaded by ``fit``."""
+
+    cell: Cell
+    label: str                           # "head gaussian", "detector ae": names the stage that failed
+    build: Callable[[], object]          # a fresh (unfitted) Detector
+    fit: Callable[[object], tuple]       # (fitted detector, record fields about the fit)
+    timings: dict                        # what the unit spent before this cell (first cell only)
+    degenerate: str | None = None        # a reason known before scoring (constant embeddings)
+
+
+def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outcome:
+    """Every cell, whatever its kind: fit (or load) -> predict on the splits -> metrics -> outcome."""
+    from methods.base import seed_everything
+
+    cell, timings = plan.cell, dict(plan.timings)
+    stamp, t_start = now(), time.perf_counter()
+    stage = f"{plan.label} build"
+    try:
+        seed_everything(cell.seed)
+        detector = plan.build()
+        stage = f"{plan.label} fit"
+        t0 = time.perf_counter()
+        detector, extra = plan.fit(detector)
+        timings["fit_s"] = time.perf_counter() - t0
+        stage = f"{plan.label} predict"
+        t0 = time.perf_counter()
+        predicted = predict_splits(detector, dataset, ctx.device)
+        timings["predict_s"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+        return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
+    extra = {"setting": detector.setting, **extra}
+    depends = getattr(detector, "map_depends_on_head", None)
+    if depends is not None:
+        extra["map_head_dependent"] = depends
+    return score_cell(cell, dataset, ctx, fingerprint, **predicted, timings=timings, t_start=t_start, stamp=stamp,
+                      degenerate=plan.degenerate, extra=extra)
+
+
+class EncoderGroup:
+    """One encoder, trained (or loaded with its embeddings) once, and every head cell on it.
+
+    A global head's cell is a :class:`LatentDetector` over the fitted encoder, a patch head's cell a
+    :class:`PatchDetector`; both share the encoder and its embeddings (a :class:`SplitMemo`).
+    """
+
+    def __init__(self, unit: Unit, dataset, ctx: RunContext):
+        self.unit, self.dataset, self.ctx = unit, dataset, ctx
         self.cache = EncoderCache(Path(ctx.cache_dir) / "encoders")
 
     def prepare(self):
         """Build the encoder; load it and its embeddings from the cache, or train and embed once."""
         from methods.base import seed_everything
+        from methods.precision import amp_dtype
         from methods.registry import create_encoder
 
-        comp, seed, ds = self.unit.component, self.unit.seed, self.dataset
+        comp, seed, ds, ctx = self.unit.encoder, self.unit.seed, self.dataset, self.ctx
         seed_everything(seed)        # initial weights are part of what the seed fixes
         encoder = create_encoder(comp.name, in_chans=ds.channels, image_size=ds.image_size, **comp.kwargs)
-        dataset_spec = {"name": self.unit.dataset.name, **self.unit.dataset.kwargs, "content": self.unit.fingerprint}
-        spec = comp.spec()
-        if self.ctx.cuda and encoder.trainable:
-            from methods.precision import amp_dtype
-
-            dtype = amp_dtype(self.ctx.device)       # a CUDA fit under autocast is another fit
-            spec["amp"] = str(dtype).removeprefix("torch.") if dtype is not None else None
-        key = encoder_key(dataset_spec, spec, seed)
+        data = dataset_spec(self.unit.dataset, self.unit.fingerprint)
+        key = fit_key("encoder", data, comp.spec(), seed,
+                      precision=amp_dtype(ctx.device) if ctx.cuda and encoder.trainable else None)
         entry = self.cache.load(key, encoder)       # None when absent; a corrupt entry is moved aside
         info = {"encoder_cache": str(self.cache.path(key)), "encoder_cached": entry is not None}
         if entry is not None:
@@ -355,10 +395,10 @@ class EncoderUnitWork:
                         encoder_history=meta.get("history"))
             return encoder, emb, info
         t0 = time.perf_counter()
-        encoder.fit(ds.train, seed=seed, device=self.ctx.device, progress=self.ctx.progress)
+        encoder.fit(ds.train, seed=seed, device=ctx.device, progress=ctx.progress)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        emb = {name: encoder.embed(getattr(ds, name), self.ctx.embed_batch_size, self.ctx.device).numpy()
+        emb = {name: encoder.embed(getattr(ds, name), ctx.embed_batch_size, ctx.device).numpy()
                for name in ("train", "val", "test")}
         embed_s = time.perf_counter() - t0
         for name, z in emb.items():
@@ -367,168 +407,119 @@ class EncoderUnitWork:
                 raise FloatingPointError(f"encoder {comp.id} produced {bad} non-finite {name} embeddings")
         emb.update(val_labels=ds.val.labels, test_labels=ds.test.labels)
         history = [float(v) for v in encoder.history_]
-        self.cache.save(key, encoder.cpu(), emb, {"dataset": dataset_spec, "encoder": comp.spec(), "seed": seed,
+        self.cache.save(key, encoder.cpu(), emb, {"dataset": data, "encoder": comp.spec(), "seed": seed,
                                                   "fit_s": fit_s, "embed_s": embed_s, "history": history,
                                                   "versions": versions(), "git_sha": git_sha(),
                                                   "created": now()})
         info.update(encoder_fit_s=fit_s, embed_s=embed_s, encoder_history=history)
         return encoder, emb, info
 
-    def run(self) -> Iterator[Outcome]:
-        from methods.maps import map_kind
-        from methods.registry import is_patch_head
+    def outcomes(self, load_s: float) -> Iterator[Outcome]:
+        import torch
+
+        from methods.detectors.latent import SplitMemo
 
         stamp = now()
         try:
             encoder, emb, info = self.prepare()
         except Exception as exc:  # noqa: BLE001
             for cell in self.unit.cells:
-                yield failed(cell, self.ctx, exc, f"encoder {self.unit.component.id}", stamp, self.unit.fingerprint)
+                yield failed(cell, self.ctx, exc, f"encoder {self.unit.encoder.id}", stamp, self.unit.fingerprint)
             return
+        memo = SplitMemo()              # every head sees the embeddings computed (or cached) once
+        for name in ("train", "val", "test"):
+            memo.put("embedding", getattr(self.dataset, name).images, torch.from_numpy(emb[name]))
         train = emb["train"]
-        constant = (f"encoder {self.unit.component.id} gives every training image the same embedding"
+        constant = (f"encoder {self.unit.encoder.id} gives every training image the same embedding"
                     if len(train) > 1 and np.ptp(train, axis=0).max() == 0 else None)
+        first_timings = {"dataset_s": load_s, "encoder_fit_s": info["encoder_fit_s"], "embed_s": info["embed_s"]}
+        fields = {k: info.get(k) for k in ("encoder_cache", "encoder_cached", "encoder_history",
+                                           "encoder_fit_s_original")}
         first = True
-        self.shared_maps: dict = {}   # head-independent maps (reconstruction) are made once per encoder
         for cell in self.unit.cells:
-            # another map kind changes nothing where there are no masks to score maps against
-            redundant = cell.localization not in (None, "gradient") and not self.dataset.test.has_masks
-            if redundant or not map_kind(cell.localization or "gradient").applies(encoder):
+            plan = self.cell_plan(cell, encoder, memo, fields, constant)
+            if plan is None:
                 yield Outcome(cell, "not_applicable")
                 continue
-            yield (self.patch_cell if is_patch_head(cell.head.name) else self.head_cell)(  # issue 9
-                cell, encoder, emb, info, first, constant)
+            plan.timings = first_timings if first else {k: 0.0 for k in first_timings}
             first = False
+            yield run_cell(plan, self.dataset, self.ctx, self.unit.fingerprint)
 
-    def head_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
-        import torch
-
-        from methods.base import seed_everything
+    def cell_plan(self, cell: Cell, encoder, memo, fields: dict, constant: str | None) -> CellPlan | None:
+        """The detector of one head cell over the fitted encoder, or None where the cell does not apply."""
         from methods.detectors.latent import LatentDetector
-        from methods.registry import create_head
-
-        ctx, dataset = self.ctx, self.dataset
-        stamp, t_start = now(), time.perf_counter()
-        timings = {"dataset_s": self.load_s if first else 0.0,
-                   "encoder_fit_s": info["encoder_fit_s"] if first else 0.0,
-                   "embed_s": info["embed_s"] if first else 0.0}
-        stage = f"head {cell.head.id}"
-        try:
-            t0 = time.perf_counter()
-            seed_everything(cell.seed)
-            head = create_head(cell.head.name, **cell.head.kwargs)
-            head.fit(torch.from_numpy(emb["train"]), seed=cell.seed, device=ctx.device, progress=ctx.progress)
-            timings["head_fit_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            test_scores = head.score(torch.from_numpy(emb["test"]), device=ctx.device)
-            val_scores = head.score(torch.from_numpy(emb["val"]), device=ctx.device)
-            timings["score_s"] = time.perf_counter() - t0
-            stage = f"{cell.localization} maps"
-            t0 = time.perf_counter()
-            detector = LatentDetector(encoder, head, cell.localization, map_options=cell.map_kwargs)
-            shared = (cell.localization, cell.map_options)       # a head-independent map is made once
-            if detector.kind.head_dependent or shared not in self.shared_maps:
-                maps = maps_for(lambda imgs: detector.maps(imgs, device=ctx.device), dataset)
-                if not detector.kind.head_dependent:
-                    self.shared_maps[shared] = maps
-            test_maps, val_maps = maps if detector.kind.head_dependent else self.shared_maps[shared]
-            timings["maps_s"] = time.perf_counter() - t0
-            head.cpu()
-        except Exception as exc:  # noqa: BLE001
-            return failed(cell, ctx, exc, stage, stamp, self.unit.fingerprint, timings)
-        return score_cell(cell, dataset, ctx, self.unit.fingerprint, test_scores=test_scores, val_scores=val_scores,
-                          test_maps=test_maps, val_maps=val_maps, timings=timings, t_start=t_start, stamp=stamp,
-                          degenerate=constant,
-                          extra={"encoder_cache": info["encoder_cache"], "encoder_cached": info["encoder_cached"],
-                                 "encoder_history": info.get("encoder_history"),
-                                 "encoder_fit_s_original": info.get("encoder_fit_s_original")})
-
-
-    def patch_cell(self, cell: Cell, encoder, emb: dict, info: dict, first: bool, constant: str | None) -> Outcome:
-        """Encoder x patch head (issue 9): the head fits on the feature maps of the training images.
-
-        The trained (or cached) encoder is reused as is; the head's own maps are the localization,
-        so the cell runs once (under ``gradient``) and is not applicable for other map kinds.
-        """
-        from methods.base import seed_everything
         from methods.detectors.patch import PatchDetector
-        from methods.registry import create_head
+        from methods.maps import map_kind
+        from methods.registry import create_head, is_patch_head
 
-        if cell.localization not in (None, "gradient"):
-            return Outcome(cell, "not_applicable")
-        ctx, dataset = self.ctx, self.dataset
-        stamp, t_start = now(), time.perf_counter()
-        timings = {"dataset_s": self.load_s if first else 0.0,
-                   "encoder_fit_s": info["encoder_fit_s"] if first else 0.0,
-                   "embed_s": info["embed_s"] if first else 0.0}
-        try:
-            seed_everything(cell.seed)
-            detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
-            t0 = time.perf_counter()
-            detector.fit(dataset.train, seed=cell.seed, device=ctx.device, progress=ctx.progress)
-            timings["head_fit_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            predicted = predict_splits(detector, dataset, ctx.device)
-            timings["score_s"] = time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001
-            return failed(cell, ctx, exc, f"patch head {cell.head.id}", stamp, self.unit.fingerprint, timings)
-        return score_cell(cell, dataset, ctx, self.unit.fingerprint, **predicted, timings=timings,
-                          t_start=t_start, stamp=stamp,   # constant *global* embeddings say nothing of patches
-                          extra={"localization": "patch", "encoder_cache": info["encoder_cache"],
-                                 "encoder_cached": info["encoder_cached"]})
+        ctx, train = self.ctx, self.dataset.train
+        default_maps = cell.localization in (None, DEFAULT_MAP_KIND)
+        head = lambda: create_head(cell.head.name, **cell.head.kwargs)  # noqa: E731
+        if is_patch_head(cell.head.name):
+            # a patch head makes its own maps, so its cell runs once (under the default map kind),
+            # and a constant *global* embedding says nothing about its patches
+            if not default_maps:
+                return None
+            build = lambda: PatchDetector(encoder, head(), fit_encoder=False)  # noqa: E731
+            fields, constant = {**fields, "localization": "patch"}, None
+        else:
+            # another map kind changes nothing where there are no masks to score maps against
+            if not map_kind(cell.localization).applies(encoder) or not (default_maps or self.dataset.test.has_masks):
+                return None
+            build = lambda: LatentDetector(encoder, head(), cell.localization, map_options=cell.map_kwargs,  # noqa: E731
+                                           fit_encoder=False, memo=memo)
+
+        def fit(detector):
+            detector.fit(train, seed=cell.seed, device=ctx.device, progress=ctx.progress)
+            return detector, fields
+
+        return CellPlan(cell, f"head {cell.head.id}", build, fit, {}, degenerate=constant)
 
 
-class DetectorCellWork:
-    """One end-to-end detector cell: cached fit (or fit and cache at once), predict, score."""
+class EndToEnd:
+    """One end-to-end detector cell: its fit is cached (or made and cached at once), then the cell path."""
 
-    def __init__(self, cell: Cell, dataset, ctx: RunContext, fingerprint: str, load_s: float):
-        self.cell, self.dataset, self.ctx, self.fingerprint, self.load_s = cell, dataset, ctx, fingerprint, load_s
+    def __init__(self, unit: Unit, dataset, ctx: RunContext):
+        self.unit, self.dataset, self.ctx = unit, dataset, ctx
         self.cache = DetectorCache(Path(ctx.cache_dir) / "detectors")
 
-    def run(self) -> Outcome:
-        from methods.base import seed_everything
+    def outcomes(self, load_s: float) -> Iterator[Outcome]:
+        for cell in self.unit.cells:
+            yield run_cell(self.cell_plan(cell, load_s), self.dataset, self.ctx, self.unit.fingerprint)
+
+    def cell_plan(self, cell: Cell, load_s: float) -> CellPlan:
+        from methods.precision import amp_dtype
         from methods.registry import create_detector
 
-        cell, ds, ctx = self.cell, self.dataset, self.ctx
-        stamp, t_start = now(), time.perf_counter()
-        timings = {"dataset_s": self.load_s}
-        stage = f"detector {cell.detector.id}"
-        try:
-            seed_everything(cell.seed)
-            detector = create_detector(cell.detector.name, in_chans=ds.channels, image_size=ds.image_size,
-                                       **cell.detector.kwargs)
-            setting, extra = detector.setting, {}
-            if detector.needs_pool:
-                from methods.detectors._pool import unlabeled_pool
+        ds, ctx = self.dataset, self.ctx
+        comp = cell.detector
 
-                request = detector.pool_request()
-                extra["unlabeled"] = unlabeled_pool(ds, anomaly_rate=request.anomaly_rate, size=request.size,
-                                                    seed=cell.seed)
-            fit_spec = {k: v for k, v in cell.detector.spec().items()
-                        if k not in detector.predict_params and k != "id"}
-            key = detector_key({"name": cell.dataset.name, **cell.dataset.kwargs, "content": self.fingerprint},
-                               fit_spec, cell.seed)
-            stage = f"detector {cell.detector.id} fit"
-            t0 = time.perf_counter()
-            cached = self.cache.load(key)
+        def build():
+            return create_detector(comp.name, in_chans=ds.channels, image_size=ds.image_size, **comp.kwargs)
+
+        def fit(detector):
+            extra = {}
+            if detector.needs_pool:
+                extra["unlabeled"] = unlabeled_pool_for(ds, detector.pool_request(), cell.seed)
+            fit_spec = {k: v for k, v in comp.spec().items() if k not in detector.predict_params}
+            key = fit_key("detector", dataset_spec(cell.dataset, self.unit.fingerprint), fit_spec, cell.seed,
+                          precision=amp_dtype(ctx.device) if ctx.cuda else None)
+            fit_spec.pop("id", None)
+            meta = {"detector": fit_spec, "seed": cell.seed, "created": now()}
             fit_kwargs = dict(seed=cell.seed, device=ctx.device, progress=ctx.progress, **extra)
+            cached = self.cache.load(key)
             if cached is None:
+                from methods.base import seed_everything
+
                 seed_everything(cell.seed)
                 detector.fit(ds.train, **fit_kwargs)
-                self.cache.save(key, detector, {"detector": fit_spec, "seed": cell.seed, "created": now()})
+                self.cache.save(key, detector, meta)
             else:
                 for name in detector.predict_params:          # this cell's scoring options on the shared fit
                     setattr(cached, name, getattr(detector, name))
                 detector = cached
                 if detector.complete_fit(ds.train, **fit_kwargs):
-                    self.cache.save(key, detector, {"detector": fit_spec, "seed": cell.seed, "created": now()})
-            timings["fit_s"] = time.perf_counter() - t0
-            stage = f"detector {cell.detector.id} predict"
-            t0 = time.perf_counter()
-            predicted = predict_splits(detector, ds, ctx.device)
-            timings["predict_s"] = time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001
-            return failed(cell, ctx, exc, stage, stamp, self.fingerprint, timings)
-        return score_cell(cell, ds, ctx, self.fingerprint, **predicted, timings=timings, t_start=t_start, stamp=stamp,
-                          extra={"setting": setting, "detector_cache": str(self.cache.path(key)),
-                                 "detector_cached": cached is not None})
+                    self.cache.save(key, detector, meta)
+            return detector, {"detector_cache": str(self.cache.path(key)), "detector_cached": cached is not None}
+
+        return CellPlan(cell, f"detector {comp.id}", build, fit, {"dataset_s": load_s})

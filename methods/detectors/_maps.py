@@ -1,15 +1,13 @@
-"""Helpers the end-to-end detectors share: input checks and resizing, map upsampling, smoothing, pooling.
+"""Helpers the end-to-end detectors share: resizing, map upsampling, smoothing, pooling.
 
 Why one place: ReContrast, PaDiM and PatchCore all post-process the same way (bilinear upsampling
 of a low-resolution map to the input, then a Gaussian with sigma 4 as in their official code), and
-every detector must reject bad input with the same one-line message. The CRADL gradient-map
+input checks and batching live in :mod:`methods.inputs`. The CRADL gradient-map
 post-processing lives in ``methods/localization.py``; this module is for feature- and
 reconstruction-based detectors.
 """
 
 from __future__ import annotations
-
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,26 +17,6 @@ from scipy.ndimage import gaussian_filter
 from methods.base import MethodError
 
 SCORE_REDUCTIONS = ("max", "mean")
-
-
-def check_images(images: np.ndarray, in_chans: int, who: str) -> np.ndarray:
-    """Validate ``uint8 [N, C, H, W]`` with the detector's channel count; 3-D input gets C=1."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise MethodError(f"{who}: expected uint8 images [N, C, H, W], got {images.dtype} {images.shape}")
-    if images.shape[1] != in_chans:
-        raise MethodError(f"{who}: built for in_chans={in_chans}, got images with {images.shape[1]} channels")
-    if len(images) == 0:
-        raise MethodError(f"{who}: got no images")
-    return images
-
-
-def check_choice(value: str, choices: tuple[str, ...], name: str, who: str) -> str:
-    if value not in choices:
-        raise MethodError(f"{who}: {name}='{value}' is not one of {choices}")
-    return value
 
 
 def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -82,16 +60,3 @@ def reduce_maps(maps: np.ndarray, how: str = "max") -> np.ndarray:
     if how == "mean":
         return flat.mean(axis=1)
     raise MethodError(f"unknown score reduction '{how}'; choose from {SCORE_REDUCTIONS}")
-
-
-def check_finite(values: np.ndarray, what: str, who: str) -> np.ndarray:
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise MethodError(f"{who}: {bad} non-finite values in the {what}; the model diverged or saw bad input")
-    return values
-
-
-def chunks(n: int, batch_size: int) -> Iterator[slice]:
-    """Consecutive slices of ``range(n)`` of length ``batch_size`` (the last may be shorter)."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from datasets.base import Split, to_float
-from methods.base import Detector, MethodError, Prediction, seed_everything
-from methods.detectors._maps import (SCORE_REDUCTIONS, check_choice, check_finite, check_images, chunks,
-                                     reduce_maps, resize, upsample)
+from methods.base import Detector, MethodError, seed_everything
+from methods.detectors._maps import SCORE_REDUCTIONS, reduce_maps, resize, upsample
+from methods.inputs import check_choice, check_images, chunks
 from methods.registry import register_detector
 from methods.training import train_loop
 
@@ -111,6 +111,9 @@ class AutoencoderDetector(Detector):
         score: ``"mean"`` (MedIAnomaly) or ``"max"`` of the map.
     """
 
+    name = "ae"
+    fitted_attribute = "model_"
+
     setting = "uad"
 
     def __init__(self, in_chans: int = 1, image_size: int = 64, *, latent_dim: int = 16, input_size: int = 64,
@@ -147,10 +150,7 @@ class AutoencoderDetector(Detector):
         return self
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:
-        if not hasattr(self, "model_"):
-            raise MethodError("ae: predict() called before fit()")
-        images = check_images(images, self.in_chans, "ae")
+    def _predict(self, images: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray]:
         self.model_.eval().to(device)
         maps, scores = [], []
         for s in chunks(len(images), self.batch_size):
@@ -158,5 +158,4 @@ class AutoencoderDetector(Detector):
             error = (self.model_(x) - x).pow(2).mean(dim=1)                 # [B, S, S]
             scores.append(reduce_maps(error.cpu().numpy(), self.score))    # at the training resolution
             maps.append(upsample(error, images.shape[-2:]).cpu().numpy())
-        scores, maps = np.concatenate(scores), np.concatenate(maps).astype(np.float32)
-        return Prediction(check_finite(scores, "scores", "ae"), check_finite(maps, "maps", "ae"))
+        return np.concatenate(scores), np.concatenate(maps).astype(np.float32)

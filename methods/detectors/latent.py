@@ -2,43 +2,92 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from datasets.base import Split
-from methods.base import DensityHead, Detector, Encoder, Prediction
-from methods.maps import map_kind
+from methods.base import DensityHead, Detector, Encoder, MethodError, Prediction
+from methods.maps import DEFAULT, map_kind
+
+
+class SplitMemo:
+    """Values already computed for given image arrays, found by the array's identity.
+
+    Why: a grid crosses one trained encoder with many heads. The runner embeds each split once
+    (and caches the embeddings with the encoder); every head's detector then asks the memo for
+    ``encoder.embed(split.images)`` and gets those embeddings back instead of recomputing them, and
+    head-independent maps (reconstruction) are made once per encoder. The memo keeps a reference
+    to each array it answers for, so an ``id`` is never reused for another array while it lives.
+    """
+
+    def __init__(self):
+        self._items: dict[tuple, tuple[np.ndarray, Any]] = {}
+
+    def put(self, key: Any, images: np.ndarray, value: Any) -> None:
+        self._items[(key, id(images))] = (images, value)
+
+    def get(self, key: Any, images: np.ndarray, compute: Callable[[], Any]) -> Any:
+        hit = self._items.get((key, id(images)))
+        if hit is not None and hit[0] is images:
+            return hit[1]
+        value = compute()
+        self.put(key, images, value)
+        return value
 
 
 class LatentDetector(Detector):
-    """Score = ``head(encoder(x))``; maps from input gradients or the encoder's reconstruction.
+    """Score = ``head(encoder(x))``; maps from the head's map kind (input gradients, reconstruction).
 
-    The runner uses the pieces separately (cached embeddings, one head at a time); ``fit`` and
-    ``predict`` give the same result in one call for library use.
+    Args:
+        encoder, head: any registered encoder and global density head.
+        localization: the map kind (``methods/maps/``) or None for no maps.
+        fit_encoder: train the encoder in ``fit``; False when it arrives trained (the runner's
+            encoder cache), then ``fit`` fits the head only.
+        memo: a :class:`SplitMemo` shared by the detectors of one encoder (embeddings and
+            head-independent maps computed once); None computes everything.
     """
 
-    def __init__(self, encoder: Encoder, head: DensityHead, localization: str | None = "gradient",
-                 batch_size: int = 128, map_options: dict | None = None):
+    def __init__(self, encoder: Encoder, head: DensityHead, localization: str | None = DEFAULT,
+                 batch_size: int = 128, map_options: dict | None = None, *, fit_encoder: bool = True,
+                 memo: SplitMemo | None = None):
         self.kind = map_kind(localization) if localization is not None else None
         if self.kind is not None and not self.kind.applies(encoder):
-            raise ValueError(f"{type(encoder).__name__} cannot make '{localization}' maps")
+            raise MethodError(f"{type(encoder).__name__} cannot make '{localization}' maps")
         self.encoder = encoder
         self.head = head
         self.localization = localization
         self.batch_size = batch_size
         self.map_options = dict(map_options or {})
+        self.fit_encoder = fit_encoder
+        self.memo = memo if memo is not None else SplitMemo()
+
+    @property
+    def map_depends_on_head(self) -> bool | None:
+        return None if self.kind is None else bool(self.kind.head_dependent)
+
+    def embed(self, images: np.ndarray, device: str = "cpu"):
+        return self.memo.get("embedding", images, lambda: self.encoder.embed(images, self.batch_size, device))
 
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> "LatentDetector":
-        self.encoder.fit(train, seed=seed, device=device, progress=progress)
-        self.head.fit(self.encoder.embed(train, self.batch_size, device), seed=seed, device=device, progress=progress)
+        if self.fit_encoder:
+            self.encoder.fit(train, seed=seed, device=device, progress=progress)
+        self.head.fit(self.embed(train.images, device), seed=seed, device=device, progress=progress)
         return self
 
     def maps(self, images: np.ndarray, *, device: str = "cpu") -> np.ndarray | None:
         if self.kind is None:
             return None
-        return self.kind.make(self.encoder, self.head, images, device=device, batch_size=self.batch_size // 2,
-                              **self.map_options)
+
+        def make():
+            return self.kind.make(self.encoder, self.head, images, device=device, batch_size=self.batch_size // 2,
+                                  **self.map_options)
+
+        if self.kind.head_dependent:
+            return make()
+        key = ("maps", self.localization, tuple(sorted(self.map_options.items())))
+        return self.memo.get(key, images, make)
 
     def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
-        z = self.encoder.embed(images, self.batch_size, device)
-        scores = self.head.score(z, device=device)
+        scores = self.head.score(self.embed(images, device), device=device)
         return Prediction(scores, self.maps(images, device=device) if with_maps else None)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from datasets.base import Split, to_float
-from methods.base import Detector, Encoder, MethodError, Prediction, seed_everything
-from methods.detectors._maps import check_finite, check_images, chunks
+from methods.base import Detector, Encoder, MethodError, seed_everything
+from methods.inputs import check_images, chunks
 
 
 class PatchDetector(Detector):
@@ -40,6 +40,7 @@ class PatchDetector(Detector):
         if not getattr(type(head), "dense", False):
             raise MethodError(f"{name}: head {type(head).__name__} is not a patch head (dense = False)")
         self.encoder = encoder
+        self.in_chans = encoder.in_chans
         self.head = head
         self.fit_encoder = fit_encoder
         self.batch_size = batch_size
@@ -72,15 +73,11 @@ class PatchDetector(Detector):
         return self
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:
-        if not getattr(self, "fitted_", False):
-            raise MethodError(f"{self.name}: predict() called before fit()")
-        images = check_images(images, self.encoder.in_chans, self.name)
+    def _predict(self, images: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray]:
         self.encoder.eval().to(device)
         scores, maps = [], []
         for s in chunks(len(images), self.batch_size):
             score, pixel = self.head.predict(self._maps(images[s], device), images.shape[-2:])
             scores.append(score.double().cpu().numpy())
             maps.append(pixel.float().cpu().numpy())
-        return Prediction(check_finite(np.concatenate(scores), "scores", self.name),
-                          check_finite(np.concatenate(maps), "maps", self.name))
+        return np.concatenate(scores), np.concatenate(maps)

@@ -15,6 +15,8 @@ from torch import nn
 from datasets._shared.registry import Registry
 
 MAP_KINDS = Registry("map kind", "methods.maps")
+#: The map kind of an encoder x head pair when none is named (CRADL's input gradients).
+DEFAULT = "gradient"
 register_map_kind = MAP_KINDS.register
 
 
@@ -32,8 +34,8 @@ class MapKind:
         raise NotImplementedError
 
 
-def map_kind(name: str) -> MapKind:
-    return MAP_KINDS.create(name)
+def map_kind(name: str | None) -> MapKind:
+    return MAP_KINDS.create(DEFAULT if name is None else name)
 
 
 def map_kinds() -> list[str]:

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from datasets.base import Split
-from methods.base import Detector, MethodError, PoolRequest, Prediction, seed_everything
-from methods.detectors._maps import check_choice, check_finite, check_images, chunks, reduce_maps, upsample
+from methods.base import Detector, MethodError, PoolRequest, seed_everything
+from methods.detectors._maps import reduce_maps, upsample
+from methods.inputs import check_choice, check_images, chunks
 from methods.detectors.ae import ConvAutoencoder, fit_autoencoder, to_signed
 from methods.detectors.ddad_asr.torch_model import RefineNet, blend_squares, discrepancies, focal_loss, refine_input
 from methods.registry import register_detector
@@ -45,6 +46,9 @@ class DDADASR(Detector):
         anomaly_rate, pool_size: how the runner assembles ``unlabeled`` with ``unlabeled_pool``
             (official ``ar=0.6``; 0 is the pure-UAD ablation); the method itself never reads them.
     """
+
+    name = "ddad_asr"
+    fitted_attribute = "ndm_"
 
     needs_pool = True
     predict_params = ("score",)   # the six AEs do not depend on it; each ASR score adds one ASR-Net
@@ -189,10 +193,7 @@ class DDADASR(Detector):
         return refine_input(self._discrepancies(x), score)
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:
-        if not hasattr(self, "ndm_"):
-            raise MethodError("ddad_asr: predict() called before fit()")
-        images = check_images(images, self.in_chans, "ddad_asr")
+    def _predict(self, images: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray]:
         refined = self.score.startswith("asr")
         if refined and self.score not in self.refiners_:
             raise MethodError(f"ddad_asr: score='{self.score}' needs an ASR-Net trained for it; fitted for "
@@ -211,8 +212,7 @@ class DDADASR(Detector):
                 amap = self._discrepancies(x)[self.score][:, 0]
             scores.append(reduce_maps(amap.cpu().numpy(), "mean"))    # spatial mean at the model resolution
             maps.append(upsample(amap, images.shape[-2:]).cpu().numpy())
-        scores, maps = np.concatenate(scores), np.concatenate(maps).astype(np.float32)
-        return Prediction(check_finite(scores, "scores", "ddad_asr"), check_finite(maps, "maps", "ddad_asr"))
+        return np.concatenate(scores), np.concatenate(maps).astype(np.float32)
 
 
 def _shared_images(a: np.ndarray, b: np.ndarray) -> int:

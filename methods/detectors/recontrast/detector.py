@@ -15,9 +15,9 @@ import torch
 
 from datasets.base import Split, to_float
 from methods.backbones import create_backbone
-from methods.base import Detector, MethodError, Prediction, seed_everything
-from methods.detectors._maps import (SCORE_REDUCTIONS, check_choice, check_finite, check_images, chunks,
-                                     gaussian_smooth, reduce_maps, resize)
+from methods.base import Detector, MethodError, seed_everything
+from methods.detectors._maps import SCORE_REDUCTIONS, gaussian_smooth, reduce_maps, resize
+from methods.inputs import check_choice, check_images, chunks
 from methods.detectors.recontrast.torch_model import ReContrastNet, anomaly_map, contrastive_loss
 from methods.registry import register_detector
 from methods.training import train_loop
@@ -41,6 +41,9 @@ class ReContrast(Detector):
         decoder_blocks: blocks per decoder stage, deep to shallow (None: as the official decoder).
         sigma, score: map smoothing (4) and image score ``max`` | ``mean``.
     """
+
+    name = "recontrast"
+    fitted_attribute = "model_"
 
     setting = "uad"
 
@@ -120,15 +123,11 @@ class ReContrast(Detector):
         return self
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, *, device: str = "cpu") -> Prediction:
-        if not hasattr(self, "model_"):
-            raise MethodError("recontrast: predict() called before fit()")
-        images = check_images(images, self.in_chans, "recontrast")
+    def _predict(self, images: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray]:
         model = self.model_.eval().to(device)
         size = images.shape[-2:]
         maps = []
         for s in chunks(len(images), self.batch_size):
             maps.append(anomaly_map(*model(self._input(images[s], device)), size).cpu().numpy())
         maps = gaussian_smooth(np.concatenate(maps), self.sigma)
-        return Prediction(check_finite(reduce_maps(maps, self.score), "scores", "recontrast"),
-                          check_finite(maps, "maps", "recontrast"))
+        return reduce_maps(maps, self.score), maps

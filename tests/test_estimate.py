@@ -1,9 +1,10 @@
-"""``bench perf --plan``: unit times from records, extrapolation, LPT bound."""
+"""``bench perf --estimate``: unit times from records, extrapolation, LPT bound."""
 
 from __future__ import annotations
 
 from bench.run.grid import load_grid
-from bench.cost.estimate import estimate_units, lpt, plan_report
+from bench.cost.estimate import estimate_report, estimate_units, lpt
+from bench.run.plan import Plan
 from bench.run.store import ResultStore
 
 GRID = ['datasets=["synthetic"]', "seeds=[0]", 'encoders=["vae", "simclr"]', 'heads=["gaussian", "knn"]',
@@ -23,8 +24,8 @@ def test_lpt():
 
 
 def test_measured_and_extrapolated_units(tmp_path):
-    grid = load_grid("quick", GRID)
-    cells = {c.cell_id: c for c in grid.cells()}
+    grid = Plan.of(load_grid("quick", GRID))
+    cells = {c.cell_id: c for c in grid.cells}
     vae = [c for c in cells.values() if c.encoder.id == "vae"]
     records = [record(vae[0], {"dataset_s": 1.0, "encoder_fit_s": 10.0, "embed_s": 2.0, "head_fit_s": 1.0,
                                "score_s": 0.5, "maps_s": 3.0, "metrics_s": 0.5}),
@@ -36,7 +37,7 @@ def test_measured_and_extrapolated_units(tmp_path):
     assert est["synthetic × simclr (seed 0)"].how == "unestimated"
 
     # the same records, a grid with 4 epochs and 200 training images: training scales x4, heads x2
-    bigger = load_grid("quick", GRID + ["encoder.vae.epochs=4", "dataset.synthetic.n_train=200"])
+    bigger = Plan.of(load_grid("quick", GRID + ["encoder.vae.epochs=4", "dataset.synthetic.n_train=200"]))
     est = {e.label: e for e in estimate_units(bigger, records)}
     e = est["synthetic × vae (seed 0)"]
     assert e.how == "extrapolated" and e.seconds > 40
@@ -44,7 +45,7 @@ def test_measured_and_extrapolated_units(tmp_path):
     store = ResultStore(tmp_path / "run")
     for rec in records:
         store.write(rec)
-    lines = plan_report(grid, tmp_path / "run", [1, 4])
+    lines = estimate_report(grid, tmp_path / "run", [1, 4])
     text = "\n".join(lines)
     assert "measured (same configuration): 1" in text and "unestimated (no record of that encoder/detector): 1" in text
     assert "4 GPU(s)" in text and "CPU records" in text
