@@ -2,9 +2,11 @@
 
 Why: the real MedIAnomaly, BMAD, LGG, BraTS and MVTec data cannot ship with the tests, but the
 readers must be exercised on the exact folder and file-name conventions. Every image is
-``size x size`` (32 by default): a mid-grey disc ("organ") with seeded noise; anomalous images
-add a bright square at :attr:`FakeLayouts.lesion` and their mask marks exactly that square, so
-a test can check that a mask lands at the known place after resizing.
+``size x size`` (32 by default): a mid-grey disc ("organ") with seeded noise on a background of
+small *positive* noise (as real scans: the air around a head is never exactly zero, so a reader
+that takes "non-zero" for "body" fails here); anomalous images add a bright square at
+:attr:`FakeLayouts.lesion` and their mask marks exactly that square, so a test can check that a
+mask lands at the known place after resizing.
 
 Each ``write_*`` method returns the folder it wrote and the counts a reader should find.
 """
@@ -46,7 +48,7 @@ class FakeLayouts:
         s = self.size
         yy, xx = np.mgrid[:s, :s]
         disc = (yy - s / 2) ** 2 + (xx - s / 2) ** 2 < (0.45 * s) ** 2
-        img = np.where(disc, 90.0, 10.0) + self.rng.normal(0, 6, (s, s))
+        img = np.where(disc, 90.0 + self.rng.normal(0, 6, (s, s)), self.background_noise((s, s)))
         mask = np.zeros((s, s), np.uint8)
         if anomalous:
             img[self.lesion] = 240.0
@@ -55,6 +57,15 @@ class FakeLayouts:
         if channels == 3:
             img = np.stack([img, (img * 0.8).astype(np.uint8), (img * 0.6).astype(np.uint8)], -1)
         return img, mask
+
+    def background_noise(self, shape: tuple[int, ...], scale: float = 2.0) -> np.ndarray:
+        """Small positive scanner-like noise (magnitude of a Gaussian): what real air looks like."""
+        return np.abs(self.rng.normal(0, scale, shape))
+
+    def blank_slice(self, channels: int = 1) -> np.ndarray:
+        """A slice above or below the head: background noise only, uint8 ``[H, W]`` or ``[H, W, 3]``."""
+        img = np.clip(np.round(self.background_noise((self.size, self.size))), 0, 255).astype(np.uint8)
+        return np.stack([img] * 3, -1) if channels == 3 else img
 
     @staticmethod
     def save(path: Path, array: np.ndarray) -> Path:
@@ -213,10 +224,10 @@ class FakeLayouts:
         abnormal = 0
         for c in range(n_cases):
             case = f"BraTS2021_{c:05d}"
-            vol = np.zeros((s, s, depth), np.float32)
+            vol = self.background_noise((s, s, depth), scale=4.0).astype(np.float32)   # noisy air everywhere
             seg = np.zeros((s, s, depth), np.uint8)
             for z in range(2, depth - 2):            # first and last two slices hold no brain
-                vol[..., z] = np.where(disc, 300.0 + 10 * c, 0) + self.rng.normal(0, 5, (s, s)) * disc
+                vol[..., z][disc] = 300.0 + 10 * c + self.rng.normal(0, 5, int(disc.sum()))
                 kept += 1
             if c % 3 != 2:                           # every third case is tumour-free
                 for z in (4, 5, 6):
