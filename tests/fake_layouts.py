@@ -240,6 +240,55 @@ class FakeLayouts:
             nib.save(nib.Nifti1Image(seg, affine), folder / case / f"{case}_seg.nii.gz")
         return Written(folder, {"cases": n_cases, "slices": kept, "abnormal": abnormal})
 
+    # -- BUSI (Dataset_BUSI_with_GT) ------------------------------------------------------------
+    #: (height, width) of the fake ultrasound images: they vary, as BUSI's do, and are multiples of 16
+    #: so a lesion's mask lands on whole pixels at 16 px (see :meth:`busi_lesions`).
+    BUSI_SHAPES = ((48, 64), (64, 48), (32, 80))
+
+    @staticmethod
+    def busi_lesions(h: int, w: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+        """The first and the second lesion (``_mask.png``, ``_mask_1.png``) of an ``h x w`` image."""
+        return ((slice(h // 4, h // 2), slice(w // 4, w // 2)),
+                (slice(5 * h // 8, 3 * h // 4), slice(5 * w // 8, 7 * w // 8)))
+
+    def write_busi(self, n_normal: int = 4, n_benign: int = 4, n_malignant: int = 3,
+                   second_lesion: tuple[str, ...] = ("benign (2)", "malignant (1)"), duplicate: bool = True,
+                   inside: bool = True) -> Written:
+        """``Dataset_BUSI_with_GT/{normal,benign,malignant}/<class> (k).png`` and ``_mask.png``.
+
+        Images are RGB-saved grayscale speckle with dark (hypoechoic) lesions; masks are 0/255.
+        Normal images get an empty mask, as in the release; the images named in ``second_lesion``
+        also get ``_mask_1.png``; with ``duplicate`` the last malignant image is a byte copy of
+        ``benign (1)`` (as benign 433 = malignant 145). ``inside=False`` writes the class folders
+        directly under the root (``root`` is then the BUSI folder itself).
+        """
+        folder = self.root / "Dataset_BUSI_with_GT" if inside else self.root
+        counts = {"normal": n_normal, "benign": n_benign, "malignant": n_malignant}
+        for subtype, n in counts.items():
+            for k in range(1, n + 1):
+                stem = f"{subtype} ({k})"
+                base = folder / subtype / stem
+                if duplicate and subtype == "malignant" and k == n:
+                    base.parent.mkdir(parents=True, exist_ok=True)
+                    for suffix in (".png", "_mask.png"):
+                        data = (folder / "benign" / f"benign (1){suffix}").read_bytes()
+                        Path(f"{base}{suffix}").write_bytes(data)
+                    continue
+                h, w = self.BUSI_SHAPES[(k - 1) % len(self.BUSI_SHAPES)]
+                gray = 70.0 + self.rng.normal(0, 12, (h, w))
+                lesions = self.busi_lesions(h, w)[: (subtype != "normal") + (stem in second_lesion)]
+                for n_mask, (rows, cols) in enumerate(lesions):
+                    gray[rows, cols] = 15.0 + self.rng.normal(0, 3, gray[rows, cols].shape)
+                    mask = np.zeros((h, w), np.uint8)
+                    mask[rows, cols] = 255
+                    self.save(Path(f"{base}_mask{'' if n_mask == 0 else f'_{n_mask}'}.png"), mask)
+                if not lesions:
+                    self.save(Path(f"{base}_mask.png"), np.zeros((h, w), np.uint8))
+                gray = np.clip(gray, 0, 255).astype(np.uint8)
+                self.save(Path(f"{base}.png"), np.stack([gray] * 3, -1))
+        counts.update(images=sum(counts.values()), duplicates=int(duplicate))
+        return Written(folder, counts)
+
     # -- MVTec AD -------------------------------------------------------------------------------
     def write_mvtec(self, category: str = "bottle", n_train: int = 6, n_good: int = 4, defects: tuple = ("broken",
                     "crack"), n_defect: int = 3) -> Written:
