@@ -167,14 +167,14 @@ def read_mask(path: Path, image_size: tuple[int, int], image_path: Path) -> np.n
 
 
 def decode_record(record: Record, size: int, channels: int, band: int | None = None,
-                  with_mask: bool = False) -> tuple[np.ndarray, np.ndarray | None, bool, float]:
-    """Decode one record: image ``[C, S, S]``, mask ``[1, S, S]`` or None, mask non-empty, foreground.
+                  with_mask: bool = False) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Decode one record: image ``[C, S, S]``, mask ``[1, S, S]`` or None, and whether the mask is non-empty.
 
-    ``foreground`` is the fraction of non-zero pixels of the converted image at native size (LGG
-    and NIfTI use it to drop slices outside the brain).
+    The mask's emptiness is judged at native size, so a lesion too small to survive resizing still
+    makes its image anomalous. (The brain foreground is computed later on the stored slices, see
+    :mod:`datasets._foreground`.)
     """
     img = convert(open_image(record.image), channels, band, record.image)
-    foreground = float(np.count_nonzero(np.asarray(img)) / (img.size[0] * img.size[1] * len(img.getbands())))
     native = img.size
     image = to_chw(resize_image(img, size))
     mask = None
@@ -185,16 +185,15 @@ def decode_record(record: Record, size: int, channels: int, band: int | None = N
         mask = resize_mask(raw, size)[None].astype(np.uint8)
     elif with_mask:
         mask = np.zeros((1, size, size), np.uint8)
-    return image, mask, mask_any, foreground
+    return image, mask, mask_any
 
 
 def decode_records(records: Sequence[Record], size: int, channels: int, *, band: int | None = None,
                    with_masks: bool = False, workers: int | None = None) -> dict[str, np.ndarray]:
     """Decode every record (threads; order preserved) into the arrays the cache stores.
 
-    Returns ``images`` uint8 ``[N, C, S, S]``, ``mask_any`` bool ``[N]``, ``foreground`` float
-    ``[N]`` and, with ``with_masks``, ``masks`` uint8 ``[N, 1, S, S]`` (zeros where a record has
-    no mask file).
+    Returns ``images`` uint8 ``[N, C, S, S]``, ``mask_any`` bool ``[N]`` and, with ``with_masks``,
+    ``masks`` uint8 ``[N, 1, S, S]`` (zeros where a record has no mask file).
     """
     if size < 1:
         raise DatasetError(f"image_size must be a positive integer, got {size}")
@@ -203,15 +202,13 @@ def decode_records(records: Sequence[Record], size: int, channels: int, *, band:
     images = np.zeros((n, channels, size, size), np.uint8)
     masks = np.zeros((n, 1, size, size), np.uint8) if with_masks else None
     mask_any = np.zeros(n, bool)
-    foreground = np.zeros(n, np.float32)
 
     def work(i: int) -> None:
-        image, mask, any_, fg = decode_record(records[i], size, channels, band, with_masks)
+        image, mask, any_ = decode_record(records[i], size, channels, band, with_masks)
         images[i] = image
         if masks is not None and mask is not None:
             masks[i] = mask
         mask_any[i] = any_
-        foreground[i] = fg
 
     if workers > 1 and n > 16:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -224,7 +221,7 @@ def decode_records(records: Sequence[Record], size: int, channels: int, *, band:
     else:
         for i in range(n):
             work(i)
-    out = {"images": images, "mask_any": mask_any, "foreground": foreground}
+    out = {"images": images, "mask_any": mask_any}
     if masks is not None:
         out["masks"] = masks
     return out

@@ -22,6 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from datasets._cache import cached_decode, resolve_cache_dir
+from datasets._foreground import (
+    DEFAULT_LEVEL,
+    RULE,
+    attach_foreground,
+    check_level,
+    foreground_fraction,
+    volume_thresholds,
+)
 from datasets._io import Record, data_root, require_dir, resolve_channels
 from datasets._splits import assemble, assign_by_group, check_fraction
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
@@ -43,7 +51,9 @@ LGG_CARD = DatasetCard(
     splits=("patients split by group with a seeded RNG over sorted ids (train_fraction 0.6, val_fraction 0.1, "
             "test the rest; stratified by tumour-free vs tumour patients); train = normal slices of training "
             "patients only; slices with less than min_foreground (default 5 %) brain are dropped"),
-    notes="groups: TCGA patient id parsed from the folder name. About 3.9k slices in the full set.")
+    notes=("groups: TCGA patient id parsed from the folder name. About 3.9k slices in the full set. "
+           f"Brain: {RULE} (foreground_level, default 10 %; volume = the patient's slices); it decides the "
+           "min_foreground filter and is the foreground of the *_fg pixel metrics."))
 
 
 def _folder(root: Path, path: str | Path | None) -> Path:
@@ -99,15 +109,18 @@ def _catalog(folder: Path) -> list[Record]:
 @register_dataset("lgg", card=LGG_CARD)
 def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | None = None, seed: int = 0,
         val_fraction: float = 0.1, train_fraction: float = 0.6, cache_dir: str | Path | None = None,
-        modality: str = "flair", min_foreground: float = 0.05, path: str | Path | None = None) -> AnomalyDataset:
+        modality: str = "flair", min_foreground: float = 0.05, path: str | Path | None = None,
+        foreground_level: float = DEFAULT_LEVEL) -> AnomalyDataset:
     """LGG brain MRI (kaggle_3m), FLAIR slices, patient-level splits, tumour masks.
 
-    ``min_foreground`` (default 0.05) drops slices whose fraction of non-zero pixels (selected
-    channel, native size: the brain, the background is zero) is below it. Without it the splits keep
-    near-empty slices above and below the head as "normal" cases (on the real set: 71 of 740 test
-    normals under 5 % brain, 49 blank), which any method scores as easy normals. The ``nifti``
-    reader filters the same way (``min_brain_fraction``); the card states the count dropped.
-    Every split carries a foreground (brain) mask of the non-zero pixels for the ``*_fg`` metrics.
+    The brain of a slice is found by intensity (:mod:`datasets._foreground`): pixels above
+    ``foreground_level`` (default 0.1) of the patient's intensity range, holes filled. The scans'
+    background is noisy, not zero, so a non-zero rule would count it as brain.
+    ``min_foreground`` (default 0.05) drops slices whose brain covers less than that share of the
+    stored slice. Without it the splits keep near-empty slices above and below the head as
+    "normal" cases, which any method scores as easy normals. The ``nifti`` reader filters the
+    same way (``min_brain_fraction``); the card states the count dropped. Every split carries the
+    same brain masks as its foreground for the ``*_fg`` metrics.
     """
     if modality not in MODALITIES:
         raise DatasetError(f"lgg: modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
@@ -118,18 +131,22 @@ def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | No
     if band is None and channels != 3:
         raise DatasetError("lgg: modality='all' gives 3 channels; channels must be 3 or None")
     check_fraction("min_foreground", min_foreground)
+    check_level(foreground_level)
     records = _catalog(folder)
     arrays, info = cached_decode("lgg", folder, records, image_size=image_size, channels=channels,
                                  cache_dir=resolve_cache_dir(root, cache_dir), band=band, with_masks=True)
     labels = arrays["mask_any"].astype(np.int64)
     groups = np.array([r.group for r in records], dtype=str)
     tags = assign_by_group(groups, labels, train_fraction, val_fraction, seed, salt="lgg")
-    low = arrays["foreground"] < min_foreground
+    thresholds = volume_thresholds(arrays["images"], groups, foreground_level)
+    low = foreground_fraction(arrays["images"], groups, thresholds) < min_foreground
     tags[low] = "unused"
-    note = f"{int(low.sum())} slices with less than {min_foreground:.0%} brain (min_foreground) dropped"
+    note = (f"{int(low.sum())} slices with less than {min_foreground:.0%} brain (min_foreground; brain = above "
+            f"{foreground_level:.0%} of the patient's intensity range, foreground_level) dropped")
     config = {"loader": "lgg", "source": str(folder), "image_size": int(image_size), "channels": channels,
               "modality": modality, "seed": int(seed), "train_fraction": float(train_fraction),
               "val_fraction": float(val_fraction), "min_foreground": float(min_foreground),
+              "foreground_level": float(foreground_level), "foreground_rule": RULE,
               "dropped_low_foreground": int(low.sum()), **info}
-    return assemble("lgg", arrays, labels, groups, tags, LGG_CARD, config, source=folder, split_note=note,
-                    foreground="nonzero")
+    dataset = assemble("lgg", arrays, labels, groups, tags, LGG_CARD, config, source=folder, split_note=note)
+    return attach_foreground(dataset, thresholds)

@@ -31,6 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from datasets._cache import cached_decode, resolve_cache_dir
+from datasets._foreground import (
+    DEFAULT_LEVEL,
+    RULE,
+    attach_foreground,
+    check_level,
+    foreground_fraction,
+    volume_thresholds,
+)
 from datasets._io import (
     Record,
     data_root,
@@ -118,7 +126,10 @@ def medianomaly_card(member: str) -> DatasetCard:
         layout=f"<root>/{spec.folder}/{_LAYOUTS[spec.layout]}",
         splits=(f"published: {spec.published}. val carved from the test pool by group (val_fraction, "
                 "default 0.1), unless ISIC2018 official validation folders exist"),
-        notes=f"groups: {spec.groups}. Pixel masks: {'yes' if spec.layout == 'brats' else 'no'}.")
+        notes=(f"groups: {spec.groups}. Pixel masks: {'yes' if spec.layout == 'brats' else 'no'}."
+               + (f" Brain foreground (*_fg metrics): {RULE} (foreground_level, default 10 %; volume = the "
+                  "slices of one BraTS volume); the published slices are all kept" if spec.layout == "brats"
+                  else "")))
 
 
 def _member(member: str) -> _Member:
@@ -287,8 +298,14 @@ def _catalog(spec: _Member, folder: Path, with_pool: bool) -> list[Record]:
                   members=tuple(MEMBERS))
 def medianomaly(member: str, root: str | Path | None = None, image_size: int = 64, channels: int | None = None,
                 seed: int = 0, val_fraction: float = 0.1, cache_dir: str | Path | None = None,
-                with_pool: bool = False) -> AnomalyDataset:
-    """MedIAnomaly benchmark datasets (RSNA, VinDr-CXR, Brain Tumor, LAG, ISIC2018, Camelyon16, BraTS2021)."""
+                with_pool: bool = False, foreground_level: float = DEFAULT_LEVEL) -> AnomalyDataset:
+    """MedIAnomaly benchmark datasets (RSNA, VinDr-CXR, Brain Tumor, LAG, ISIC2018, Camelyon16, BraTS2021).
+
+    For BraTS2021 every split carries a brain foreground for the ``*_fg`` metrics: pixels above
+    ``foreground_level`` (default 0.1) of the volume's intensity range, holes filled
+    (:mod:`datasets._foreground`). The published slice selection is kept as is; the config counts
+    the slices whose brain covers less than 5 % (``low_foreground_slices``) without dropping them.
+    """
     spec = _member(member)
     name = f"medianomaly/{member}"
     root = data_root(root)
@@ -296,6 +313,7 @@ def medianomaly(member: str, root: str | Path | None = None, image_size: int = 6
                          f"the MedIAnomaly {spec.folder}/ folder {_LAYOUTS[spec.layout]} (download: {ZENODO})")
     channels = resolve_channels(channels, spec.channels, name)
     check_fraction("val_fraction", val_fraction)
+    check_level(foreground_level)
     records = _catalog(spec, folder, with_pool)
     with_masks = spec.layout == "brats"
     cache = resolve_cache_dir(root, cache_dir)
@@ -315,5 +333,13 @@ def medianomaly(member: str, root: str | Path | None = None, image_size: int = 6
     config = {"loader": name, "source": str(folder), "image_size": int(image_size), "channels": channels,
               "seed": int(seed), "val_fraction": float(val_fraction), "with_pool": bool(with_pool),
               "dropped_shared": dropped, **info}
-    return assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
-                    source=folder, split_note=note, foreground="nonzero" if spec.layout == "brats" else None)
+    if spec.layout != "brats":
+        return assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
+                        source=folder, split_note=note)
+    thresholds = volume_thresholds(arrays["images"], groups, foreground_level)
+    low = foreground_fraction(arrays["images"], groups, thresholds) < 0.05
+    config.update({"foreground_level": float(foreground_level), "foreground_rule": RULE,
+                   "low_foreground_slices": int(low[tags != "unused"].sum())})
+    dataset = assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
+                       source=folder, split_note=note)
+    return attach_foreground(dataset, thresholds)

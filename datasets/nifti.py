@@ -7,9 +7,12 @@
 
 Why slices are chosen this way (CRADL / Baur et al. protocol): each volume is reoriented to
 the closest canonical (RAS) orientation so the axial axis is the last one, intensities are
-normalised *per volume* (clipped to the 0.5-99.5 percentiles of the foreground voxels, scaled to
-0-255; background, the voxels at the volume minimum, stays 0), and an axial slice is kept when
-its brain (foreground) fraction reaches ``min_brain_fraction``. A slice is anomalous when its
+normalised *per volume* (clipped to the 0.5-99.5 percentiles of the voxels above the volume
+minimum, scaled to 0-255; voxels at the minimum stay 0), and an axial slice is kept when its
+brain fraction reaches ``min_brain_fraction``. The brain is found by intensity on the normalised
+slices (:mod:`datasets._foreground`: above ``foreground_level`` of the volume's range, holes
+filled), not as "non-zero": scanner noise makes the background of real scans positive, and the
+same masks are the splits' foreground for the ``*_fg`` metrics. A slice is anomalous when its
 segmentation slice is non-empty. Groups are cases (volumes); volumes are split train/val/test
 by group and training takes the normal slices of training volumes only.
 """
@@ -23,6 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from datasets._cache import ArrayCache, cache_key, resolve_cache_dir
+from datasets._foreground import (
+    DEFAULT_LEVEL,
+    RULE,
+    attach_foreground,
+    check_level,
+    foreground_fraction,
+    volume_thresholds,
+)
 from datasets._io import data_root, one_line, require_dir, resize_mask
 from datasets._splits import assemble, assign_by_group, check_fraction
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
@@ -40,7 +51,9 @@ NIFTI_CARD = DatasetCard(
     layout="<path>/**/<case>_<modality>.nii[.gz] with <case>_seg.nii[.gz] next to it",
     splits=("volumes split by group with a seeded RNG over sorted case ids (train_fraction 0.6, val_fraction 0.1, "
             "test the rest; stratified by tumour-free vs tumour volumes); train = normal slices of training volumes"),
-    notes="groups: case id (file name minus _<modality>.nii.gz). Slices kept by brain fraction (min_brain_fraction).")
+    notes=("groups: case id (file name minus _<modality>.nii.gz). Slices kept by brain fraction "
+           f"(min_brain_fraction, default 10 %). Brain: {RULE} (foreground_level, default 10 %; volume = the "
+           "case), on the normalised slices; it is also the foreground of the *_fg pixel metrics."))
 
 
 def _load_volume(path: Path) -> tuple[np.ndarray, tuple]:
@@ -58,15 +71,19 @@ def _load_volume(path: Path) -> tuple[np.ndarray, tuple]:
     return np.asarray(data, dtype=np.float32), data.shape
 
 
-def normalise_volume(volume: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-volume uint8 scaling and the foreground mask (voxels above the volume minimum)."""
-    foreground = volume > volume.min()
-    if not foreground.any():
-        return np.zeros(volume.shape, np.uint8), foreground
-    lo, hi = np.percentile(volume[foreground], percentiles)
+def normalise_volume(volume: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Per-volume uint8 scaling: the voxels above the minimum set the percentiles, the minimum stays 0.
+
+    The clipping percentiles are robust to a noisy background (it fills the low end, which is
+    clipped to 0) and to hot voxels (the top 0.5 %).
+    """
+    above_min = volume > volume.min()
+    if not above_min.any():
+        return np.zeros(volume.shape, np.uint8)
+    lo, hi = np.percentile(volume[above_min], percentiles)
     scaled = np.clip((volume - lo) / max(hi - lo, 1e-6), 0.0, 1.0) * 255.0
-    scaled[~foreground] = 0.0
-    return np.round(scaled).astype(np.uint8), foreground
+    scaled[~above_min] = 0.0
+    return np.round(scaled).astype(np.uint8)
 
 
 def _find_cases(folder: Path, modalities: Sequence[str], seg: str) -> list[tuple[str, list[Path], Path]]:
@@ -101,20 +118,18 @@ def _find_cases(folder: Path, modalities: Sequence[str], seg: str) -> list[tuple
 
 
 def _slice_volumes(cases, image_size: int, channels: int, percentiles, healthy_without_seg: bool) -> dict:
-    images, masks, labels, groups, fractions, index = [], [], [], [], [], []
+    images, masks, labels, groups, index = [], [], [], [], []
     from PIL import Image
 
     for case, paths, seg_path in cases:
         vols = []
-        fg = None
         for path in paths:
             vol, shape = _load_volume(path)
-            norm, foreground = normalise_volume(vol, percentiles)
+            norm = normalise_volume(vol, percentiles)
             if vols and norm.shape != vols[0].shape:
                 raise DatasetError(f"{path}: volume shape {norm.shape} differs from {paths[0]} {vols[0].shape}; "
                                    "expected co-registered modalities")
             vols.append(norm)
-            fg = foreground if fg is None else (fg | foreground)
         if not seg_path.is_file():
             if not healthy_without_seg:
                 raise DatasetError(f"{seg_path}: segmentation not found for {paths[0]}; expected one "
@@ -126,7 +141,6 @@ def _slice_volumes(cases, image_size: int, channels: int, percentiles, healthy_w
                 raise DatasetError(f"{seg_path}: segmentation shape {seg_vol.shape} differs from its image "
                                    f"{paths[0]} {vols[0].shape}; expected equal sizes")
             seg = seg_vol > 0
-        area = vols[0].shape[0] * vols[0].shape[1]
         for z in range(vols[0].shape[2]):
             planes = [Image.fromarray(np.ascontiguousarray(v[:, :, z])) for v in vols]
             if channels == 3 and len(planes) == 1:
@@ -137,11 +151,10 @@ def _slice_volumes(cases, image_size: int, channels: int, percentiles, healthy_w
             masks.append(resize_mask(seg[:, :, z], image_size)[None].astype(np.uint8))
             labels.append(int(seg[:, :, z].any()))
             groups.append(case)
-            fractions.append(float(fg[:, :, z].sum()) / area)
             index.append(z)
     return {"images": np.stack(images).astype(np.uint8), "masks": np.stack(masks).astype(np.uint8),
             "labels": np.array(labels, np.int64), "groups": np.array(groups, dtype=str),
-            "foreground": np.array(fractions, np.float32), "slice_index": np.array(index, np.int64)}
+            "slice_index": np.array(index, np.int64)}
 
 
 @register_dataset("nifti", card=NIFTI_CARD)
@@ -149,11 +162,13 @@ def nifti(root: str | Path | None = None, image_size: int = 64, channels: int | 
           val_fraction: float = 0.1, train_fraction: float = 0.6, cache_dir: str | Path | None = None,
           path: str | Path | None = None, modalities: Sequence[str] | str = ("flair",), seg: str = "seg",
           min_brain_fraction: float = 0.1, clip_percentiles: Sequence[float] = (0.5, 99.5),
-          healthy_without_seg: bool = False) -> AnomalyDataset:
+          healthy_without_seg: bool = False, foreground_level: float = DEFAULT_LEVEL) -> AnomalyDataset:
     """NIfTI volumes (BraTS-style) -> normalised axial slices kept by brain fraction, per-volume groups.
 
     ``path`` is the folder of volumes (absolute, or relative to the cwd or to ``root``); without
     it the data root itself is searched. ``modalities`` become channels in the given order.
+    ``min_brain_fraction`` drops slices whose brain (pixels above ``foreground_level`` of the
+    case's normalised intensity range, holes filled) covers less than that share of the slice.
     """
     root = data_root(root)
     if path is None:
@@ -170,6 +185,7 @@ def nifti(root: str | Path | None = None, image_size: int = 64, channels: int | 
         raise DatasetError(f"nifti: {n_default} modalities give {n_default} channels; channels must be "
                            f"{n_default}{' or 3' if n_default == 1 else ''}, got {channels}")
     check_fraction("min_brain_fraction", min_brain_fraction)
+    check_level(foreground_level)
     percentiles = (float(clip_percentiles[0]), float(clip_percentiles[1]))
     cases = _find_cases(folder, modalities, seg)
     files = [p for _, paths, s in cases for p in [*paths, *([s] if s.is_file() else [])]]
@@ -182,13 +198,16 @@ def nifti(root: str | Path | None = None, image_size: int = 64, channels: int | 
         "nifti", key, lambda: _slice_volumes(cases, int(image_size), channels, percentiles, healthy_without_seg))
     labels, groups = arrays["labels"], arrays["groups"].astype(str)
     tags = assign_by_group(groups, labels, train_fraction, val_fraction, seed, salt="nifti")
-    low = arrays["foreground"] < min_brain_fraction
+    thresholds = volume_thresholds(arrays["images"], groups, foreground_level)
+    low = foreground_fraction(arrays["images"], groups, thresholds) < min_brain_fraction
     tags[low] = "unused"
-    note = f"{int(low.sum())} slices below min_brain_fraction={min_brain_fraction} dropped"
+    note = (f"{int(low.sum())} slices below min_brain_fraction={min_brain_fraction} dropped (brain = above "
+            f"{foreground_level:.0%} of the case's intensity range, foreground_level)")
     config = {"loader": "nifti", "source": str(folder), "image_size": int(image_size), "channels": channels,
               "modalities": modalities, "seed": int(seed), "train_fraction": float(train_fraction),
               "val_fraction": float(val_fraction), "min_brain_fraction": float(min_brain_fraction),
               "clip_percentiles": list(percentiles), "cache_hit": hit, "cache_file": str(entry),
+              "foreground_level": float(foreground_level), "foreground_rule": RULE,
               "dropped_low_foreground": int(low.sum())}
-    return assemble("nifti", arrays, labels, groups, tags, NIFTI_CARD, config, source=folder, split_note=note,
-                    foreground="nonzero")
+    dataset = assemble("nifti", arrays, labels, groups, tags, NIFTI_CARD, config, source=folder, split_note=note)
+    return attach_foreground(dataset, thresholds)

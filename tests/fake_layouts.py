@@ -2,9 +2,11 @@
 
 Why: the real MedIAnomaly, BMAD, LGG, BraTS and MVTec data cannot ship with the tests, but the
 readers must be exercised on the exact folder and file-name conventions. Every image is
-``size x size`` (32 by default): a mid-grey disc ("organ") with seeded noise; anomalous images
-add a bright square at :attr:`FakeLayouts.lesion` and their mask marks exactly that square, so
-a test can check that a mask lands at the known place after resizing.
+``size x size`` (32 by default): a mid-grey disc ("organ") with seeded noise on a background of
+small *positive* noise (as real scans: the air around a head is never exactly zero, so a reader
+that takes "non-zero" for "body" fails here); anomalous images add a bright square at
+:attr:`FakeLayouts.lesion` and their mask marks exactly that square, so a test can check that a
+mask lands at the known place after resizing.
 
 Each ``write_*`` method returns the folder it wrote and the counts a reader should find.
 """
@@ -46,7 +48,7 @@ class FakeLayouts:
         s = self.size
         yy, xx = np.mgrid[:s, :s]
         disc = (yy - s / 2) ** 2 + (xx - s / 2) ** 2 < (0.45 * s) ** 2
-        img = np.where(disc, 90.0, 10.0) + self.rng.normal(0, 6, (s, s))
+        img = np.where(disc, 90.0 + self.rng.normal(0, 6, (s, s)), self.background_noise((s, s)))
         mask = np.zeros((s, s), np.uint8)
         if anomalous:
             img[self.lesion] = 240.0
@@ -55,6 +57,15 @@ class FakeLayouts:
         if channels == 3:
             img = np.stack([img, (img * 0.8).astype(np.uint8), (img * 0.6).astype(np.uint8)], -1)
         return img, mask
+
+    def background_noise(self, shape: tuple[int, ...], scale: float = 2.0) -> np.ndarray:
+        """Small positive scanner-like noise (magnitude of a Gaussian): what real air looks like."""
+        return np.abs(self.rng.normal(0, scale, shape))
+
+    def blank_slice(self, channels: int = 1) -> np.ndarray:
+        """A slice above or below the head: background noise only, uint8 ``[H, W]`` or ``[H, W, 3]``."""
+        img = np.clip(np.round(self.background_noise((self.size, self.size))), 0, 255).astype(np.uint8)
+        return np.stack([img] * 3, -1) if channels == 3 else img
 
     @staticmethod
     def save(path: Path, array: np.ndarray) -> Path:
@@ -213,10 +224,10 @@ class FakeLayouts:
         abnormal = 0
         for c in range(n_cases):
             case = f"BraTS2021_{c:05d}"
-            vol = np.zeros((s, s, depth), np.float32)
+            vol = self.background_noise((s, s, depth), scale=4.0).astype(np.float32)   # noisy air everywhere
             seg = np.zeros((s, s, depth), np.uint8)
             for z in range(2, depth - 2):            # first and last two slices hold no brain
-                vol[..., z] = np.where(disc, 300.0 + 10 * c, 0) + self.rng.normal(0, 5, (s, s)) * disc
+                vol[..., z][disc] = 300.0 + 10 * c + self.rng.normal(0, 5, int(disc.sum()))
                 kept += 1
             if c % 3 != 2:                           # every third case is tumour-free
                 for z in (4, 5, 6):
@@ -228,6 +239,55 @@ class FakeLayouts:
             nib.save(nib.Nifti1Image(vol, affine), folder / case / f"{case}_{modality}.nii.gz")
             nib.save(nib.Nifti1Image(seg, affine), folder / case / f"{case}_seg.nii.gz")
         return Written(folder, {"cases": n_cases, "slices": kept, "abnormal": abnormal})
+
+    # -- BUSI (Dataset_BUSI_with_GT) ------------------------------------------------------------
+    #: (height, width) of the fake ultrasound images: they vary, as BUSI's do, and are multiples of 16
+    #: so a lesion's mask lands on whole pixels at 16 px (see :meth:`busi_lesions`).
+    BUSI_SHAPES = ((48, 64), (64, 48), (32, 80))
+
+    @staticmethod
+    def busi_lesions(h: int, w: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+        """The first and the second lesion (``_mask.png``, ``_mask_1.png``) of an ``h x w`` image."""
+        return ((slice(h // 4, h // 2), slice(w // 4, w // 2)),
+                (slice(5 * h // 8, 3 * h // 4), slice(5 * w // 8, 7 * w // 8)))
+
+    def write_busi(self, n_normal: int = 4, n_benign: int = 4, n_malignant: int = 3,
+                   second_lesion: tuple[str, ...] = ("benign (2)", "malignant (1)"), duplicate: bool = True,
+                   inside: bool = True) -> Written:
+        """``Dataset_BUSI_with_GT/{normal,benign,malignant}/<class> (k).png`` and ``_mask.png``.
+
+        Images are RGB-saved grayscale speckle with dark (hypoechoic) lesions; masks are 0/255.
+        Normal images get an empty mask, as in the release; the images named in ``second_lesion``
+        also get ``_mask_1.png``; with ``duplicate`` the last malignant image is a byte copy of
+        ``benign (1)`` (as benign 433 = malignant 145). ``inside=False`` writes the class folders
+        directly under the root (``root`` is then the BUSI folder itself).
+        """
+        folder = self.root / "Dataset_BUSI_with_GT" if inside else self.root
+        counts = {"normal": n_normal, "benign": n_benign, "malignant": n_malignant}
+        for subtype, n in counts.items():
+            for k in range(1, n + 1):
+                stem = f"{subtype} ({k})"
+                base = folder / subtype / stem
+                if duplicate and subtype == "malignant" and k == n:
+                    base.parent.mkdir(parents=True, exist_ok=True)
+                    for suffix in (".png", "_mask.png"):
+                        data = (folder / "benign" / f"benign (1){suffix}").read_bytes()
+                        Path(f"{base}{suffix}").write_bytes(data)
+                    continue
+                h, w = self.BUSI_SHAPES[(k - 1) % len(self.BUSI_SHAPES)]
+                gray = 70.0 + self.rng.normal(0, 12, (h, w))
+                lesions = self.busi_lesions(h, w)[: (subtype != "normal") + (stem in second_lesion)]
+                for n_mask, (rows, cols) in enumerate(lesions):
+                    gray[rows, cols] = 15.0 + self.rng.normal(0, 3, gray[rows, cols].shape)
+                    mask = np.zeros((h, w), np.uint8)
+                    mask[rows, cols] = 255
+                    self.save(Path(f"{base}_mask{'' if n_mask == 0 else f'_{n_mask}'}.png"), mask)
+                if not lesions:
+                    self.save(Path(f"{base}_mask.png"), np.zeros((h, w), np.uint8))
+                gray = np.clip(gray, 0, 255).astype(np.uint8)
+                self.save(Path(f"{base}.png"), np.stack([gray] * 3, -1))
+        counts.update(images=sum(counts.values()), duplicates=int(duplicate))
+        return Written(folder, counts)
 
     # -- MVTec AD -------------------------------------------------------------------------------
     def write_mvtec(self, category: str = "bottle", n_train: int = 6, n_good: int = 4, defects: tuple = ("broken",

@@ -392,18 +392,88 @@ def test_grid_runner_builds_the_readers_by_name(trees, tmp_path):
     assert built["medianomaly/brats2021"].config["val_fraction"] == 0.25
 
 
-def test_lgg_drops_near_empty_slices_by_default_and_says_so(tmp_path):
+# -- foreground from intensity, not "non-zero" (the fake trees have noisy, positive air) --------
+def air_and_brain(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """At SIZE px, by hand: pixels whose centre lies 4 px (32-px units) outside the fake organ disc of
+    ``radius`` (``FakeLayouts.pixels``: 0.45 * 32; ``write_nifti``: 0.4 * 32), and 2 px inside it."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    distance = np.hypot(2 * yy + 1 - 16, 2 * xx + 1 - 16)        # centre of a 16-px pixel, 32-px units
+    return distance > radius + 4, distance < radius - 2
+
+
+def test_foreground_rule_on_a_hand_made_volume():
+    from datasets._foreground import foreground_fraction, foreground_masks, volume_thresholds
+
+    brain = np.full((5, 5), 3, np.uint8)                 # noisy air (3) around a ring of tissue (100)
+    brain[1:4, 1:4] = 100
+    brain[2, 2] = 5                                      # a dark ventricle inside: a hole to fill
+    air = np.array([[0, 1, 2, 3, 4]] * 5, np.uint8)      # a slice above the head: noise only
+    flat = np.full((5, 5), 7, np.uint8)                  # a volume with no contrast at all
+    images = np.stack([brain, air, flat])[:, None]
+    groups = np.array(["a", "a", "b"])
+    thresholds = volume_thresholds(images, groups, 0.1)
+    assert thresholds == {"a": 10.0, "b": 7.0}            # 0 + 0.1 * (100 - 0); 7 + 0.1 * 0
+    masks = foreground_masks(images, groups, thresholds)
+    expected = np.zeros((5, 5), np.uint8)
+    expected[1:4, 1:4] = 1                                # ring + filled ventricle
+    np.testing.assert_array_equal(masks[0, 0], expected)
+    assert masks.shape == (3, 1, 5, 5) and masks[1:].sum() == 0
+    np.testing.assert_allclose(foreground_fraction(images, groups, thresholds), [9 / 25, 0, 0])
+    nonzero = volume_thresholds(images, groups, 0.0)      # level 0: above the minimum = non-zero here
+    np.testing.assert_allclose(foreground_fraction(images, groups, nonzero), [1.0, 20 / 25, 0])
+    with pytest.raises(DatasetError, match="foreground_level"):
+        volume_thresholds(images, groups, 1.0)
+
+
+def test_chunked_hole_filling_matches_scipy_plane_by_plane():
+    from scipy import ndimage
+
+    from datasets._foreground import fill_holes
+
+    planes = np.random.default_rng(0).random((50, 9, 11)) > 0.45      # many holes, some touching the edges
+    expected = np.stack([ndimage.binary_fill_holes(p) for p in planes])
+    assert (expected != planes).any()
+    np.testing.assert_array_equal(fill_holes(planes, chunk=7), expected)   # chunks never join planes
+
+
+def test_lgg_drops_a_blank_but_noisy_slice_and_its_foreground_leaves_out_the_air(tmp_path):
+    """Fails under the non-zero rule: the noisy slice would pass the filter and the air count as brain."""
     root, _ = fresh(tmp_path, "lgg")
     patient = sorted((root / "kaggle_3m").iterdir())[0]
-    blank = np.zeros((32, 32, 3), np.uint8)
-    FakeLayouts.save(patient / f"{patient.name}_99.tif", blank)
-    FakeLayouts.save(patient / f"{patient.name}_99_mask.tif", blank[..., 0])
+    noise = FakeLayouts(tmp_path / "unused", seed=1)
+    FakeLayouts.save(patient / f"{patient.name}_99.tif", noise.blank_slice(channels=3))   # air: positive noise
+    FakeLayouts.save(patient / f"{patient.name}_99_mask.tif", np.zeros((32, 32), np.uint8))
+    assert np.asarray(Image.open(patient / f"{patient.name}_99.tif")).mean() > 1     # not a zero slice
     kept = load("lgg", root)
     assert kept.config["dropped_low_foreground"] == 1 and "1 slices with less than 5% brain" in kept.card.splits
+    assert kept.config["foreground_level"] == 0.1 and "10% of the patient's intensity range" in kept.card.splits
     every = load("lgg", root, min_foreground=0.0)
-    assert every.config["dropped_low_foreground"] == 0
     total = lambda ds: sum(len(s) for s in (ds.train, ds.val, ds.test))
-    assert total(every) == total(kept) + 1
-    for split in (kept.train, kept.test):
+    assert every.config["dropped_low_foreground"] == 0 and total(every) == total(kept) + 1
+    air, brain = air_and_brain(0.45 * 32)
+    for split in (kept.train, kept.val, kept.test):
         assert split.foreground is not None and split.foreground.shape == split.masks.shape
-        assert np.array_equal(split.foreground[:, 0], (split.images != 0).any(1))   # non-zero tissue
+        assert not split.foreground[:, 0][:, air].any() and split.foreground[:, 0][:, brain].all()
+    nonzero = load("lgg", root, foreground_level=0.0)     # "above the minimum": the old non-zero rule here
+    assert nonzero.config["dropped_low_foreground"] == 0
+    assert nonzero.test.foreground[:, 0][:, air].mean() > 0.9
+
+
+@pytest.mark.parametrize("name,radius", [("lgg", 0.45 * 32), ("nifti", 0.4 * 32),
+                                         ("medianomaly/brats2021", 0.45 * 32)])
+def test_brain_readers_foreground_leaves_out_the_noisy_air(trees, name, radius):
+    ds = load(name, trees)
+    air, brain = air_and_brain(radius)
+    for split in (ds.train, ds.val, ds.test):
+        images = split.images[:, 0]
+        assert images[:, air].mean() > 0.5, "the fake air must be noisy, as real scans"
+        fg = split.foreground[:, 0]
+        assert not fg[:, air].any() and fg[:, brain].all(), f"{name}/{split.name}"
+    assert ds.config["foreground_level"] == 0.1 and "foreground_level" in ds.card.notes
+
+
+def test_nifti_drops_the_noisy_slices_outside_the_brain_only_under_the_intensity_rule(trees):
+    assert load("nifti", trees).config["dropped_low_foreground"] == 24        # 2 + 2 noisy slices per volume
+    assert load("nifti", trees, foreground_level=0.0).config["dropped_low_foreground"] == 0
+    with pytest.raises(DatasetError, match="foreground_level"):
+        load("nifti", trees, foreground_level=1.5)
