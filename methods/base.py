@@ -62,6 +62,11 @@ class Encoder(nn.Module):
         """Train on the (normal) training split; frozen encoders keep this no-op."""
         return self
 
+    def required_weights(self) -> list[tuple[str, bool, str | None]]:
+        """``(timm name, pretrained, weights file)`` of pre-trained weights it loads, for the preflight
+        (none for encoders trained from scratch)."""
+        return []
+
     @torch.no_grad()
     def embed(self, images: np.ndarray | Split, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
         """Batched, gradient-free ``forward`` over uint8 images; returns a CPU float tensor."""

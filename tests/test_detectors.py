@@ -22,20 +22,10 @@ from methods.detectors._pool import unlabeled_pool
 from methods.detectors.ddad_asr import blend_squares, focal_loss
 from methods.heads.patch_knn import greedy_coreset, nearest
 from methods.detectors.recontrast import global_cosine_hard_mining
-from methods.registry import create_detector, list_detectors
+from methods.registry import DETECTORS, create_detector, list_detectors
 
 SIZE = 32
 
-#: Tiny settings per registered detector; a detector without an entry runs with its defaults, so a
-#: new detector file is covered with no edit here (add an entry only to make it faster).
-TINY = {
-    "ae": dict(input_size=32, epochs=2, batch_size=16, hidden_dim=64),
-    "ddad_asr": dict(input_size=32, epochs=2, batch_size=16, hidden_dim=64, asr_epochs=1, asr_channels=8),
-    "padim": dict(d_reduced=32),
-    "patchcore": dict(coreset_ratio=0.2, reweight=True),
-    "recontrast": dict(backbone="resnet18", pretrained=False, iterations=2, batch_size=8),   # ResNet decoder path
-    "msacl_patch": dict(epochs=1, batch_size=16, d_reduced=32),
-}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op thread per module
@@ -60,7 +50,7 @@ def _fit_kwargs(detector, unlabeled: Split) -> dict:
 
 @pytest.mark.parametrize("name", list_detectors())
 def test_every_detector_fits_and_predicts(name: str, noise_images: np.ndarray):
-    detector = create_detector(name, in_chans=1, image_size=SIZE, **TINY.get(name, {}))
+    detector = create_detector(name, in_chans=1, image_size=SIZE, **DETECTORS.tiny(name))
     assert detector.setting in ("uad", "oc-ssl")
     train = Split(noise_images, np.zeros(len(noise_images)))
     unlabeled = Split(noise_images[::2], np.zeros(20), name="unlabeled")
@@ -76,7 +66,7 @@ def test_every_detector_fits_and_predicts(name: str, noise_images: np.ndarray):
 @pytest.mark.parametrize("name", ["ae", "padim"])
 def test_same_seed_same_scores(name: str, noise_images: np.ndarray):
     train = Split(noise_images, np.zeros(len(noise_images)))
-    runs = [create_detector(name, in_chans=1, image_size=SIZE, **TINY[name]).fit(train, seed=3).predict(noise_images)
+    runs = [create_detector(name, in_chans=1, image_size=SIZE, **DETECTORS.tiny(name)).fit(train, seed=3).predict(noise_images)
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
     np.testing.assert_array_equal(runs[0].maps, runs[1].maps)
@@ -87,14 +77,14 @@ def test_bad_use_raises_clear_errors(noise_images: np.ndarray):
     with pytest.raises(MethodError, match="before fit"):
         create_detector("padim", in_chans=1, image_size=SIZE).predict(noise_images)
     with pytest.raises(MethodError, match="unlabeled"):
-        create_detector("ddad_asr", in_chans=1, image_size=SIZE, **TINY["ddad_asr"]).fit(train, seed=0)
+        create_detector("ddad_asr", in_chans=1, image_size=SIZE, **DETECTORS.tiny("ddad_asr")).fit(train, seed=0)
     with pytest.raises(MethodError, match="score"):
         create_detector("ae", score="median")
     with pytest.raises(MethodError, match="multiple of 32"):
         create_detector("recontrast", image_size=SIZE, input_size=48)
     # pure UAD (rate 0) with normals borrowed from the training split: the UDM would see the NDM's own images
     borrowed = Split(noise_images[:8], np.zeros(8), name="unlabeled(rate=0, 8 normals borrowed from train)")
-    uad = create_detector("ddad_asr", in_chans=1, image_size=SIZE, **{**TINY["ddad_asr"], "anomaly_rate": 0.0})
+    uad = create_detector("ddad_asr", in_chans=1, image_size=SIZE, **{**DETECTORS.tiny("ddad_asr"), "anomaly_rate": 0.0})
     with pytest.raises(MethodError, match="8 of the 8 unlabeled images are training images"):
         uad.fit(train, seed=0, unlabeled=borrowed)
 

@@ -88,15 +88,19 @@ def test_unit_settings_apply_and_restore():
 def test_precision_is_a_no_op_on_cpu():
     import torch
 
-    from methods.precision import amp_dtype, autocast, grad_scaler, training_options, use_channels_last
+    import pickle
 
-    with training_options(amp=True, channels_last=True):
-        assert amp_dtype("cpu") is None and grad_scaler("cpu") is None
-        assert not use_channels_last("cpu", torch.nn.Conv2d(1, 1, 3))
-        with autocast("cpu"):
-            assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
-    with training_options(amp=False):
-        assert amp_dtype("cuda") is None                 # amp = false wins even on CUDA
+    from methods.precision import Device, amp_dtype, autocast, grad_scaler, use_channels_last
+
+    cpu = Device("cpu", amp=True, channels_last=True)
+    assert amp_dtype(cpu) is None and grad_scaler(cpu) is None
+    assert not use_channels_last(cpu, torch.nn.Conv2d(1, 1, 3))
+    with autocast(cpu):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+    assert amp_dtype(Device("cuda", amp=False)) is None        # amp = false wins even on CUDA
+    assert not use_channels_last(Device("cuda", channels_last=False))
+    again = pickle.loads(pickle.dumps(Device("cuda:1", amp=False)))    # travels to Ray workers as it is
+    assert again == "cuda:1" and again.amp is False and torch.zeros(1).to(Device("cpu")).device.type == "cpu"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,3 +283,24 @@ def test_cli_rejects_ray_options_that_cannot_apply(argv, tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "run"), "--check", *argv]) == 2
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_autocast_fit_is_not_served_to_an_fp32_run(monkeypatch):
+    """Cache keys come from one function and include the autocast dtype of a CUDA fit (bf16/fp16),
+    so a fit made under autocast is never loaded by a run with ``amp = false`` (or on the CPU)."""
+    import torch
+
+    from bench.run.cache import fit_key
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    common = dict(run_name="t", data_root=None, cache_dir="/tmp/unused", threads=1)
+    amp = RunContext(device="cuda", amp=True, **common)
+    fp32 = RunContext(device="cuda", amp=False, **common)
+    cpu = RunContext(device="cpu", amp=True, **common)
+    assert amp.fit_precision() == torch.bfloat16 and fp32.fit_precision() is None and cpu.fit_precision() is None
+    assert amp.fit_precision(trains=False) is None                   # a frozen encoder's fit has no precision
+    data, spec = {"name": "synthetic", "content": "abc"}, {"name": "ae", "id": "ae", "epochs": 2}
+    keys = {fit_key("detector", data, spec, 0, precision=ctx.fit_precision()) for ctx in (amp, fp32, cpu)}
+    assert len(keys) == 2                                              # fp32 on CUDA == fp32 on the CPU
+    assert fit_key("detector", data, spec, 0, precision=amp.fit_precision()) not in {
+        fit_key("detector", data, spec, 0, precision=None)}

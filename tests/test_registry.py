@@ -10,7 +10,6 @@ run the same way in ``test_detectors.py::test_every_detector_fits_and_predicts``
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
@@ -24,10 +23,6 @@ from datasets.base import Split
 from methods.base import seed_everything
 from methods.registry import ENCODERS, HEADS, create_encoder, create_head, list_heads
 
-#: Tiny training settings, passed to an encoder only where its constructor takes them.
-TINY = {"epochs": 1, "batch_size": 8, "warmup_epochs": 0}
-#: The same for heads (a flow trained long on 16 points in 512 dimensions diverges; EM in 1280 dimensions is slow).
-TINY_HEAD = {"epochs": 2, "max_iter": 5, "n_components": 2}
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,11 +34,8 @@ def encoder_names() -> list[str]:
 
 
 def build(name: str, size: int = SIZE):
-    """Create ``name`` with the TINY settings its constructor accepts (families take none)."""
-    entry, _ = ENCODERS.lookup(name)
-    params = inspect.signature(entry.factory).parameters
-    tiny = {k: v for k, v in TINY.items() if k in params}
-    return create_encoder(name, in_chans=1, image_size=size, **tiny)
+    """Create ``name`` with the tiny settings its registration declares."""
+    return create_encoder(name, in_chans=1, image_size=size, **ENCODERS.tiny(name))
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +83,7 @@ def test_encoder_contract(name, images):
 def test_every_encoder_crossed_with_every_head(name, head_name, images):
     """Fit the head on the encoder's embeddings; scores are finite and their gradient reaches the pixels."""
     encoder, z = fitted(name, images)
-    params = inspect.signature(HEADS.lookup(head_name)[0].factory).parameters
-    head = create_head(head_name, **{k: v for k, v in TINY_HEAD.items() if k in params}).fit(z, seed=0)
+    head = create_head(head_name, **HEADS.tiny(head_name)).fit(z, seed=0)
     scores = head.score(z)
     assert scores.shape == (16,) and np.isfinite(scores).all()
     x = torch.rand(3, 1, SIZE, SIZE, requires_grad=True)

@@ -1,7 +1,8 @@
 """The metric registry: a metric is one function and one decorator.
 
 Every table, the results store, the bootstrap and the report read the list of metrics from here,
-so adding a metric touches exactly one place::
+so adding a metric touches exactly one place, a module under ``bench/metrics/`` (every module of the
+package is imported on first use of the registry, as the other registries discover theirs)::
 
     @register_metric("image_auroc", label="image AUROC", level="image", weighted=weighted_auroc)
     def image_auroc(scores, labels):
@@ -46,6 +47,22 @@ class Metric:
 
 
 _REGISTRY: dict[str, Metric] = {}
+_DISCOVERED = False
+
+
+def _discover() -> None:
+    """Import every public module of ``bench.metrics`` once, so a new metric file needs no import list."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module("bench.metrics")
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"bench.metrics.{module.name}")
 
 
 def register_metric(name: str, *, label: str, level: str, lower_is_better: bool = False,
@@ -71,6 +88,7 @@ def register_metric(name: str, *, label: str, level: str, lower_is_better: bool 
 
 
 def get_metric(name: str) -> Metric:
+    _discover()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -80,6 +98,7 @@ def get_metric(name: str) -> Metric:
 def metrics(level: str | None = None, *, foreground: bool | None = None) -> list[Metric]:
     """Registered metrics, image level first, foreground variants after the others, otherwise in
     registration order; optionally filtered."""
+    _discover()
     chosen = [m for m in _REGISTRY.values() if (level is None or m.level == level)
               and (foreground is None or m.foreground == foreground)]
     return sorted(chosen, key=lambda m: (LEVELS.index(m.level), m.foreground))
@@ -91,8 +110,10 @@ def metric_names(level: str | None = None, *, foreground: bool | None = None) ->
 
 def metric_label(name: str) -> str:
     """Table label of a metric (the name itself for anything unregistered)."""
+    _discover()
     return _REGISTRY[name].label if name in _REGISTRY else name
 
 
 def lower_is_better(name: str) -> bool:
+    _discover()
     return name in _REGISTRY and _REGISTRY[name].lower_is_better

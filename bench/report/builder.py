@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.metrics import get_metric, lower_is_better, metric_label
+from bench.metrics import get_metric, lower_is_better, metric_label, metric_names
 from bench.report.frames import (
-    IMAGE_METRICS,
     LATENT,
     SCORED,
     _finite,
@@ -28,7 +27,7 @@ from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
 from bench.report.views import ViewParts
-from bench.run.store import METRICS, ResultStore
+from bench.run.store import ResultStore
 
 #: How many methods the curve, histogram and qualitative figures show per dataset.
 TOP_K = 4
@@ -127,7 +126,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
         """Metrics with a value in this dataset, or that its records say are unavailable (and why)."""
         sub = self.ok[self.ok["dataset"] == dataset]
         agg = self.agg.loc[dataset] if dataset in self.agg.index.get_level_values(0) else self.agg.iloc[:0]
-        return [m for m in METRICS if sub[m].notna().any() or agg[f"{m}.unavailable"].notna().any()]
+        return [m for m in metric_names() if sub[m].notna().any() or agg[f"{m}.unavailable"].notna().any()]
 
     def ranked_labels(self, dataset: str, metric: str, labels: Iterable[str] | None = None) -> list[str]:
         """Labels ordered best first by the seed-mean of ``metric`` (ties by label)."""
@@ -155,7 +154,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
         self.add("Run", "All cells (one row per cell: flattened config, metrics, timings, status)", [path])
 
     def all_methods_table(self, dataset: str) -> None:
-        metrics = self.metrics_of(dataset) or IMAGE_METRICS
+        metrics = self.metrics_of(dataset) or metric_names("image")
         labels = self.labels(dataset)
         cells = _cells_frame(labels, [metric_label(m) for m in metrics])
         for lab in labels:

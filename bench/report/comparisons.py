@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import stats
-from bench.metrics import lower_is_better, metric_label
-from bench.report.frames import PIXEL_METRICS, _finite, _slug
+from bench.metrics import lower_is_better, metric_label, metric_names
+from bench.report.frames import _finite, _slug
 from bench.report.tables import Cell, Table, _cells_frame, aggregate_cell
 
 
@@ -162,7 +162,7 @@ class ComparisonParts:
 
     def detection_vs_localization(self, dataset: str) -> None:
         metrics = self.metrics_of(dataset)
-        pixel = [m for m in PIXEL_METRICS if m in metrics]
+        pixel = [m for m in metric_names("pixel") if m in metrics]
         image = [m for m in ("image_auroc", "image_ap") if m in metrics]
         if not pixel or not image:
             return

@@ -22,11 +22,8 @@ import pandas as pd
 from bench.analysis import stats
 from bench.metrics import metric_names
 from bench.run.grid import DEFAULT_MAP_KIND
-from bench.run.store import METRICS
 
 LATENT = "latent"  # record kind of encoder x head cells (the other kind is "detector")
-IMAGE_METRICS = metric_names("image")
-PIXEL_METRICS = metric_names("pixel")
 #: Record statuses whose metrics are shown ("degenerate": metrics present, marked in tables).
 SCORED = ("ok", "degenerate")
 
@@ -111,7 +108,7 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
                    head_independent_map=bool(per_encoder),
                    unavailable=json.dumps(rec["metrics_unavailable"]) if rec.get("metrics_unavailable") else None)
         metrics = rec.get("metrics") or {}
-        for m in METRICS + ["pixel_threshold"]:
+        for m in metric_names() + ["pixel_threshold"]:
             row[m] = metrics.get(m)
         for prefix in ("timings", "config", "versions"):
             short = "time" if prefix == "timings" else prefix
@@ -123,10 +120,10 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
                 "encoder_cache", "error"):
         if col not in frame:
             frame[col] = None
-    for m in METRICS + ["pixel_threshold"]:
+    for m in metric_names() + ["pixel_threshold"]:
         frame[m] = pd.to_numeric(frame[m], errors="coerce")
     first = ["cell_id", "status", "dataset", "kind", "label", "encoder", "head", "detector", "localization",
-             "setting", "seed", *METRICS, "pixel_threshold"]
+             "setting", "seed", *metric_names(), "pixel_threshold"]
     rest = sorted(c for c in frame.columns if c not in first)
     return frame[first + rest].sort_values(["dataset", "label", "seed", "cell_id"], kind="mergesort",
                                            key=_natural).reset_index(drop=True)
@@ -142,16 +139,16 @@ def entry_frame(cells: pd.DataFrame) -> pd.DataFrame:
         _scored=(~cells["status"].isin(SCORED)).astype(int),
         _map=(~cells["localization"].isin([None, DEFAULT_MAP_KIND]) & cells["localization"].notna()).astype(int))
     parts = []
-    for level, key, metrics in (("image", "image_label", IMAGE_METRICS), ("pixel", "pixel_label", PIXEL_METRICS)):
+    for level, key, metrics in (("image", "image_label", metric_names("image")), ("pixel", "pixel_label", metric_names("pixel"))):
         sub = preference
         if level == "pixel":
             # a cell enters pixel tables where it has a map: a pixel metric, a map kind, or it failed
-            has_pixel = sub[PIXEL_METRICS].notna().any(axis=1) | (
+            has_pixel = sub[metric_names("pixel")].notna().any(axis=1) | (
                 sub["localization"].notna() & ~sub["status"].isin(SCORED))
             sub = sub[has_pixel]
         sub = sub.sort_values(["_scored", "_map", "head", "cell_id"], kind="mergesort", key=_natural)
         sub = sub.drop_duplicates(["dataset", key, "seed"], keep="first").copy()
-        other = PIXEL_METRICS if level == "image" else IMAGE_METRICS
+        other = metric_names("pixel") if level == "image" else metric_names("image")
         sub[other] = np.nan
         sub["label"] = sub[key]
         sub["level"] = level
@@ -181,7 +178,7 @@ def seed_aggregate(entries: pd.DataFrame) -> pd.DataFrame:
                "n_failed": int((~cells["status"].isin(SCORED)).sum()),
                "n_degenerate": int((cells["status"] == "degenerate").sum()),
                "levels": ",".join(sorted(set(group["level"])))}
-        for m in METRICS:
+        for m in metric_names():
             mean, std, n = stats.mean_std(scored[m].to_numpy(dtype=float))
             row.update({f"{m}.mean": mean, f"{m}.std": std, f"{m}.n": n,
                         f"{m}.unavailable": _unavailable_reason(scored, m) if n == 0 else None})

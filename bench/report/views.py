@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import stats
-from bench.metrics import metric_label
+from bench.metrics import metric_label, metric_names
 from bench.report.frames import LATENT, _finite, _natural, _seed_order, _slug
-from bench.run.store import METRICS
 from bench.report.tables import Cell, Table, _cells_frame
 
 
@@ -209,7 +208,7 @@ class ViewParts:
             self.attempt(f"ROC/PR and histograms for {dataset}", self.curve_figures, dataset)
             self.attempt(f"qualitative panel for {dataset}", self.qualitative_figure, dataset)
             self.attempt(f"latent views for {dataset}", self.latent_view_figure, dataset, cache)
-        for metric in METRICS:
+        for metric in metric_names():
             self.attempt(f"ranks for {metric}", self.rank_outputs, metric)
             self.attempt(f"Wilcoxon table for {metric}", self.wilcoxon_table, metric)
         self.attempt("representation diagnostics", self.diagnostics_outputs, cache)

@@ -39,12 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import lower_is_better, metric_names
-
-#: Every registered metric (bench.metrics registry), in table order.
-METRICS = metric_names()
-#: Metrics where lower is better (tables bold the minimum).
-LOWER_IS_BETTER = {m for m in METRICS if lower_is_better(m)}
 
 
 class BadRecordError(ValueError):

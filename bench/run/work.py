@@ -110,6 +110,19 @@ class RunContext:
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
 
+    @property
+    def fit_device(self):
+        """The device every fit and predict receives, carrying the run's precision choices."""
+        from methods.precision import Device
+
+        return Device(self.device, amp=self.amp, channels_last=self.channels_last)
+
+    def fit_precision(self, trains: bool = True):
+        """The autocast dtype a fit runs under (part of its cache key), or None for fp32 (every CPU fit)."""
+        from methods.precision import amp_dtype
+
+        return amp_dtype(self.fit_device) if self.cuda and trains else None
+
     def runtime(self) -> dict:
         """What the record's host info says about how the unit ran (effective values)."""
         import torch
@@ -178,8 +191,6 @@ def unit_settings(ctx: RunContext):
     """
     import torch
 
-    from methods.precision import training_options
-
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -196,8 +207,7 @@ def unit_settings(ctx: RunContext):
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # cuBLAS reproducibility
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        with training_options(amp=ctx.amp, channels_last=ctx.channels_last):
-            yield
+        yield
     finally:
         stack.close()
         torch.set_num_threads(threads)
@@ -352,7 +362,7 @@ def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outc
         timings["fit_s"] = time.perf_counter() - t0
         stage = f"{plan.label} predict"
         t0 = time.perf_counter()
-        predicted = predict_splits(detector, dataset, ctx.device)
+        predicted = predict_splits(detector, dataset, ctx.fit_device)
         timings["predict_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
         return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
@@ -378,7 +388,6 @@ class EncoderGroup:
     def prepare(self):
         """Build the encoder; load it and its embeddings from the cache, or train and embed once."""
         from methods.base import seed_everything
-        from methods.precision import amp_dtype
         from methods.registry import create_encoder
 
         comp, seed, ds, ctx = self.unit.encoder, self.unit.seed, self.dataset, self.ctx
@@ -386,7 +395,7 @@ class EncoderGroup:
         encoder = create_encoder(comp.name, in_chans=ds.channels, image_size=ds.image_size, **comp.kwargs)
         data = dataset_spec(self.unit.dataset, self.unit.fingerprint)
         key = fit_key("encoder", data, comp.spec(), seed,
-                      precision=amp_dtype(ctx.device) if ctx.cuda and encoder.trainable else None)
+                      precision=ctx.fit_precision(encoder.trainable))
         entry = self.cache.load(key, encoder)       # None when absent; a corrupt entry is moved aside
         info = {"encoder_cache": str(self.cache.path(key)), "encoder_cached": entry is not None}
         if entry is not None:
@@ -395,10 +404,10 @@ class EncoderGroup:
                         encoder_history=meta.get("history"))
             return encoder, emb, info
         t0 = time.perf_counter()
-        encoder.fit(ds.train, seed=seed, device=ctx.device, progress=ctx.progress)
+        encoder.fit(ds.train, seed=seed, device=ctx.fit_device, progress=ctx.progress)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        emb = {name: encoder.embed(getattr(ds, name), ctx.embed_batch_size, ctx.device).numpy()
+        emb = {name: encoder.embed(getattr(ds, name), ctx.embed_batch_size, ctx.fit_device).numpy()
                for name in ("train", "val", "test")}
         embed_s = time.perf_counter() - t0
         for name, z in emb.items():
@@ -470,7 +479,7 @@ class EncoderGroup:
                                            fit_encoder=False, memo=memo)
 
         def fit(detector):
-            detector.fit(train, seed=cell.seed, device=ctx.device, progress=ctx.progress)
+            detector.fit(train, seed=cell.seed, device=ctx.fit_device, progress=ctx.progress)
             return detector, fields
 
         return CellPlan(cell, f"head {cell.head.id}", build, fit, {}, degenerate=constant)
@@ -488,7 +497,6 @@ class EndToEnd:
             yield run_cell(self.cell_plan(cell, load_s), self.dataset, self.ctx, self.unit.fingerprint)
 
     def cell_plan(self, cell: Cell, load_s: float) -> CellPlan:
-        from methods.precision import amp_dtype
         from methods.registry import create_detector
 
         ds, ctx = self.dataset, self.ctx
@@ -503,10 +511,10 @@ class EndToEnd:
                 extra["unlabeled"] = unlabeled_pool_for(ds, detector.pool_request(), cell.seed)
             fit_spec = {k: v for k, v in comp.spec().items() if k not in detector.predict_params}
             key = fit_key("detector", dataset_spec(cell.dataset, self.unit.fingerprint), fit_spec, cell.seed,
-                          precision=amp_dtype(ctx.device) if ctx.cuda else None)
+                          precision=ctx.fit_precision())
             fit_spec.pop("id", None)
             meta = {"detector": fit_spec, "seed": cell.seed, "created": now()}
-            fit_kwargs = dict(seed=cell.seed, device=ctx.device, progress=ctx.progress, **extra)
+            fit_kwargs = dict(seed=cell.seed, device=ctx.fit_device, progress=ctx.progress, **extra)
             cached = self.cache.load(key)
             if cached is None:
                 from methods.base import seed_everything

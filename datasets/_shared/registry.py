@@ -2,7 +2,9 @@
 
 Why one class: adding an entry must be *one file and one decorator*. Each registry knows the
 package whose modules hold its entries and imports all of them on first use, so a new file is
-discovered without editing any ``__init__``. Names containing ``/`` address a *family*: the part
+discovered without editing any ``__init__``. Entries may declare tags at registration;
+``tiny=dict(...)`` holds the settings that make an entry run in seconds for the tests (as timm keeps per-model metadata beside the model), so the tests
+that build every entry need no edit for a new one. Names containing ``/`` address a *family*: the part
 before the slash picks the factory, the rest is passed to it (``imagenet/resnet18``,
 ``medmnist/pneumoniamnist``).
 """
@@ -92,6 +94,12 @@ class Registry:
             return entry, member
         known = ", ".join(self.names()) or "none"
         raise UnknownEntryError(f"unknown {self.kind} '{name}'; registered: {known}")
+
+    def tiny(self, name: str) -> dict:
+        """The tiny settings ``name`` declared at registration (``tiny=dict(...)``) for the tests that
+        build every entry: seconds on a CPU, so a new entry is tested with no test edit."""
+        entry, _ = self.lookup(name)
+        return dict(entry.tags.get("tiny", {}))
 
     def __contains__(self, name: str) -> bool:
         try:

@@ -99,7 +99,7 @@ def fit_autoencoder(model: nn.Module, data: torch.Tensor, *, epochs: int, batch_
     return history
 
 
-@register_detector("ae")
+@register_detector("ae", tiny=dict(input_size=32, epochs=2, batch_size=16, hidden_dim=64))
 class AutoencoderDetector(Detector):
     """Reconstruction AE (MedIAnomaly/AE4AD): map = squared error, score = mean of the map.
 

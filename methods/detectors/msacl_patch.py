@@ -16,7 +16,7 @@ from methods.heads.patch_gaussian import PatchGaussianHead
 from methods.registry import register_detector
 
 
-@register_detector("msacl_patch")
+@register_detector("msacl_patch", tiny=dict(epochs=1, batch_size=16, d_reduced=32))
 def msacl_patch(in_chans: int = 1, image_size: int = 64, *, backbone: str = "resnet18",
                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                 optimizer: str | None = None, weight_decay: float | None = None, warmup_epochs: int | None = None,

@@ -17,7 +17,7 @@ from methods.heads.patch_gaussian import PatchGaussianHead
 from methods.registry import register_detector
 
 
-@register_detector("padim")
+@register_detector("padim", tiny=dict(d_reduced=32))
 def padim(in_chans: int = 1, image_size: int = 64, *, backbone: str = "tf_efficientnet_lite0",
           pretrained: bool = True, weights: str | None = None, input_norm: str = "weights",
           out_indices: tuple[int, ...] = (1, 2, 3), d_reduced: int | None = 100, epsilon: float = 0.01,

@@ -35,9 +35,9 @@ class PatchDetector(Detector):
 
     def __init__(self, encoder: Encoder, head, *, fit_encoder: bool = True, batch_size: int = 32,
                  name: str = "patch", build_encoder: Callable[[], Encoder] | None = None):
-        if not getattr(type(encoder), "dense", False):
+        if not encoder.dense:
             raise MethodError(f"{name}: encoder {type(encoder).__name__} has no feature maps (dense = False)")
-        if not getattr(type(head), "dense", False):
+        if not head.dense:
             raise MethodError(f"{name}: head {type(head).__name__} is not a patch head (dense = False)")
         self.encoder = encoder
         self.in_chans = encoder.in_chans
@@ -48,10 +48,8 @@ class PatchDetector(Detector):
         self.build_encoder = build_encoder
 
     def required_weights(self) -> list[tuple[str, bool, str | None]]:
-        """ImageNet weights a frozen timm encoder needs (trained encoders need none)."""
-        from methods.encoders.timm_frozen import FrozenTimmEncoder
-
-        return self.encoder.required_weights() if isinstance(self.encoder, FrozenTimmEncoder) else []
+        """The weights its encoder needs (an ImageNet backbone's; trained encoders need none)."""
+        return self.encoder.required_weights()
 
     @torch.no_grad()
     def _maps(self, images: np.ndarray, device: str) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from methods.heads.patch_knn import PatchKNNHead
 from methods.registry import register_detector
 
 
-@register_detector("patchcore")
+@register_detector("patchcore", tiny=dict(coreset_ratio=0.2, reweight=True))
 def patchcore(in_chans: int = 1, image_size: int = 64, *, backbone: str = "tf_efficientnet_lite0",
               pretrained: bool = True, weights: str | None = None, input_norm: str = "weights",
               out_indices: tuple[int, ...] = (2, 3), patch_size: int = 3, embed_dim: int | None = None,

@@ -110,3 +110,19 @@ class TrainableEncoder(Encoder):
 def cosine_momentum(step: int, total: int, start: float = 0.99, end: float = 1.0) -> float:
     """MoCo/BYOL-style momentum that rises from ``start`` to ``end`` along a cosine."""
     return end - (end - start) * (math.cos(math.pi * step / max(1, total)) + 1) / 2
+
+
+class TrunkEncoder(TrainableEncoder):
+    """A trainable encoder whose representation is its timm trunk ``self.backbone`` (SimCLR, MoCo):
+    ``forward`` is the pooled trunk output, ``feature_maps`` the trunk's ``feature_info`` stages."""
+
+    dense = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The trunk's timm ``feature_info`` stages (``act1``, ``layer1..4`` for the ResNets)."""
+        from methods.backbones import timm_feature_maps
+
+        return timm_feature_maps(self.backbone, x)

@@ -152,7 +152,7 @@ class CRADLAugment:
         return view
 
 
-@register_encoder("cradl")
+@register_encoder("cradl", tiny=dict(epochs=1, batch_size=8, warmup_epochs=0))
 class CRADLEncoder(SimCLREncoder):
     """CRADL (Lüth et al. 2022): SimCLR pretext on a DCGAN encoder (or a ResNet); paper defaults.
 

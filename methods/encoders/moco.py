@@ -16,14 +16,13 @@ from lightly.models.modules.heads import MoCoProjectionHead
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 
 from methods.encoders._augment import ViewAugment
-from methods.encoders._training import TrainableEncoder, cosine_momentum
-from methods.backbones import timm_feature_maps
+from methods.encoders._training import TrunkEncoder, cosine_momentum
 from methods.encoders.simclr import SMALL_RESNET, timm_trunk
 from methods.registry import register_encoder
 
 
-@register_encoder("moco")
-class MoCoEncoder(TrainableEncoder):
+@register_encoder("moco", tiny=dict(epochs=1, batch_size=8, warmup_epochs=0))
+class MoCoEncoder(TrunkEncoder):
     """MoCo v2 with a timm backbone, lightly's memory-bank NT-Xent and momentum utilities.
 
     Args:
@@ -50,15 +49,6 @@ class MoCoEncoder(TrainableEncoder):
         self.momentum = momentum
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, proj_dim))
         self.augment = ViewAugment(**(augment or {}))
-
-    dense = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The query trunk's timm ``feature_info`` stages (``act1``, ``layer1..4``)."""
-        return timm_feature_maps(self.backbone, x)
 
     def training_step(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         query = self.projection(self.backbone(self.augment(x, generator)))

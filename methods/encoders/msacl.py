@@ -146,7 +146,7 @@ class LesionSynthesis:
         return out, masks
 
 
-@register_encoder("msacl")
+@register_encoder("msacl", tiny=dict(epochs=1, batch_size=8, warmup_epochs=0))
 class MSACLEncoder(TrainableEncoder):
     """(P)MSACL pre-training (Tian et al. 2021/2023), best-effort: no official code exists.
 

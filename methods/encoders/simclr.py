@@ -14,9 +14,8 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 
-from methods.backbones import timm_feature_maps
 from methods.encoders._augment import ViewAugment
-from methods.encoders._training import TrainableEncoder
+from methods.encoders._training import TrunkEncoder
 from methods.registry import register_encoder
 
 
@@ -34,8 +33,8 @@ def timm_trunk(name: str, in_chans: int, backbone_args: dict | None = None) -> t
 SMALL_RESNET = {"layers": [1, 1, 1, 1], "channels": [32, 64, 128, 256], "stem_width": 32}
 
 
-@register_encoder("simclr")
-class SimCLREncoder(TrainableEncoder):
+@register_encoder("simclr", tiny=dict(epochs=1, batch_size=8, warmup_epochs=0))
+class SimCLREncoder(TrunkEncoder):
     """SimCLR with a timm backbone (small ResNet by default) and CRADL-style medical augmentations.
 
     Args:
@@ -65,15 +64,6 @@ class SimCLREncoder(TrainableEncoder):
 
     def build_backbone(self, name: str, in_chans: int) -> torch.nn.Module:
         return timm_trunk(name, in_chans, self.backbone_args)
-
-    dense = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The trunk's timm ``feature_info`` stages (``act1``, ``layer1..4`` for the ResNets)."""
-        return timm_feature_maps(self.backbone, x)
 
     def training_step(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         views = torch.cat([self.augment(x, generator), self.augment(x, generator)])

@@ -23,7 +23,7 @@ def _n_down(image_size: int) -> int:
     return int(min(5, max(3, math.log2(image_size) - 2)))
 
 
-@register_encoder("vae")
+@register_encoder("vae", tiny=dict(epochs=1, batch_size=8, warmup_epochs=0))
 class VAEEncoder(TrainableEncoder):
     """Conv VAE (conv k4 s2 + BN + LeakyReLU stages, mirrored transposed-conv decoder).
 

@@ -125,7 +125,7 @@ def build_glow_flow(features: int, n_blocks: int, hidden_features: int, clamp: f
     return Flow(CompositeTransform(transforms), StandardNormal([features]))
 
 
-@register_head("flow")
+@register_head("flow", tiny=dict(epochs=2))
 class FlowHead(DensityHead):
     """GLOW-like normalizing flow; score = -log p(z) under a standard-normal base.
 

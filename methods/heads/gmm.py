@@ -28,7 +28,7 @@ from methods.registry import register_head
 MAX_REG_COVAR = 1e-1
 
 
-@register_head("gmm")
+@register_head("gmm", tiny=dict(max_iter=5, n_components=2))
 class GMMHead(DensityHead):
     """Gaussian mixture (full covariances); score = -log p(z), differentiable in torch.
 

@@ -73,7 +73,7 @@ def build_conditional_flow(features: int, context: int, n_blocks: int, hidden: i
     return Flow(CompositeTransform(transforms), StandardNormal([features]))
 
 
-@register_head("patch_flow")
+@register_head("patch_flow", tiny=dict(epochs=2, patches_per_image=16, n_blocks=2, hidden_features=32))
 class PatchFlowHead(PatchHead):
     """Conditional coupling flow on patch vectors with a positional-encoding context (CFlow-AD).
 

@@ -43,7 +43,7 @@ def mahalanobis(diff: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     return (torch.einsum(eq, diff, precision) * diff).sum(-1).clamp_min(0).sqrt()
 
 
-@register_head("patch_gaussian")
+@register_head("patch_gaussian", tiny=dict(d_reduced=16))
 class PatchGaussianHead(PatchHead):
     """A Gaussian per patch position, Mahalanobis distance per patch (PaDiM).
 

@@ -16,7 +16,7 @@ from methods.heads.patch_gaussian import mahalanobis, streamed_patch_gaussians
 from methods.registry import register_head
 
 
-@register_head("patch_gaussian_shared")
+@register_head("patch_gaussian_shared", tiny=dict(d_reduced=16))
 class SharedPatchGaussianHead(PatchHead):
     """One Gaussian over all patch vectors (``Sigma + epsilon I``), Mahalanobis distance per patch."""
 

@@ -19,7 +19,7 @@ from methods.heads._sampling import sample_patches
 from methods.registry import register_head
 
 
-@register_head("patch_gmm")
+@register_head("patch_gmm", tiny=dict(n_components=2, patches_per_image=16, d_reduced=16, max_iter=5))
 class PatchGMMHead(PatchHead):
     """Full-covariance GMM (scikit-learn) over patch vectors; score = -log p.
 

@@ -68,7 +68,7 @@ def nearest(query: torch.Tensor, bank: torch.Tensor, k: int = 1, budget: int = 2
     return torch.cat(dists), torch.cat(index)
 
 
-@register_head("patch_knn")
+@register_head("patch_knn", tiny=dict(coreset_ratio=0.2))
 class PatchKNNHead(PatchHead):
     """Coreset memory bank + nearest-neighbour patch distance (PatchCore).
 

@@ -26,7 +26,8 @@ from methods.training import train_loop
 SCORES = ("asr_dual", "asr_intra", "intra", "inter", "rec")
 
 
-@register_detector("ddad_asr")
+@register_detector("ddad_asr", tiny=dict(input_size=32, epochs=2, batch_size=16, hidden_dim=64, asr_epochs=1,
+                                              asr_channels=8))
 class DDADASR(Detector):
     """DDAD-ASR (Cai et al., MedIA 2023): NDM/UDM AE ensembles + ASR-Net; one-class semi-supervised.
 

@@ -23,7 +23,7 @@ from methods.registry import register_detector
 from methods.training import train_loop
 
 
-@register_detector("recontrast")
+@register_detector("recontrast", tiny=dict(backbone="resnet18", pretrained=False, iterations=2, batch_size=8))
 class ReContrast(Detector):
     """ReContrast (Guo et al., NeurIPS 2023): contrastive feature reconstruction with a tuned encoder.
 
