@@ -63,13 +63,16 @@ def test_runtime_keys_are_validated(item, message):
 
 
 def test_runtime_keys_reach_the_context():
+    import torch
+
     validate_grid(load_grid("quick", ["resources.gpu_per_task=0.5", "resources.cpus_per_task=2", "amp=false",
                                       "deterministic=true"]))
     grid = load_grid("quick", ["resources.cpus_per_task=2", "amp=false", "deterministic=true"])
     ctx = RunContext.for_grid(grid, data_root=None, cache_dir="c", device="cpu")
     assert (ctx.threads, ctx.amp, ctx.deterministic) == (2, False, True)
     default = RunContext.for_grid(load_grid("quick"), data_root=None, cache_dir="c", device="cpu")
-    assert (default.threads, default.amp, default.deterministic) == (None, None, False)
+    # no [resources]: the driver's own thread count is pinned for every unit
+    assert (default.threads, default.amp, default.deterministic) == (torch.get_num_threads(), None, False)
     assert default.runtime() == {"executor": "local", "torch_threads": default.runtime()["torch_threads"],
                                  "amp": False, "deterministic": False, "channels_last": False}
 
