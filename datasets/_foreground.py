@@ -110,3 +110,10 @@ def attach_foreground(dataset: AnomalyDataset, thresholds: dict[str, float]) -> 
             setattr(dataset, name, replace(split, foreground=foreground_masks(split.images, split.groups,
                                                                               thresholds)))
     return dataset
+
+
+def low_foreground(images: np.ndarray, groups: np.ndarray, level: float, minimum: float) -> tuple[np.ndarray, dict]:
+    """Which slices hold less than ``minimum`` brain under the volume rule, and the volumes'
+    thresholds (the readers drop those slices and attach the same rule's masks as foreground)."""
+    thresholds = volume_thresholds(images, groups, level)
+    return foreground_fraction(images, groups, thresholds) < minimum, thresholds

@@ -27,8 +27,7 @@ from datasets._foreground import (
     RULE,
     attach_foreground,
     check_level,
-    foreground_fraction,
-    volume_thresholds,
+    low_foreground,
 )
 from datasets._io import Record, data_root, require_dir, resolve_channels
 from datasets._splits import assemble, assign_by_group, check_fraction
@@ -138,8 +137,7 @@ def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | No
     labels = arrays["mask_any"].astype(np.int64)
     groups = np.array([r.group for r in records], dtype=str)
     tags = assign_by_group(groups, labels, train_fraction, val_fraction, seed, salt="lgg")
-    thresholds = volume_thresholds(arrays["images"], groups, foreground_level)
-    low = foreground_fraction(arrays["images"], groups, thresholds) < min_foreground
+    low, thresholds = low_foreground(arrays["images"], groups, foreground_level, min_foreground)
     tags[low] = "unused"
     note = (f"{int(low.sum())} slices with less than {min_foreground:.0%} brain (min_foreground; brain = above "
             f"{foreground_level:.0%} of the patient's intensity range, foreground_level) dropped")

@@ -36,8 +36,7 @@ from datasets._foreground import (
     RULE,
     attach_foreground,
     check_level,
-    foreground_fraction,
-    volume_thresholds,
+    low_foreground,
 )
 from datasets._io import (
     Record,
@@ -336,8 +335,7 @@ def medianomaly(member: str, root: str | Path | None = None, image_size: int = 6
     if spec.layout != "brats":
         return assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
                         source=folder, split_note=note)
-    thresholds = volume_thresholds(arrays["images"], groups, foreground_level)
-    low = foreground_fraction(arrays["images"], groups, thresholds) < 0.05
+    low, thresholds = low_foreground(arrays["images"], groups, foreground_level, 0.05)
     config.update({"foreground_level": float(foreground_level), "foreground_rule": RULE,
                    "low_foreground_slices": int(low[tags != "unused"].sum())})
     dataset = assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,

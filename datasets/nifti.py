@@ -31,8 +31,7 @@ from datasets._foreground import (
     RULE,
     attach_foreground,
     check_level,
-    foreground_fraction,
-    volume_thresholds,
+    low_foreground,
 )
 from datasets._io import data_root, one_line, require_dir, resize_mask
 from datasets._splits import assemble, assign_by_group, check_fraction
@@ -198,8 +197,7 @@ def nifti(root: str | Path | None = None, image_size: int = 64, channels: int | 
         "nifti", key, lambda: _slice_volumes(cases, int(image_size), channels, percentiles, healthy_without_seg))
     labels, groups = arrays["labels"], arrays["groups"].astype(str)
     tags = assign_by_group(groups, labels, train_fraction, val_fraction, seed, salt="nifti")
-    thresholds = volume_thresholds(arrays["images"], groups, foreground_level)
-    low = foreground_fraction(arrays["images"], groups, thresholds) < min_brain_fraction
+    low, thresholds = low_foreground(arrays["images"], groups, foreground_level, min_brain_fraction)
     tags[low] = "unused"
     note = (f"{int(low.sum())} slices below min_brain_fraction={min_brain_fraction} dropped (brain = above "
             f"{foreground_level:.0%} of the case's intensity range, foreground_level)")
