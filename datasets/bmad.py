@@ -144,7 +144,7 @@ def _catalog(spec: _Member, folder: Path) -> list[Record]:
     return records
 
 
-@register_dataset("bmad", family=True, member="dataset", card=bmad_card, members=tuple(MEMBERS))
+@register_dataset("bmad", family=True, member="dataset", card=bmad_card, members=tuple(MEMBERS), decodes_files=True)
 def bmad(member: str, root: str | Path | None = None, image_size: int = 64, channels: int | None = None,
          seed: int = 0, cache_dir: str | Path | None = None, shared_groups: str = "drop") -> AnomalyDataset:
     """BMAD benchmark datasets (BraTS2021, Liver CT, RESC, OCT2017, RSNA, Camelyon16) with BMAD's valid split.

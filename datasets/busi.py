@@ -264,7 +264,7 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return int(value)
 
 
-@register_dataset("busi", card=CARD)
+@register_dataset("busi", card=CARD, decodes_files=True)
 def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, val_fraction: float = 0.3,
          seed: int = 0, source: str = "auto", cache_dir: str | Path | None = None) -> AnomalyDataset:
     """BUSI normals vs lesions with masks, from the published folder or ``busi.npz``.

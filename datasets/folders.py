@@ -86,7 +86,7 @@ def _catalog(folder: Path, pattern: re.Pattern | None) -> tuple[list[Record], bo
     return records, has_masks
 
 
-@register_dataset("folders", card=FOLDERS_CARD)
+@register_dataset("folders", card=FOLDERS_CARD, decodes_files=True)
 def folders(root: str | Path | None = None, image_size: int = 64, channels: int | None = None, seed: int = 0,
             val_fraction: float = 0.1, train_fraction: float = 0.6, cache_dir: str | Path | None = None,
             path: str | Path | None = None, group_pattern: str | None = None) -> AnomalyDataset:

@@ -105,7 +105,7 @@ def _catalog(folder: Path) -> list[Record]:
     return records
 
 
-@register_dataset("lgg", card=LGG_CARD)
+@register_dataset("lgg", card=LGG_CARD, decodes_files=True)
 def lgg(root: str | Path | None = None, image_size: int = 64, channels: int | None = None, seed: int = 0,
         val_fraction: float = 0.1, train_fraction: float = 0.6, cache_dir: str | Path | None = None,
         modality: str = "flair", min_foreground: float = 0.05, path: str | Path | None = None,

@@ -293,7 +293,7 @@ def _catalog(spec: _Member, folder: Path, with_pool: bool) -> list[Record]:
     return {"isic": _isic_catalog, "good_ungood": _good_ungood_catalog, "brats": _brats_catalog}[spec.layout](folder)
 
 
-@register_dataset("medianomaly", family=True, member="dataset", card=medianomaly_card,
+@register_dataset("medianomaly", family=True, member="dataset", card=medianomaly_card, decodes_files=True,
                   members=tuple(MEMBERS))
 def medianomaly(member: str, root: str | Path | None = None, image_size: int = 64, channels: int | None = None,
                 seed: int = 0, val_fraction: float = 0.1, cache_dir: str | Path | None = None,

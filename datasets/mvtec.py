@@ -76,7 +76,8 @@ def _catalog(folder: Path) -> list[Record]:
     return records
 
 
-@register_dataset("mvtec", family=True, member="category", card=mvtec_card, members=CATEGORIES)
+@register_dataset("mvtec", family=True, member="category", card=mvtec_card, members=CATEGORIES,
+                  decodes_files=True)
 def mvtec(category: str, root: str | Path | None = None, image_size: int = 64, channels: int | None = None,
           seed: int = 0, val_fraction: float = 0.2, cache_dir: str | Path | None = None) -> AnomalyDataset:
     """MVTec AD category (industrial reference for ReContrast-style comparisons), pixel masks."""

@@ -156,7 +156,7 @@ def _slice_volumes(cases, image_size: int, channels: int, percentiles, healthy_w
             "slice_index": np.array(index, np.int64)}
 
 
-@register_dataset("nifti", card=NIFTI_CARD)
+@register_dataset("nifti", card=NIFTI_CARD, decodes_files=True)
 def nifti(root: str | Path | None = None, image_size: int = 64, channels: int | None = None, seed: int = 0,
           val_fraction: float = 0.1, train_fraction: float = 0.6, cache_dir: str | Path | None = None,
           path: str | Path | None = None, modalities: Sequence[str] | str = ("flair",), seg: str = "seg",

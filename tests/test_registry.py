@@ -153,3 +153,12 @@ def test_every_encoder_declares_and_returns_named_feature_maps(name):
         assert isinstance(stage, str) and value.ndim == 4 and value.shape[0] == 2 and torch.isfinite(value).all()
     sides = [value.shape[-1] for value in maps.values()]
     assert sides == sorted(sides, reverse=True), "stages are ordered finest first"
+
+
+def test_datasets_that_decode_files_declare_it():
+    """The runner passes ``cache_dir`` to datasets that declare ``decodes_files`` (it never probes)."""
+    import inspect
+
+    for entry in DATASETS.entries():
+        takes = "cache_dir" in inspect.signature(entry.factory).parameters
+        assert takes == bool(entry.tags.get("decodes_files")), entry.name

@@ -9,7 +9,6 @@ cell's result comes back as an :class:`Outcome` (record + arrays) for the driver
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import time
 import traceback
@@ -161,7 +160,7 @@ def load_dataset(comp: Component, ctx: RunContext):
     if key not in _DATASETS:
         kwargs = dict(comp.kwargs)
         entry, _ = DATASETS.lookup(comp.name)
-        if "cache_dir" in inspect.signature(entry.factory).parameters and "cache_dir" not in kwargs:
+        if entry.tags.get("decodes_files") and "cache_dir" not in kwargs:     # declared at registration
             kwargs["cache_dir"] = str(Path(ctx.cache_dir) / "datasets")
         _DATASETS[key] = create_dataset(comp.name, root=ctx.data_root, **kwargs)
     return _DATASETS[key]
