@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bench.run.grid import GridError, apply_override, available_grids, load_grid
+from bench.run.plan import Plan
 
 
 def test_shipped_grids_parse():
@@ -86,4 +87,4 @@ def test_duplicate_ids_rejected(tmp_path):
     path = tmp_path / "g.toml"
     path.write_text('datasets=["synthetic"]\nencoders=["vae","vae"]\nheads=["knn"]\n')
     with pytest.raises(GridError, match="share the id 'vae'"):
-        load_grid(str(path))
+        Plan.of(load_grid(str(path)))

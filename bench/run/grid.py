@@ -120,7 +120,7 @@ class Cell:
 
 @dataclass
 class Grid:
-    """A parsed grid; ``cells()`` expands it."""
+    """A parsed grid; ``cells()`` expands it (called once, by :meth:`bench.run.plan.Plan.of`)."""
 
     name: str
     data: dict
@@ -196,9 +196,7 @@ def load_grid(name_or_path: str, overrides: list[str] | None = None) -> Grid:
         raise GridError(f"grid file {path}: {exc}") from exc
     for item in overrides or []:
         apply_override(data, item)
-    grid = Grid(str(data.get("name", path.stem)), data, source, path, list(overrides or []))
-    grid.cells()  # validate early, with the grid's name in the message
-    return grid
+    return Grid(str(data.get("name", path.stem)), data, source, path, list(overrides or []))
 
 
 def apply_override(data: dict, item: str) -> None:
