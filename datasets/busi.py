@@ -54,14 +54,21 @@ CARD = DatasetCard(
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+    import zlib
+
     if not path.is_file():
         raise DatasetError(f"busi: {path} not found; put busi.npz (BUSI at 128 px, see busi.README.md) "
                            "in the data root (--data-root or $UAD_BENCH_DATA)")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in KEYS if k not in data.files]
-        if missing:
-            raise DatasetError(f"busi: {path} lacks keys {missing}; expected {list(KEYS)}")
-        arrays = {k: data[k] for k in KEYS}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in KEYS if k not in data.files]
+            if missing:
+                raise DatasetError(f"busi: {path} lacks keys {missing}; expected {list(KEYS)}")
+            arrays = {k: data[k] for k in KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:   # truncated, not an .npz
+        raise DatasetError(f"busi: {path} is not a readable .npz ({type(exc).__name__}: {exc}); "
+                           "copy busi.npz again") from None
     n = len(arrays["images"])
     if arrays["images"].ndim != 3 or arrays["images"].dtype != np.uint8 or arrays["masks"].shape != arrays["images"].shape:
         raise DatasetError(f"busi: {path}: images and masks must be uint8 [N, H, W] of one shape, got "
