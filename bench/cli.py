@@ -105,26 +105,35 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for errors a user can act on
-        from bench.run.grid import GridError
-        from datasets._shared.registry import UnknownEntryError
+        message = one_line_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
-        from bench.run.executors import ExecutorError
-        from bench.run.runner import DeviceError
-        from bench.run.store import RunLockedError
 
-        known = (GridError, UnknownEntryError, FileNotFoundError, UsageError, RunLockedError, NotADirectoryError,
-                 DeviceError, ExecutorError)
-        try:
-            from datasets.base import DatasetError
-            from methods.base import MethodError
+def one_line_error(exc: BaseException) -> str | None:
+    """The one line a user acts on for ``exc`` (a refused grid, a missing dataset, a full disk, ...),
+    or None for a bug, whose traceback is worth seeing."""
+    from bench.run.executors import ExecutorError
+    from bench.run.grid import GridError
+    from bench.run.runner import DeviceError
+    from bench.run.store import BadRecordError, RunLockedError, describe_os_error
+    from datasets._shared.registry import UnknownEntryError
 
-            known += (DatasetError, MethodError)
-        except ImportError:  # pragma: no cover
-            pass
-        if isinstance(exc, known):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    known = (GridError, UnknownEntryError, UsageError, RunLockedError, DeviceError, ExecutorError, BadRecordError)
+    try:
+        from datasets.base import DatasetError
+        from methods.base import MethodError
+
+        known += (DatasetError, MethodError)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, known):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError):     # read-only or missing folders, a file in the way, a full disk
+        return describe_os_error(exc)
+    return None
 
 
 class UsageError(ValueError):
@@ -134,32 +143,73 @@ class UsageError(ValueError):
 def report_dir_for(run_dir: Path, reports: str | Path, *, claim: bool = True) -> Path:
     """``<reports>/<run dir name>``, refusing a folder that holds the report of a *different* run
     directory (checked before the run starts; ``claim`` marks the folder as this run's)."""
-    target = Path(reports) / run_dir.name
+    return claim_report_dir(Path(reports) / run_dir.name, run_dir, claim=claim,
+                            hint="pass --reports DIR to put this run's report elsewhere")
+
+
+def claim_report_dir(target: Path, run_dir: Path, *, claim: bool = True, hint: str = "") -> Path:
+    """``target`` as the report folder of ``run_dir``: refused when its ``.source`` marker names another
+    run directory, or when it is a file; ``claim`` writes the marker (atomically)."""
+    from bench.run.store import atomic_write_text, check_folder
+
     marker = target / ".source"
     source = str(run_dir.resolve())
-    if marker.is_file() and marker.read_text().strip() != source:
-        raise UsageError(f"{target} holds the report of {marker.read_text().strip()}, not of {source}; "
-                         f"pass --reports DIR to put this run's report elsewhere")
+    check_folder(target, "report folder")
+    records = (run_dir / "records").resolve()
+    if target.resolve() == records or records in target.resolve().parents:
+        raise UsageError(f"{target} is inside the records of {run_dir}; {hint}")
+    if marker.is_file():
+        owner = marker.read_text(errors="replace").strip()
+        if owner != source:
+            raise UsageError(f"{target} holds the report of {owner}, not of {source}; {hint}")
     if claim:
-        target.mkdir(parents=True, exist_ok=True)
-        marker.write_text(source + "\n")
+        atomic_write_text(marker, source + "\n", sync=False)
     return target
+
+
+def load_grid_file(name_or_path: str, overrides: list[str]):
+    """``load_grid`` with an unreadable grid file (not UTF-8, a folder, no permission) as one line."""
+    from bench.run.grid import GRID_DIR, GridError, load_grid
+
+    try:
+        return load_grid(name_or_path, overrides)
+    except UnicodeDecodeError as exc:
+        path = Path(name_or_path)
+        path = path if path.suffix or path.exists() else GRID_DIR / f"{name_or_path}.toml"
+        raise GridError(f"grid file {path} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
+                        f"at offset {exc.start}); save it as UTF-8") from None
+
+
+def check_run_folders(out: Path, cache: Path | None, reports: str | None) -> None:
+    """Before any work: the run directory, the cache and the reports folder can be folders (no file in
+    the way, writable), and the run directory is not the cache or inside it."""
+    from bench.run.cache import default_cache_dir
+    from bench.run.store import ResultStore, check_folder
+
+    ResultStore(out).check_layout()
+    cache = Path(cache) if cache is not None else default_cache_dir()
+    check_folder(cache, "cache folder")
+    if out.resolve() == cache.resolve() or cache.resolve() in out.resolve().parents:
+        raise UsageError(f"run directory {out} is the cache folder {cache} or inside it; "
+                         "pass --out or --cache to keep them apart")
+    if reports is not None:
+        check_folder(Path(reports), "reports folder")
 
 
 def cmd_run(args) -> int:
     from bench.run.executors import make_executor
-    from bench.run.grid import load_grid
     from bench.run.plan import Plan
     from bench.run.preflight import preflight
     from bench.run.runner import Runner
     from bench.run.validate import validate_grid
 
-    grid = load_grid(args.grid, args.overrides)
+    grid = load_grid_file(args.grid, args.overrides)
     validate_grid(grid)
     plan = Plan.of(grid)                       # the one expansion: everything below receives it
     out = Path(args.out) if args.out else Path("runs") / grid.name
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file; give a directory for the run")
+    check_run_folders(out, args.cache, None if args.no_report else args.reports)
     if not args.no_report:
         report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
     executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel)
@@ -189,7 +239,12 @@ def cmd_run(args) -> int:
     if not args.no_report:
         from bench.report import build_report
 
-        report_dir = build_report(out, report_dir_for(out, args.reports))
+        try:
+            report_dir = build_report(out, report_dir_for(out, args.reports))
+        except OSError as exc:
+            print(f"error: {one_line_error(exc)}; the records are complete, build the report elsewhere with "
+                  f"`python -m bench report {out} --out DIR`", file=sys.stderr)
+            return 2
         print(f"report: {report_dir / 'README.md'}")
     return 0 if summary.clean else 1
 
@@ -245,17 +300,18 @@ def cmd_show(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.report import build_report
-    from bench.run.store import BadRecordError
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "records").is_dir():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
-    try:
-        out = build_report(run_dir, Path(args.out) if args.out else None, full=not args.fast,
-                           strict=args.strict, skip_bad=args.skip_bad)
-    except BadRecordError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    records = run_dir / "records"
+    if not records.is_dir():
+        what = f"its records {records} is a file" if records.exists() else "no records/ folder"
+        raise UsageError(f"{run_dir} is not a run directory ({what})")
+    if not any(records.glob("*.json")):
+        raise UsageError(f"{run_dir} has no records yet (records/ holds no <cell>.json); "
+                         f"run `python -m bench run --out {run_dir}` first")
+    target = Path(args.out) if args.out else Path("reports") / run_dir.name
+    claim_report_dir(target, run_dir, hint="pass --out DIR to put this run's report elsewhere")
+    out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad)
     print(f"report: {out / 'README.md'}")
     return 0
 

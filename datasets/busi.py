@@ -194,12 +194,19 @@ def read_folder(folder: Path, size: int, cache_dir: Path) -> tuple[dict[str, np.
 
 # -- busi.npz ------------------------------------------------------------------------------------
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of ``busi.npz`` (plain dtypes, no pickle)."""
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in KEYS if k not in data.files]
-        if missing:
-            raise DatasetError(f"busi: {path} lacks keys {missing}; expected {list(KEYS)}")
-        return {k: data[k] for k in KEYS}
+    """The arrays of ``busi.npz`` (plain dtypes, no pickle); a truncated or foreign file is one line."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in KEYS if k not in data.files]
+            if missing:
+                raise DatasetError(f"busi: {path} lacks keys {missing}; expected {list(KEYS)}")
+            return {k: data[k] for k in KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:   # truncated, not an .npz
+        raise DatasetError(f"busi: {path} is not a readable .npz ({type(exc).__name__}: {exc}); "
+                           "copy busi.npz again") from None
 
 
 def _check(arrays: dict[str, np.ndarray], path: Path) -> None:

@@ -10,6 +10,7 @@ same store gives the same files).
 from __future__ import annotations
 
 import functools
+import io
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,12 +53,20 @@ def paper_style(fn: Callable) -> Callable:
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` (200 dpi) and ``stem.pdf``; return both paths."""
+    """Write ``stem.png`` (200 dpi) and ``stem.pdf``; return both paths.
+
+    Each is rendered in memory and renamed into place (``atomic_write_bytes``), so a build killed
+    mid-figure leaves the previous file or none, never a truncated PDF.
+    """
+    from bench.run.store import atomic_write_bytes
+
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
-    fig.savefig(png, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None})
+    for path, options in ((png, {"dpi": DPI, "metadata": {"Software": None}}),
+                          (pdf, {"metadata": {"CreationDate": None, "ModDate": None}})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:], bbox_inches="tight", **options)
+        atomic_write_bytes(path, buf.getvalue(), sync=False)
     return [png, pdf]
 
 

@@ -27,7 +27,7 @@ from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
 from bench.report.views import ViewParts
-from bench.run.store import ResultStore
+from bench.run.store import ResultStore, atomic_write_text
 
 #: How many methods the curve, histogram and qualitative figures show per dataset.
 TOP_K = 4
@@ -149,8 +149,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
     # -- Part A -------------------------------------------------------------------------------
     def write_summary(self) -> None:
         path = self.out_dir / "summary.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.cells.to_csv(path, index=False)
+        atomic_write_text(path, self.cells.to_csv(index=False), sync=False)
         self.add("Run", "All cells (one row per cell: flattened config, metrics, timings, status)", [path])
 
     def all_methods_table(self, dataset: str) -> None:
@@ -222,5 +221,5 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
             self.part_b()
         readme = self.write_readme()
         written = sorted({self._link(p) for e in self.index for p in e.paths} | {self._link(readme)})
-        (self.out_dir / MANIFEST).write_text(json.dumps(written, indent=0))
+        atomic_write_text(self.out_dir / MANIFEST, json.dumps(written, indent=0), sync=False)
         return self.out_dir

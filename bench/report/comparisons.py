@@ -12,6 +12,7 @@ from bench.analysis import stats
 from bench.metrics import lower_is_better, metric_label, metric_names
 from bench.report.frames import _finite, _slug
 from bench.report.tables import Cell, Table, _cells_frame, aggregate_cell
+from bench.run.store import atomic_write_text
 
 
 class ComparisonParts:
@@ -157,7 +158,7 @@ class ComparisonParts:
                        "Holm's correction over the methods of this table."]))
         if all_rows:
             path = self.out_dir / f"tables/{_slug(dataset)}/paired_all.csv"
-            pd.DataFrame(all_rows).to_csv(path, index=False)
+            atomic_write_text(path, pd.DataFrame(all_rows).to_csv(index=False), sync=False)
             self.add(dataset, f"{dataset}: paired bootstrap, every pair of methods and metric (CSV)", [path])
 
     def detection_vs_localization(self, dataset: str) -> None:

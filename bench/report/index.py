@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from bench.report.frames import SCORED
+from bench.run.store import atomic_write_text
 
 
 class IndexParts:
@@ -14,6 +15,8 @@ class IndexParts:
     # -- README and bookkeeping ---------------------------------------------------------------
     def clean_previous(self) -> None:
         """Delete what the previous build listed in its manifest (never anything else)."""
+        for stale in self.out_dir.rglob(".*.tmp"):     # half-written files of a build that was killed
+            stale.unlink(missing_ok=True)
         manifest = self.out_dir / self.MANIFEST
         if not manifest.exists():
             return
@@ -99,5 +102,5 @@ class IndexParts:
         if self.problems:
             lines += ["## Parts that could not be built", ""] + [f"- {p}" for p in self.problems] + [""]
         readme = self.out_dir / "README.md"
-        readme.write_text("\n".join(lines))
+        atomic_write_text(readme, "\n".join(lines), sync=False)
         return readme

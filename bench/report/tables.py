@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.frames import _finite
+from bench.run.store import atomic_write_text
 
 
 @dataclass
@@ -200,9 +201,9 @@ def write_table(table: Table, out_dir: Path) -> list[Path]:
     stem = out_dir / table.stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     md, tex, csv = stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".csv")
-    md.write_text(render_markdown(table))
-    tex.write_text(render_latex(table))
-    tidy_table(table).to_csv(csv, index=False)
+    atomic_write_text(md, render_markdown(table), sync=False)
+    atomic_write_text(tex, render_latex(table), sync=False)
+    atomic_write_text(csv, tidy_table(table).to_csv(index=False), sync=False)
     return [md, tex, csv]
 
 

@@ -80,8 +80,12 @@ def move_aside(root: Path, path: Path, reason: str) -> Path:
     """Move a bad entry to ``<root>/.corrupt/`` (kept for inspection) and warn, naming it."""
     aside = root / ".corrupt" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}"
     aside.parent.mkdir(parents=True, exist_ok=True)
+    n, base = 0, aside
+    while aside.exists():           # never onto an earlier copy (same second, same process)
+        n += 1
+        aside = base.with_name(f"{base.name}.{n}")
     try:
-        os.replace(path, aside)
+        os.rename(path, aside)
     except FileNotFoundError:       # another process moved it first
         return aside
     warnings.warn(f"cache entry {path} is unusable ({reason}); moved to {aside} and rebuilt",
@@ -122,26 +126,47 @@ class EncoderCache:
         return embeddings, meta
 
     def save(self, key: str, encoder, embeddings: dict[str, np.ndarray], meta: dict) -> Path:
+        """Write the entry under a temporary folder and rename it into place.
+
+        Everything is serialised in memory and written with plain file writes, so a full disk is an
+        ``OSError`` (ENOSPC) raised as a :class:`bench.run.store.StorageError` that says so ("no space
+        left on device under <cache>"), not torch's "unexpected pos" from deep inside its zip writer.
+        """
         import torch
+
+        from bench.run.store import storage_error
 
         final = self.path(key)
         if self.has(key):               # content-addressed: a valid entry already holds this fit
             return final
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
+        tmp = None
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
+            files = {}
             if encoder.trainable:
-                torch.save(encoder.state_dict(), tmp / "encoder.pt")
-            np.savez(tmp / "embeddings.npz", **embeddings)
-            checksums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+                buf = io.BytesIO()
+                torch.save(encoder.state_dict(), buf)
+                files["encoder.pt"] = buf.getvalue()
+            buf = io.BytesIO()
+            np.savez(buf, **embeddings)
+            files["embeddings.npz"] = buf.getvalue()
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            checksums = {name: hashlib.sha256(files[name]).hexdigest() for name in sorted(files)}
             (tmp / "meta.json").write_text(json.dumps({**meta, "checksums": checksums}, indent=1, sort_keys=True,
                                                       default=str))
             try:
                 os.rename(tmp, final)   # fails if another process put the entry in place meanwhile
             except OSError:
+                if not self.has(key):
+                    raise
                 shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise storage_error(exc, self.root) from exc
             raise
         return final
 

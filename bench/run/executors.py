@@ -26,7 +26,10 @@ install elsewhere).
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -34,10 +37,124 @@ from typing import Callable, Iterable
 #: The project root (the folder holding ``bench/``), put on Ray workers' ``PYTHONPATH``.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXECUTORS = ("local", "ray")
+#: Seconds a TCP connect to a Ray cluster's address may take before it counts as unreachable.
+PROBE_TIMEOUT_S = 3.0
+START_HINT = "start one with `ray start --head` (or leave out --ray-address to start a local Ray runtime)"
 
 
-class ExecutorError(ValueError):
-    """Executor options that cannot be used; one line for the CLI."""
+class ExecutorError(RuntimeError):
+    """Executor options that cannot be used, or an executor that cannot run this grid here (no cluster
+    at the address, too few CPUs or GPUs per node): one line for the CLI, raised before any unit is
+    submitted."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Before anything is submitted: is there a cluster, and can it run one task?
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_ray_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (also ``ray://HOST:PORT``, ``[IPv6]:PORT``) as ``(host, port)``; ExecutorError otherwise."""
+    text = address.strip()
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, sep, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/ "):
+        raise ExecutorError(f"--ray-address {address}: expected auto or HOST:PORT (the address `ray start --head` "
+                            "prints, e.g. 10.0.0.5:6379)")
+    return host, int(port)
+
+
+def ray_current_cluster_file() -> Path:
+    """Where ``ray start`` records the address of this machine's cluster (Ray's temp folder)."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+
+
+def find_running_cluster() -> tuple[str, str] | None:
+    """``(address, where it came from)`` of the cluster ``--ray-address auto`` would join, or None."""
+    if os.environ.get("RAY_ADDRESS", "").strip() not in ("", "auto"):
+        return os.environ["RAY_ADDRESS"].strip(), "RAY_ADDRESS"
+    marker = ray_current_cluster_file()
+    try:
+        text = marker.read_text().strip()
+    except OSError:
+        return None
+    return (text, str(marker)) if text else None
+
+
+def check_ray_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """The cluster address to pass to ``ray.init``, checked within seconds: ``auto`` must find a running
+    cluster (``RAY_ADDRESS`` or Ray's ``ray_current_cluster`` file), and ``HOST:PORT`` must parse and
+    answer as a gRPC server does (:func:`answers_grpc`). Ray itself would wait minutes ("Failed to
+    connect to GCS") or raise a traceback; here each case is one :class:`ExecutorError` naming the
+    address and what to run. (A network that intercepts every connection answers for any address.)"""
+    source = None
+    if address.strip() == "auto":
+        found = find_running_cluster()
+        if found is None:
+            raise ExecutorError(f"--ray-address auto: no running Ray cluster found on this machine (RAY_ADDRESS is "
+                                f"unset and {ray_current_cluster_file()} does not exist); {START_HINT}")
+        address, source = found
+    host, port = parse_ray_address(address)
+    try:
+        speaks_grpc = answers_grpc(host, port, timeout)
+    except OSError as exc:
+        speaks_grpc = False
+        why = f"no answer in {timeout:g} s" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
+    else:
+        why = "something listens there, but it is not a Ray cluster (no gRPC reply)"
+    if not speaks_grpc:
+        found = f" (from {source})" if source else ""
+        raise ExecutorError(f"--ray-address {address}{found}: no Ray cluster answers at {host}:{port} ({why}); "
+                            f"start one there with `ray start --head --port {port}`, or fix the address")
+    return address
+
+
+def answers_grpc(host: str, port: int, timeout: float) -> bool:
+    """Whether an HTTP/2 (gRPC) server listens at ``host:port``, as a Ray cluster's GCS (or client
+    server) does: it answers a client connection preface with a SETTINGS frame at once. ``ray.init``
+    against a port that accepts TCP but speaks something else waits for minutes instead."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.settimeout(timeout)
+        conn.sendall(preface)
+        header = b""
+        try:
+            while len(header) < 9:                  # a frame header: length (3), type (1), flags, stream id
+                chunk = conn.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+        except TimeoutError:
+            return False
+    return header[3] == 0x4                         # SETTINGS
+
+
+def machine_resources() -> dict[str, float]:
+    """CPUs and GPUs of this machine, as the local executor (and a local Ray runtime) can use them."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def check_task_resources(cpus: float, gpus: float, available: dict[str, float], where: str) -> None:
+    """Refuse a task that no node can run (Ray would wait for it forever; the local executor would
+    oversubscribe the machine). ``available``: the largest node's ``{"CPU": n, "GPU": m}``."""
+    have_cpus, have_gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
+    if cpus > have_cpus:
+        raise ExecutorError(f"resources.cpus_per_task = {cpus:g}: {where} has at most {have_cpus:g} CPUs per "
+                            f"machine; set it to {max(int(have_cpus), 1)} or less")
+    if gpus > 0 and math.ceil(gpus) > have_gpus:
+        raise ExecutorError(f"each task asks for {gpus:g} GPU (resources.gpu_per_task, or --device cuda), but "
+                            f"{where} has {'no GPU' if have_gpus == 0 else f'at most {have_gpus:g} GPUs per machine'}; "
+                            "lower it (--set resources.gpu_per_task=0 runs on the CPU)")
+
+
+def ray_node_resources(ray) -> dict[str, float]:
+    """The largest CPU and GPU counts of any live node of the connected Ray cluster."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", n.get("alive", False))]
+    return {"CPU": max((r.get("CPU", 0.0) for r in nodes), default=0.0),
+            "GPU": max((r.get("GPU", 0.0) for r in nodes), default=0.0)}
 
 
 class LocalExecutor:
@@ -132,6 +249,11 @@ class RayExecutor:
         import ray
 
         self._connect(ray)
+        try:
+            self.check_resources(ray, ctx)
+        except ExecutorError:
+            self.close()
+            raise
         task_ctx, cpus = self.task_context(ctx)
         slots = int(ray.cluster_resources().get("CPU", 1) // cpus) or 1
         if self.max_parallel is not None:
@@ -147,6 +269,17 @@ class RayExecutor:
             ray.shutdown()
             self.started_here = False
 
+    def task_resources(self, ctx) -> tuple[float, float]:
+        """``(CPUs, GPUs)`` each task asks Ray for."""
+        gpus = self.gpu_per_task if self.gpu_per_task is not None else (1 if ctx.cuda else 0)
+        return self.task_context(ctx)[1], gpus
+
+    def check_resources(self, ray, ctx) -> None:
+        """Refuse tasks no node of the cluster can run (Ray would queue them forever, silently)."""
+        cpus, gpus = self.task_resources(ctx)
+        where = f"the Ray cluster at {self.address}" if self.address else "the local Ray runtime"
+        check_task_resources(cpus, gpus, ray_node_resources(ray), where)
+
     def runtime_env(self) -> dict:
         path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
         return {"env_vars": {"PYTHONPATH": path, **self.env}}
@@ -156,7 +289,13 @@ class RayExecutor:
             return
         kwargs = dict(include_dashboard=False, log_to_driver=False, runtime_env=self.runtime_env())
         if self.address:
-            ray.init(address=self.address, **kwargs)
+            address = check_ray_address(self.address)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, ValueError, TimeoutError, RuntimeError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ExecutorError(f"--ray-address {self.address}: Ray could not join the cluster ({first}); "
+                                    f"{START_HINT}") from None
         else:
             import torch
 
@@ -177,8 +316,9 @@ class RayExecutor:
 
         self._connect(ray)
         try:
+            self.check_resources(ray, ctx)
             task_ctx, cpus = self.task_context(ctx)
-            gpus = self.gpu_per_task if self.gpu_per_task is not None else (1 if ctx.cuda else 0)
+            gpus = self.task_resources(ctx)[1]
             remote = ray.remote(self.task).options(
                 num_cpus=cpus, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=False,
                 runtime_env=self.runtime_env())
@@ -210,18 +350,29 @@ class RayExecutor:
 
 
 def make_executor(name: str, grid=None, *, address: str | None = None, max_parallel: int | None = None):
-    """The executor ``--executor NAME`` asks for, with the grid's ``[resources]`` table; the one
-    place executor options are checked."""
+    """The executor ``--executor NAME`` asks for, with the grid's ``[resources]`` table.
+
+    Checked here, before the preflight: the per-task resources against this machine (local executor,
+    or a local Ray runtime) and a cluster address (it must answer within seconds); a cluster's nodes
+    are checked once joined (``RayExecutor.start``/``run``), still before any task is submitted.
+    """
+    resources = (grid.data.get("resources", {}) if grid is not None else {})
     if name == "local":
         if address or max_parallel:
             raise ExecutorError("--ray-address and --max-parallel apply to --executor ray only")
+        check_task_resources(resources.get("cpus_per_task", 1), resources.get("gpu_per_task", 0),
+                             machine_resources(), "this machine")
         return LocalExecutor()
     if name == "ray":
         try:
             import ray  # noqa: F401
         except ImportError as exc:
             raise ImportError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install ray)") from exc
-        resources = (grid.data.get("resources", {}) if grid is not None else {})
+        if address:
+            check_ray_address(address)
+        else:
+            check_task_resources(resources.get("cpus_per_task", 1), resources.get("gpu_per_task", 0),
+                                 machine_resources(), "this machine (its local Ray runtime)")
         return RayExecutor(address, max_parallel=max_parallel, cpus_per_task=resources.get("cpus_per_task"),
                            gpu_per_task=resources.get("gpu_per_task"))
     raise ExecutorError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")

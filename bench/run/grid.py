@@ -196,7 +196,29 @@ def load_grid(name_or_path: str, overrides: list[str] | None = None) -> Grid:
         raise GridError(f"grid file {path}: {exc}") from exc
     for item in overrides or []:
         apply_override(data, item)
+    check_list_keys(data)
     return Grid(str(data.get("name", path.stem)), data, source, path, list(overrides or []))
+
+
+#: Keys that hold lists (a string there would be expanded letter by letter), and the ones that may not be empty.
+LIST_KEYS = ("seeds", *SECTIONS, "localization")
+NON_EMPTY = ("seeds", "localization")
+
+
+def check_list_keys(data: dict) -> None:
+    """A value check that must precede expansion: list keys hold lists (``datasets = "synthetic"``
+    means ``["synthetic"]``; say so rather than expand ``s``, ``y``, ...), and ``seeds`` and
+    ``localization`` are not empty (no seed or no map kind would silently drop every latent cell)."""
+    for key in LIST_KEYS:
+        if key not in data:
+            continue
+        value = data[key]
+        if not isinstance(value, list):
+            example = f"[{value!r}]".replace("'", '"') if isinstance(value, (str, int)) else "[...]"
+            raise GridError(f"{key} = {value!r}: expected a list, e.g. {key} = {example}")
+        if key in NON_EMPTY and not value:
+            default = '["gradient"]' if key == "localization" else "[0]"
+            raise GridError(f"{key} = []: give at least one (e.g. {key} = {default})")
 
 
 def apply_override(data: dict, item: str) -> None:

@@ -11,10 +11,11 @@ one *detector* cell (an end-to-end method fits by itself).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from bench.run.grid import Cell, Component, Grid
+from bench.run.grid import Cell, Component, Grid, GridError
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,15 @@ class Plan:
 
     @classmethod
     def of(cls, grid: Grid) -> "Plan":
-        return cls(grid, tuple(grid.cells()))
+        """Expand ``grid``; two cells that would share one record (ids that differ only in characters
+        a file name cannot hold) are refused here, before any work."""
+        cells = tuple(grid.cells())
+        ids = Counter(c.cell_id for c in cells)
+        clash = sorted(k for k, n in ids.items() if n > 1)
+        if clash:
+            raise GridError(f"two cells share the record name '{clash[0]}' (ids that differ only in characters "
+                            "outside A-Z a-z 0-9 _ . + -); give the entries distinct ids")
+        return cls(grid, cells)
 
     @property
     def name(self) -> str:

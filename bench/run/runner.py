@@ -64,6 +64,7 @@ class RunSummary:
     failed: int = 0
     degenerate: int = 0
     resumed: int = 0
+    resumed_degenerate: int = 0
     not_applicable: int = 0
     wall_s: float = 0.0
     failures: list = field(default_factory=list)
@@ -76,14 +77,22 @@ class RunSummary:
         if outcome.status != "ok":
             self.failures.append(f"{outcome.cell.cell_id} [{outcome.status}]: {outcome.message}")
 
+    def count_resumed(self, finished: dict) -> None:
+        """Cells found finished (``ResultStore.finished``) count too: a degenerate one stays degenerate."""
+        for cell_id, record in finished.items():
+            if record.get("status") == "degenerate":
+                self.resumed_degenerate += 1
+                self.failures.append(f"{cell_id} [degenerate, finished earlier]: {record.get('error') or ''}")
+
     @property
     def clean(self) -> bool:
-        return self.failed == 0 and self.degenerate == 0
+        return self.failed == 0 and self.degenerate == 0 and self.resumed_degenerate == 0
 
     def line(self) -> str:
         return (f"{self.total} cells: {self.ok} ok, {self.failed} failed"
                 + (f", {self.degenerate} degenerate" if self.degenerate else "")
                 + f", {self.resumed} already done"
+                + (f" ({self.resumed_degenerate} of them degenerate)" if self.resumed_degenerate else "")
                 + (f", {self.not_applicable} not applicable" if self.not_applicable else "")
                 + f" — {self.wall_s:.1f} s")
 
@@ -177,6 +186,7 @@ class Runner:
                 for cell in (c for c in self.plan.cells if c.dataset == comp):
                     self.accept(failed(cell, self.context, exc, f"dataset {comp.id}", stamp, None), summary)
             units, summary.resumed = self.pending(checked.fingerprints)
+            summary.count_resumed(self.store.finished)
             pending = sum(len(u.cells) for u in units)
             bar = tqdm(total=pending, desc=f"grid {self.grid.name}", unit="cell", disable=not self.progress)
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
+import re
 import typing
+from collections import Counter
 from typing import Any
 
 from bench.run.grid import DEFAULT_MAP_KIND, SECTIONS, Component, Grid, GridError
@@ -23,6 +26,10 @@ TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "d
 #: Arguments the runner passes itself; a grid never sets them.
 RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),
                "detector": {"in_chans", "image_size"}}
+#: Seeds go to ``numpy.random.seed`` and ``torch.manual_seed``: unsigned 32-bit integers.
+SEED_RANGE = (0, 2**32 - 1)
+#: A grid's name becomes its run directory ``runs/<name>`` and report folder: a plain file name.
+PLAIN_NAME = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]*")
 
 
 def _suggest(word: str, options) -> str:
@@ -36,6 +43,10 @@ def _range_problem(key: str, value: Any) -> str | None:
         return None
     if key in ("shifts",):
         return "must be >= 1" if value < 1 else None
+    if key in ("n_train", "max_train"):
+        return "must be >= 2 (encoders need at least two normal training images)" if value < 2 else None
+    if key in ("n_test", "max_test"):
+        return "must be >= 2 (the test split needs a normal and an anomalous image)" if value < 2 else None
     if key in ("smooth_samples", "noise"):
         return "must be >= 0" if value < 0 else None
     if key == "warmup_epochs":
@@ -75,7 +86,30 @@ def accepted_parameters(factory, family: bool) -> dict[str, inspect.Parameter] |
     return accepted
 
 
+#: Ranges that depend on the section as well as the name: a training batch of one breaks batch norm and
+#: contrastive losses (MoCo fails, SimCLR collapses), so encoders and detectors train on two or more.
+SECTION_RANGES = {("encoder", "batch_size"): 2, ("detector", "batch_size"): 2}
+
+
+def _non_finite(value: Any) -> bool:
+    """NaN or infinity anywhere in a value (TOML and ``--set`` accept ``nan`` and ``inf``)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
 def _check_value(where: str, key: str, value: Any, param: inspect.Parameter | None) -> None:
+    if _non_finite(value):
+        raise GridError(f"{where}.{key} = {value!r}: must be a finite number")
+    section = where.split(".")[0]
+    least = SECTION_RANGES.get((section, key))
+    if least is not None and isinstance(value, int) and not isinstance(value, bool) and value < least:
+        raise GridError(f"{where}.{key} = {value!r}: must be >= {least} (a training batch of one breaks "
+                        "batch norm and contrastive losses)")
     default = param.default if param is not None else inspect.Parameter.empty
     if default is not inspect.Parameter.empty and default is not None and value is not None:
         kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (list, tuple),
@@ -144,7 +178,8 @@ def validate_grid(grid: Grid) -> None:
     for key in data:
         if key not in TOP_LEVEL:
             raise GridError(f"grid '{grid.name}': unknown key '{key}'{_suggest(key, TOP_LEVEL)}")
-    grid.seeds  # noqa: B018 - validates the seed list
+    _check_name(grid)
+    _check_seeds(grid)
     _check_runtime(data)
     kinds = MAP_KINDS.names()
     for loc in [*data.get("localization", [DEFAULT_MAP_KIND]), *data.get("maps", {})]:
@@ -183,3 +218,34 @@ def validate_grid(grid: Grid) -> None:
         if section not in SECTIONS.values():
             raise GridError(f"defaults.{section}: unknown section{_suggest(section, SECTIONS.values())} "
                             f"(dataset, encoder, head, detector)")
+    _check_unique_cells(grid)
+
+
+def _check_name(grid: Grid) -> None:
+    """The name is the default run directory ``runs/<name>``: ``../x`` would escape ``runs/`` and ``""``
+    would be ``runs/`` itself (the default cache's parent)."""
+    name = grid.data.get("name", grid.name)
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        raise GridError(f"name = {name!r}: a grid's name must be a plain file name (no / or \\, not empty, "
+                        "not starting with '.'): it names the run directory runs/<name>")
+
+
+def _check_seeds(grid: Grid) -> None:
+    seeds = grid.seeds                                   # a non-empty list of integers, or GridError
+    low, high = SEED_RANGE
+    for seed in seeds:
+        if isinstance(seed, bool) or not low <= seed <= high:
+            raise GridError(f"seeds: {seed!r} is outside [{low}, {high}] (seeds are unsigned 32-bit integers)")
+    repeated = sorted(s for s, n in Counter(seeds).items() if n > 1)
+    if repeated:
+        raise GridError(f"seeds = {seeds}: {repeated[0]} appears more than once (each seed is one run of every cell)")
+
+
+def _check_unique_cells(grid: Grid) -> None:
+    """Two entries that end up in one record (a repeated map kind, ids that differ only in characters
+    a file name cannot hold) would overwrite each other's result."""
+    locs = grid.data.get("localization", [DEFAULT_MAP_KIND])
+    repeated = sorted(k for k, n in Counter(locs).items() if n > 1)
+    if repeated:
+        raise GridError(f"localization = {locs}: '{repeated[0]}' appears more than once")
+    # cells sharing a record name are refused by Plan.of, where the grid is expanded (once)
