@@ -69,7 +69,9 @@ def test_runtime_keys_reach_the_context():
     assert (ctx.threads, ctx.amp, ctx.deterministic) == (2, False, True)
     default = RunContext.for_grid(load_grid("quick"), data_root=None, cache_dir="c", device="cpu")
     assert (default.threads, default.amp, default.deterministic) == (None, None, False)
-    assert default.runtime() == {"executor": "local", "torch_threads": default.runtime()["torch_threads"],
+    import torch
+
+    assert default.runtime() == {"executor": "local", "torch_threads": torch.get_num_threads(),
                                  "amp": False, "deterministic": False, "channels_last": False}
 
 
