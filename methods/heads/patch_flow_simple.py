@@ -1,17 +1,18 @@
-"""``patch_flow``: a normalizing flow over patch vectors conditioned on their position (CFlow-AD).
+"""``patch_flow_simple``: one position-conditioned flow over the concatenated stages (CFlow-like).
 
-Gudovskiy, Ishizaka, Kozuka, "CFLOW-AD: Real-Time Unsupervised Anomaly Detection with
-Localization via Conditional Normalizing Flows", WACV 2022 (arXiv 2107.12571): a conditional
-normalizing flow models the patch features, the condition being a 2-D sinusoidal positional
-encoding of the patch, so one network covers all positions yet stays position-aware; the
-per-patch negative log-likelihood is the anomaly map.
+A simplification of CFlow-AD (Gudovskiy, Ishizaka, Kozuka, WACV 2022, arXiv 2107.12571; the
+faithful version is ``patch_flow``), kept because earlier grids used it under the name
+``patch_flow``: a conditional normalizing flow models the patch features, the condition being a
+2-D sinusoidal positional encoding of the patch, and the per-patch negative log-likelihood is the
+anomaly map.
 
 Here (nflows): ``n_blocks`` x [affine coupling on each half with GLOW's soft clamp (the same
 couplings as the global ``flow`` head) whose subnets see ``[half, positional encoding]`` ->
-random permutation], a standard-normal base, Adam. Deviations, for a 2-core CPU: one flow on the
-concatenated stages instead of one flow per stage, trained on ``patches_per_image`` random
-patches per image for ``epochs`` epochs; the map is ``-log p / d`` rather than CFlow's
-``max - exp(log p)`` normalisation (the same ranking within an image, no test-set statistics).
+random permutation], a standard-normal base, Adam at a constant ``lr`` with gradient clipping,
+loss ``-log p / d``. Unlike CFlow: one flow on the concatenated stages (the shared
+``PatchHead`` recipe, with its ``d_reduced`` random channel subset and its map blur) instead of
+one flow per stage, two-sided couplings without CFlow's global affine and soft permutation, and
+the map is ``-log p / d`` rather than CFlow's ``max - exp(log p)`` normalisation.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from methods.training import train_loop
 
 
 def positional_encoding(height: int, width: int, dim: int) -> torch.Tensor:
-    """``[h * w, dim]`` 2-D sinusoidal encoding (half the channels for rows, half for columns), as CFlow."""
+    """``[h * w, dim]`` 2-D sinusoidal encoding: rows then columns, sines then cosines in blocks (CFlow interleaves)."""
     if dim % 4:
-        raise MethodError(f"patch_flow: pos_dim must be a multiple of 4, got {dim}")
+        raise MethodError(f"patch_flow_simple: pos_dim must be a multiple of 4, got {dim}")
     quarter = dim // 4
     freq = torch.exp(-math.log(10000.0) * torch.arange(quarter) / quarter)
     rows = torch.arange(height)[:, None] * freq
@@ -73,9 +74,9 @@ def build_conditional_flow(features: int, context: int, n_blocks: int, hidden: i
     return Flow(CompositeTransform(transforms), StandardNormal([features]))
 
 
-@register_head("patch_flow")
-class PatchFlowHead(PatchHead):
-    """Conditional coupling flow on patch vectors with a positional-encoding context (CFlow-AD).
+@register_head("patch_flow_simple")
+class PatchFlowSimpleHead(PatchHead):
+    """One conditional coupling flow on the concatenated patch vectors with a positional context.
 
     Args:
         n_blocks: coupling blocks (CFlow: 8); hidden_features: subnet width; clamp: soft clamp (CFlow 1.9).
@@ -91,7 +92,7 @@ class PatchFlowHead(PatchHead):
         for name, value in [("n_blocks", n_blocks), ("hidden_features", hidden_features),
                             ("epochs", epochs), ("batch_size", batch_size)]:
             if value < 1:
-                raise MethodError(f"patch_flow: {name} must be >= 1, got {value}")
+                raise MethodError(f"patch_flow_simple: {name} must be >= 1, got {value}")
         self.n_blocks = n_blocks
         self.hidden_features = hidden_features
         self.clamp = clamp
@@ -119,20 +120,20 @@ class PatchFlowHead(PatchHead):
         self.flow_.train()
         self.loss_history_ = train_loop(
             loss_fn, n=len(vectors), batch_size=self.batch_size, epochs=self.epochs, generator=generator,
-            optimizers=[optimiser], name="patch_flow", drop_last=False, device=device, clip_grad_norm=5.0,
+            optimizers=[optimiser], name="patch_flow_simple", drop_last=False, device=device, clip_grad_norm=5.0,
             hint=f"lower lr (now {self.lr:g}) or standardise", progress=progress).epochs
         self.flow_.eval()
 
     def _grid_side(self, positions: int) -> tuple[int, int]:
         h = int(round(math.sqrt(positions)))
         if h * h != positions:
-            raise MethodError(f"patch_flow: needs a square patch grid, got {positions} positions")
+            raise MethodError(f"patch_flow_simple: needs a square patch grid, got {positions} positions")
         return h, h
 
     def _score(self, emb: torch.Tensor) -> torch.Tensor:
         b, p, d = emb.shape
         if p != len(self.pos_):
-            raise MethodError(f"patch_flow: fitted on {len(self.pos_)} patch positions, got {p}")
+            raise MethodError(f"patch_flow_simple: fitted on {len(self.pos_)} patch positions, got {p}")
         context = self.pos_.to(emb.device).repeat(b, 1)
         with torch.no_grad():
             nll = -self.flow_.log_prob(emb.flatten(0, 1), context=context) / d
