@@ -7,6 +7,7 @@ conspicuous lesions so that tiny training budgets give a stable, clearly-above-c
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -17,12 +18,12 @@ from sklearn.metrics import roc_auc_score
 from datasets.base import AnomalyDataset, DatasetCard, Split
 from datasets.synthetic import PhantomGenerator, PhantomSpec
 from methods.base import MethodError
-from methods.detectors._maps import gaussian_smooth, reduce_maps, upsample
+from methods.detectors._maps import gaussian_smooth, reduce_maps, relative_sigma, upsample
 from methods.detectors._pool import unlabeled_pool
 from methods.detectors.ddad_asr import blend_squares, focal_loss
 from methods.heads.patch_knn import greedy_coreset, nearest
 from methods.detectors.recontrast import global_cosine_hard_mining
-from methods.registry import DETECTORS, create_detector, list_detectors
+from methods.registry import DETECTORS, create_detector, create_head, list_detectors
 
 SIZE = 32
 
@@ -169,15 +170,26 @@ def test_unlabeled_pool_default_size_and_errors(phantoms: AnomalyDataset):
 
 
 # -- parts --------------------------------------------------------------------------------------
-def test_gaussian_smooth_keeps_maps_apart_and_reductions():
+def test_gaussian_smooth_is_scipys_reflect_blur_and_reductions_by_hand():
     maps = np.zeros((3, 16, 16), np.float32)
     maps[1, 8, 8] = 1.0
+    maps[2, 0, 0] = 1.0
+    k = np.arange(-8, 9)                                       # sigma 2, support +-4 sigma
+    w = np.exp(-k ** 2 / 8.0)
+    w /= w.sum()
     smooth = gaussian_smooth(maps, 2.0)
-    assert smooth[0].max() == 0 and smooth[2].max() == 0 and 0 < smooth[1].max() < 1
-    assert smooth[1].sum() == pytest.approx(1.0, abs=1e-4)
-    np.testing.assert_allclose(reduce_maps(smooth, "max"), smooth.reshape(3, -1).max(1))
-    np.testing.assert_allclose(reduce_maps(maps, "mean"), [0, 1 / 256, 0], rtol=1e-6)
+    assert smooth[0].max() == 0                                # maps never mix
+    assert smooth[1, 8, 8] == pytest.approx(w[8] ** 2, rel=1e-5)
+    assert smooth[1, 8, 11] == pytest.approx(w[8] * w[11], rel=1e-5)
+    # scipy's 'reflect' repeats the edge pixel, so the corner also receives its mirror copy (w_1)
+    assert smooth[2, 0, 0] == pytest.approx((w[8] + w[9]) ** 2, rel=1e-5)
+    assert smooth[1].sum() == pytest.approx(1.0, abs=1e-5) and smooth[2].sum() == pytest.approx(1.0, abs=1e-5)
+    rows_only = gaussian_smooth(maps, (2.0, 0.0))              # per-axis sigma
+    assert rows_only[1, 8, 8] == pytest.approx(w[8], rel=1e-5) and rows_only[1, 8, 9] == 0
+    np.testing.assert_allclose(reduce_maps(maps, "max"), [0, 1, 1])
+    np.testing.assert_allclose(reduce_maps(maps, "mean"), [0, 1 / 256, 1 / 256], rtol=1e-6)
     assert upsample(torch.ones(2, 4, 4), 8).shape == (2, 8, 8)
+    assert relative_sigma((64, 32)) == pytest.approx((4 * 64 / 224, 4 * 32 / 224))
 
 
 def test_hard_mining_masks_easy_gradients_only():
@@ -208,24 +220,40 @@ def test_greedy_coreset_and_nearest():
     assert dist[0, 0].item() == pytest.approx(brute.item(), rel=1e-5)
 
 
-def test_patchcore_reweighting_only_lowers_scores(phantoms: AnomalyDataset):
-    base = create_detector("patchcore", in_chans=1, image_size=SIZE).fit(phantoms.train, seed=0)
-    plain = base.predict(phantoms.test.images[:8]).scores
-    base.head.reweight = True
-    weighted = base.predict(phantoms.test.images[:8]).scores
-    assert (weighted <= plain + 1e-6).all() and (weighted > 0).all() and not np.allclose(weighted, plain)
+def test_patchcore_reweighting_by_hand():
+    """Eq. 7 of the paper: s = (1 - e^|m_test - m*| / sum_{m in N_b(m*)} e^|m_test - m|) * s*.
+
+    Bank a = (0, 0), b = (1, 0), c = (4, 0); the image's patches (0, 0), (1, 2), (0, 0). The worst
+    one is (1, 2), its nearest bank element m* = b with s* = 4 (squared L2); N_2(b) = {b, a}.
+    """
+    train = {"s": torch.tensor([[0.0, 1.0, 4.0], [0.0, 0.0, 0.0]]).view(1, 2, 1, 3)}
+    probe = {"s": torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0]]).view(1, 2, 1, 3)}
+    head = create_head("patch_knn", coreset_ratio=1.0, aggregate=1, pool_layers=False, sigma=0, reweight=True,
+                       reweight_neighbours=2).fit(lambda: [train], image_size=24)
+    score, _ = head.predict(probe, 24)
+    weight = 1 - math.exp(2.0) / (math.exp(2.0) + math.exp(5 ** 0.5))
+    assert score.item() == pytest.approx(weight * 4.0, rel=1e-5)
+    head.reweight = False
+    assert head.predict(probe, 24)[0].item() == pytest.approx(4.0)
 
 
 def test_padim_covariance_matches_numpy(phantoms: AnomalyDataset):
-    padim = create_detector("padim", in_chans=1, image_size=SIZE, d_reduced=6).fit(phantoms.train, seed=0)
+    """The registered ``padim``: EfficientNet-Lite0 stages 1-3 (strides 4/8/16) nearest-aligned by
+    hand (cells repeated), its channel subset, then np.mean / np.cov + 0.01 I at one position."""
     from datasets.base import to_float
+
+    padim = create_detector("padim", in_chans=1, image_size=SIZE, d_reduced=6).fit(phantoms.train, seed=0)
     with torch.no_grad():
         maps = padim.encoder.feature_maps(to_float(phantoms.train.images))
-        emb = padim.head.embed(maps).double().numpy()                                   # [N, P, d]
-    p = 5
-    cov = np.cov(emb[:, p].T) + 0.01 * np.eye(6)
+    stages = list(maps)[1:4]
+    assert padim.head.stages_ == stages and [maps[s].shape[-1] for s in stages] == [8, 4, 2]
+    x = np.concatenate([np.repeat(np.repeat(maps[s].double().numpy(), 8 // maps[s].shape[-2], 2),
+                                  8 // maps[s].shape[-1], 3) for s in stages], axis=1)
+    x = x[:, padim.head.channels_.numpy()].reshape(len(x), 6, 64)
+    p = 13                                                                          # row 1, column 5
+    cov = np.cov(x[:, :, p].T) + 0.01 * np.eye(6)
     np.testing.assert_allclose(np.linalg.inv(padim.head.precision_[p].double().numpy()), cov, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(padim.head.mean_[p].numpy(), emb[:, p].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(padim.head.mean_[p].numpy(), x[:, :, p].mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_focal_loss_and_synthetic_squares():

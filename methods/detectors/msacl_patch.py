@@ -5,7 +5,8 @@ off-the-shelf UAD models, PaDiM among them (Defard et al. 2021, arXiv:2011.08785
 PaDiM post-processing is not published; this is the PaDiM recipe of ``patch_gaussian``: the layer2
 and layer3 maps of the trained MSACL ResNet (strides 8 and 16) on the layer2 grid (nearest), a
 seeded random subset of ``d_reduced`` channels, a Gaussian per position, Mahalanobis map,
-bilinear upsampling, Gaussian sigma 4, image score = the map's maximum.
+bilinear upsampling, Gaussian blur (PaDiM's 4 px at 224 px, scaled to the image side), image
+score = the map's maximum.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from methods.registry import register_detector
 def msacl_patch(in_chans: int = 1, image_size: int = 64, *, backbone: str = "resnet18",
                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                 optimizer: str | None = None, weight_decay: float | None = None, warmup_epochs: int | None = None,
-                encoder: dict | None = None, d_reduced: int | None = 100, epsilon: float = 0.01, sigma: float = 4.0,
+                encoder: dict | None = None, d_reduced: int | None = 100, epsilon: float = 0.01, sigma: float | None = None,
                 score: str = "max", batch_size_features: int = 64) -> PatchDetector:
     """Train ``msacl`` on the normal images (encoder options as ``msacl``'s), then PaDiM on its maps."""
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,

@@ -6,7 +6,8 @@ xiahaifeng1995/PaDiM-Anomaly-Detection-Localization-master. The per-patch Gaussi
 ``methods/heads/patch_gaussian.py`` (one implementation), the frozen backbone in
 ``methods/encoders/timm_frozen.py``; this factory only fixes PaDiM's choices: three stages at
 strides 4/8/16 (``out_indices=(1, 2, 3)``: 24 + 40 + 112 channels of EfficientNet-Lite0, the one
-backbone with ImageNet weights offline), 100 random channels, epsilon 0.01, sigma 4, max score.
+backbone with ImageNet weights offline), 100 random channels, epsilon 0.01, the map blurred as
+the reference code's 4 px at 224 px (scaled to the image side), max score.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from methods.registry import register_detector
 def padim(in_chans: int = 1, image_size: int = 64, *, backbone: str = "tf_efficientnet_lite0",
           pretrained: bool = True, weights: str | None = None, input_norm: str = "weights",
           out_indices: tuple[int, ...] = (1, 2, 3), d_reduced: int | None = 100, epsilon: float = 0.01,
-          input_size: int | None = None, sigma: float = 4.0, score: str = "max",
+          input_size: int | None = None, sigma: float | None = None, score: str = "max",
           preprocess: str = "none", batch_size: int = 32) -> PatchDetector:
     """PaDiM = frozen ImageNet ``backbone`` x a Gaussian per patch position (Mahalanobis map)."""
     encoder = FrozenTimmEncoder(backbone, in_chans, image_size, pretrained=pretrained, weights=weights,

@@ -4,9 +4,11 @@ Why a base class: PaDiM (Defard et al. 2021), PatchCore (Roth et al. 2022) and C
 et al. 2022) share everything but the density model. Each takes named feature-map stages of a
 frozen encoder, brings them to one grid, keeps (a seeded random subset of) the channels, models
 the distribution of the resulting patch vectors on normal images, and scores each patch; the
-patch scores are upsampled to the image and smoothed (Gaussian, sigma 4) and the image score is
-their maximum. Here that recipe is written once, so any density model (one subclass with
-``_fit`` and ``_score``) crosses with any encoder that declares ``dense = True``.
+patch scores are upsampled to the image and smoothed (``scipy.ndimage.gaussian_filter``, sigma 4 px
+at 224 px, scaled here to the image side) and the image score is their maximum. Here that recipe
+is written once, so any density model (one subclass with ``_fit`` and ``_score``) crosses with any
+encoder that declares ``dense = True``; a head whose stages are combined differently (PatchCore's
+per-layer pooling) overrides ``combine``, one that scores each stage apart (CFlow-AD) ``predict``.
 
 Memory is bounded: ``fit`` receives a *function returning an iterator* of feature-map batches,
 so heads stream over the training images (as many passes as they need) and never hold an
@@ -21,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.functional import gaussian_blur
 
 from methods.base import MethodError, seed_everything
+from methods.detectors._maps import gaussian_smooth, relative_sigma, upsample
 from methods.preprocess import FeaturePreprocessor, check_preprocess
 
 FeatureBatches = Callable[[], Iterable[dict[str, torch.Tensor]]]
@@ -70,7 +72,9 @@ class PatchHead(nn.Module):
             before concatenation (PatchCore's 3; 1 = none).
         align: how coarser stages reach the finest chosen grid: ``nearest`` (PaDiM) or ``bilinear``.
         preprocess: per-channel ``none`` | ``standardize`` | ``l2`` | ``pca_whiten`` of the patch vectors.
-        sigma: Gaussian smoothing of the upsampled map (4, as PaDiM/PatchCore/CFlow).
+        sigma: Gaussian smoothing of the upsampled map with scipy's filter (reflect border, truncate
+            4). None (default): the references' 4 px at 224 px scaled to the map side
+            (``4 * side / 224``, per axis); a number: that many pixels at every size; 0: none.
         score: image score from the smoothed map: ``max``, ``mean`` or ``topk`` (mean of the
             ``top_k`` fraction of highest pixels).
     """
@@ -79,7 +83,7 @@ class PatchHead(nn.Module):
 
     def __init__(self, *, stages: Sequence[str | int] | None = None, strides: Sequence[int] = (4, 16),
                  d_reduced: int | None = None, aggregate: int = 1, align: str = "nearest",
-                 preprocess: str = "none", variance: float = 0.99, sigma: float = 4.0, score: str = "max",
+                 preprocess: str = "none", variance: float = 0.99, sigma: float | None = None, score: str = "max",
                  top_k: float = 0.01):
         super().__init__()
         who = type(self).__name__
@@ -93,6 +97,8 @@ class PatchHead(nn.Module):
             raise MethodError(f"{who}: d_reduced must be >= 1 or None, got {d_reduced}")
         if not 0 < top_k <= 1:
             raise MethodError(f"{who}: top_k must be in (0, 1], got {top_k}")
+        if sigma is not None and sigma < 0:
+            raise MethodError(f"{who}: sigma must be >= 0 or None (scaled to the image), got {sigma}")
         self.stages = None if stages is None else list(stages)
         self.strides = tuple(strides)
         self.d_reduced = d_reduced
@@ -105,15 +111,19 @@ class PatchHead(nn.Module):
         self.top_k = top_k
 
     # -- patch vectors ----------------------------------------------------------------------------
-    def embed(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, P, d]`` patch vectors on the finest chosen grid (``grid_`` = its (h, w))."""
+    def combine(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, D, h, w]``: the chosen stages (``aggregate``-pooled) on the finest grid, concatenated."""
         feats = [maps[name] for name in self.stages_]
         if self.aggregate > 1:
             feats = [F.avg_pool2d(f, self.aggregate, stride=1, padding=self.aggregate // 2, count_include_pad=False)
                      for f in feats]
         size = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
         kwargs = {"mode": "nearest"} if self.align == "nearest" else {"mode": "bilinear", "align_corners": False}
-        feats = torch.cat([f if f.shape[-2:] == size else F.interpolate(f, size=size, **kwargs) for f in feats], 1)
+        return torch.cat([f if f.shape[-2:] == size else F.interpolate(f, size=size, **kwargs) for f in feats], 1)
+
+    def embed(self, maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, P, d]`` patch vectors: ``combine``, the channel subset, then the preprocessing."""
+        feats = self.combine(maps)
         if self.channels_ is not None:
             feats = feats[:, self.channels_.to(feats.device)]
         return self.preprocessor(feats.flatten(2).transpose(1, 2))
@@ -128,8 +138,8 @@ class PatchHead(nn.Module):
         if not first:
             raise MethodError(f"{who}: got no training feature maps")
         self.stages_ = select_stages(first, image_size, self.stages, self.strides, who)
-        total = sum(first[name].shape[1] for name in self.stages_)
         self.channels_ = None
+        total = self.combine(first).shape[1]
         if self.d_reduced is not None and self.d_reduced < total:
             self.channels_ = torch.randperm(total, generator=generator)[:self.d_reduced].sort().values
         self.preprocessor = FeaturePreprocessor("none")
@@ -183,16 +193,16 @@ class PatchHead(nn.Module):
         k = max(1, int(round(self.top_k * flat.shape[1])))
         return flat.topk(k, dim=1).values.mean(1)
 
+    def smooth(self, maps: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W]`` maps blurred as ``scipy.ndimage.gaussian_filter`` (see ``sigma``)."""
+        sigma = relative_sigma(tuple(maps.shape[-2:])) if self.sigma is None else self.sigma
+        if not self.sigma and self.sigma is not None:
+            return maps
+        return torch.from_numpy(gaussian_smooth(maps.float().cpu().numpy(), sigma)).to(maps.device)
+
     @torch.no_grad()
     def predict(self, maps: dict[str, torch.Tensor], image_size: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores [B], maps [B, H, W])``: patch scores upsampled (bilinear) and Gaussian-smoothed."""
         emb, patch = self.patch_scores(maps)
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        up = F.interpolate(patch[:, None].float(), size=size, mode="bilinear", align_corners=False)
-        if self.sigma:
-            # scipy.ndimage.gaussian_filter's support (truncate 4 sigma), as the reference code smooths
-            radius = int(4 * self.sigma + 0.5)
-            radius = min(radius, min(size) - 1)          # reflect padding needs radius < side
-            up = gaussian_blur(up, kernel_size=2 * radius + 1, sigma=self.sigma)
-        up = up[:, 0]
+        up = self.smooth(upsample(patch, image_size))
         return self.image_scores(emb, patch.flatten(1), up), up

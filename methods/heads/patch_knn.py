@@ -3,8 +3,13 @@
 Roth, Pemula, Zepeda, Schölkopf, Brox, Gehler, "Towards Total Recall in Industrial Anomaly
 Detection", CVPR 2022 (arXiv 2106.08265); official code amazon-science/patchcore-inspection.
 
-* Locally aware patch features: each stage (strides 8 and 16) is average-pooled over its 3x3
-  neighbourhood, the coarser one bilinearly upsampled to the finer grid, and both concatenated.
+* Locally aware patch features, as the official code builds them (``pool_layers=True``): each
+  stage (strides 8 and 16) is unfolded into its zero-padded 3x3 neighbourhoods (``C * 9`` values
+  per patch), the coarser one bilinearly upsampled to the finer grid, each stage's vector
+  adaptive-average-pooled to ``pretrain_embed_dim`` (1024), the stages stacked and pooled together
+  to ``target_embed_dim`` (1024). Every stage so gets the same share of the vector, whatever its
+  channel count. ``pool_layers=False`` is the paper's wording instead: a 3x3 mean per stage and
+  the stages concatenated (the deeper, wider stage then dominates distances).
 * Memory bank: greedy (k-center) coreset of ``coreset_ratio`` (10 %) of all training patches,
   chosen on a seeded Gaussian random projection to 128 dimensions and started, like the official
   approximate sampler, from the mean distance to 10 random points (no N x N matrix is built).
@@ -24,6 +29,29 @@ from methods.heads._patch import PatchHead
 from methods.registry import register_head
 
 METRICS = ("squared", "euclidean")
+
+
+def pooled_patch_features(feats: list[torch.Tensor], patch_size: int, pretrain_dim: int,
+                          target_dim: int) -> torch.Tensor:
+    """``[B, target_dim, h, w]`` PatchCore patch features on the first stage's grid (official recipe).
+
+    Each ``[B, C, h_l, w_l]`` stage is unfolded into zero-padded ``patch_size`` neighbourhoods
+    (channel-major ``C * k * k`` values per position), bilinearly resized to the first stage's grid,
+    and each position's vector adaptive-average-pooled to ``pretrain_dim``; the stages' vectors are
+    stacked and pooled together to ``target_dim`` (so each stage keeps ``target_dim / L`` values).
+    """
+    b = len(feats[0])
+    grid = feats[0].shape[-2:]
+    pooled = []
+    for f in feats:
+        u = F.unfold(f, patch_size, padding=patch_size // 2).view(b, -1, *f.shape[-2:])
+        if u.shape[-2:] != grid:
+            u = F.interpolate(u, size=grid, mode="bilinear", align_corners=False)
+        u = u.flatten(2).transpose(1, 2).reshape(-1, 1, u.shape[1])                    # [B*P, 1, C*k*k]
+        pooled.append(F.adaptive_avg_pool1d(u, pretrain_dim))
+    stacked = torch.cat(pooled, dim=-1)                                                  # [B*P, 1, L*pretrain]
+    out = F.adaptive_avg_pool1d(stacked, target_dim)[:, 0]                               # [B*P, target]
+    return out.view(b, grid[0] * grid[1], target_dim).transpose(1, 2).reshape(b, target_dim, *grid)
 
 
 def greedy_coreset(features: torch.Tensor, n_select: int, generator: torch.Generator, *,
@@ -77,35 +105,43 @@ class PatchKNNHead(PatchHead):
         projection_dim, coreset_start_points: random projection and start of the greedy coreset.
         num_neighbours: patch score = mean distance to this many nearest bank elements (1).
         metric: ``squared`` (official code) or ``euclidean`` L2 distance.
-        embed_dim: optional channel reduction by adaptive average pooling (official: 1024).
+        pool_layers: the official per-stage pooling to a common size (see the module docstring);
+            False: 3x3 mean per stage and concatenation.
+        pretrain_embed_dim, target_embed_dim: the official ``pretrain_embed_dimension`` and
+            ``target_embed_dimension`` (1024 each, the official defaults).
         reweight, reweight_neighbours: the paper's image-score re-weighting with ``b`` neighbours.
         strides, aggregate, align: PatchCore's (8, 16), 3 and bilinear by default.
     """
 
     def __init__(self, *, coreset_ratio: float = 0.1, projection_dim: int | None = 128,
                  coreset_start_points: int = 10, num_neighbours: int = 1, metric: str = "squared",
-                 embed_dim: int | None = None, reweight: bool = False, reweight_neighbours: int = 9,
+                 pool_layers: bool = True, pretrain_embed_dim: int = 1024, target_embed_dim: int = 1024,
+                 reweight: bool = False, reweight_neighbours: int = 9,
                  strides=(8, 16), aggregate: int = 3, align: str = "bilinear", **kwargs):
         super().__init__(strides=strides, aggregate=aggregate, align=align, **kwargs)
         if not 0 < coreset_ratio <= 1:
             raise MethodError(f"patch_knn: coreset_ratio must be in (0, 1], got {coreset_ratio}")
         if metric not in METRICS:
             raise MethodError(f"patch_knn: metric='{metric}' is not one of {METRICS}")
+        if pretrain_embed_dim < 1 or target_embed_dim < 1:
+            raise MethodError(f"patch_knn: pretrain_embed_dim and target_embed_dim must be >= 1, "
+                              f"got {pretrain_embed_dim}, {target_embed_dim}")
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
         self.coreset_start_points = coreset_start_points
         self.num_neighbours = num_neighbours
         self.metric = metric
-        self.embed_dim = embed_dim
+        self.pool_layers = pool_layers
+        self.pretrain_embed_dim = pretrain_embed_dim
+        self.target_embed_dim = target_embed_dim
         self.reweight = reweight
         self.reweight_neighbours = reweight_neighbours
 
-    def embed(self, maps):
-        emb = super().embed(maps)
-        if self.embed_dim and self.embed_dim < emb.shape[-1]:
-            b, p, d = emb.shape
-            emb = F.adaptive_avg_pool1d(emb.reshape(b * p, 1, d), self.embed_dim).view(b, p, self.embed_dim)
-        return emb
+    def combine(self, maps):
+        if not self.pool_layers:
+            return super().combine(maps)
+        feats = sorted((maps[name] for name in self.stages_), key=lambda f: -f.shape[-2] * f.shape[-1])
+        return pooled_patch_features(feats, self.aggregate, self.pretrain_embed_dim, self.target_embed_dim)
 
     def _fit(self, patches, *, seed, device, progress) -> None:
         bank = torch.cat([emb.flatten(0, 1) for emb in patches()])
