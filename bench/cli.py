@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "run directory there is never overwritten")
     run.add_argument("--check", action="store_true",
                      help="only validate the grid and run the preflight (datasets, weights, pools); no training")
+    run.add_argument("--budget", type=float, default=None, metavar="HOURS",
+                     help="refuse the grid, before any work, when its planned wall time exceeds HOURS")
     run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop at the first error of any report part (default: list it in the README and go on)")
     rep.add_argument("--skip-bad", action="store_true",
                      help="report without unreadable records and list them (default: exit non-zero naming them)")
+    rep.add_argument("--claims", dest="claim_files", action="append", default=[], metavar="FILE",
+                     help="claims of your own (TOML [[claim]] tables) besides the built-in and the grid's")
+
+    claims = sub.add_parser("claims", help="verdicts of the claims (built-in, the grid's, --claims files) on a run")
+    claims.add_argument("run_dir")
+    claims.add_argument("--claims", dest="claim_files", action="append", default=[], metavar="FILE",
+                        help="a TOML file of [[claim]] tables (repeatable; bench/claims/*.toml are the built-in ones)")
+    claims.add_argument("--no-builtin", action="store_true", help="only the grid's and --claims files' claims")
+    claims.add_argument("--out", default=None, help="folder for claims.md/.csv/.tex (default: reports/<run name>)")
+    claims.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of the Holm correction")
+    claims.add_argument("--resamples", type=int, default=None, metavar="B",
+                        help="bootstrap resamples (default: enough for the number of comparisons, 2000-20000)")
 
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
@@ -100,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
-                "perf": cmd_perf}[args.command](args)
+                "perf": cmd_perf, "claims": cmd_claims}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
         return 130
@@ -119,9 +133,11 @@ def one_line_error(exc: BaseException) -> str | None:
     from bench.run.grid import GridError
     from bench.run.runner import DeviceError
     from bench.run.store import BadRecordError, RunLockedError, describe_os_error
+    from bench.analysis.claims import ClaimError
     from datasets._shared.registry import UnknownEntryError
 
-    known = (GridError, UnknownEntryError, UsageError, RunLockedError, DeviceError, ExecutorError, BadRecordError)
+    known = (GridError, UnknownEntryError, UsageError, RunLockedError, DeviceError, ExecutorError, BadRecordError,
+             ClaimError)
     try:
         from datasets.base import DatasetError
         from methods.base import MethodError
@@ -227,6 +243,14 @@ def cmd_run(args) -> int:
                 print(f"error: {problem}", file=sys.stderr)
             print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
             return 2
+        from bench.cost.measure import estimate_run        # cost before commitment (issue 15)
+
+        estimate = estimate_run(runner, checked, args.executor)
+        print("\n".join(estimate.lines()))
+        if args.budget is not None and estimate.exceeds(args.budget):
+            print(f"error: planned wall time {estimate.seconds / 3600:.2f} h exceeds --budget {args.budget:g} h; "
+                  "nothing was run", file=sys.stderr)
+            return 2
         if args.check:
             print("preflight: ok")
             return 0
@@ -311,8 +335,26 @@ def cmd_report(args) -> int:
                          f"run `python -m bench run --out {run_dir}` first")
     target = Path(args.out) if args.out else Path("reports") / run_dir.name
     claim_report_dir(target, run_dir, hint="pass --out DIR to put this run's report elsewhere")
-    out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad)
+    out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad,
+                       claim_files=tuple(args.claim_files))
     print(f"report: {out / 'README.md'}")
+    return 0
+
+
+def cmd_claims(args) -> int:
+    """Print the verdict table and write claims.md/.csv/.tex and the forest plot (issue 15)."""
+    from bench.analysis.claims import evaluate_run
+    from bench.report.verdicts import render_text, write_claims
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
+    result = evaluate_run(run_dir, args.claim_files, builtin=not args.no_builtin, alpha=args.alpha,
+                          n_resamples=args.resamples)
+    out = Path(args.out) if args.out else report_dir_for(run_dir, "reports")
+    print(render_text(result))
+    paths = write_claims(result, out)
+    print(f"claims: {paths[0]}")
     return 0
 
 

@@ -250,14 +250,21 @@ def _first_copies(images: np.ndarray) -> np.ndarray:
 
 
 def split_tags(subtype: np.ndarray, keep: np.ndarray, train_fraction: float, val_fraction: float,
-               seed: int) -> np.ndarray:
-    """``train``/``val``/``test``/``unused`` per image: seeded, stratified by subtype, order-free."""
+               seed: int, pool_fraction: float = 0.0) -> np.ndarray:
+    """``train``/``val``/``test``/``pool``/``unused`` per image: seeded, stratified by subtype, order-free.
+
+    ``pool_fraction`` of each lesion subtype goes to an unlabeled pool (for one-class semi-supervised
+    detectors such as DDAD-ASR) before validation and test are drawn; 0 leaves the splits as they were.
+    """
     tags = np.full(len(subtype), "unused", dtype=object)
     for name in SUBTYPES:
         index = np.flatnonzero((subtype == name) & keep)
         index = index[stable_rng(seed, f"busi-{name}").permutation(len(index))]
         n_train = int(round(train_fraction * len(index))) if name == "normal" else 0
         rest = index[n_train:]
+        n_pool = int(round(pool_fraction * len(rest))) if name != "normal" else 0
+        tags[rest[:n_pool]] = "pool"
+        rest = rest[n_pool:]
         n_val, _ = allocate(len(rest), [val_fraction])
         tags[index[:n_train]] = "train"
         tags[rest[:n_val]] = "val"
@@ -273,7 +280,8 @@ def _check_int(name: str, value, low: int, high: int) -> int:
 
 @register_dataset("busi", card=CARD, decodes_files=True)
 def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, val_fraction: float = 0.3,
-         seed: int = 0, source: str = "auto", cache_dir: str | Path | None = None) -> AnomalyDataset:
+         seed: int = 0, source: str = "auto", cache_dir: str | Path | None = None,
+         pool_fraction: float = 0.0) -> AnomalyDataset:
     """BUSI normals vs lesions with masks, from the published folder or ``busi.npz``.
 
     Args:
@@ -285,12 +293,17 @@ def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, v
         seed: the split's seed.
         source: ``auto`` (the folder when present, else ``busi.npz``), ``folder`` or ``npz``.
         cache_dir: where decoded folder arrays are cached (default ``<root>/.uad_cache`` when writable).
+        pool_fraction: share of the lesion images (per subtype) held out as an unlabeled pool for
+            one-class semi-supervised detectors (DDAD-ASR), taken before validation and test; BUSI has
+            no spare normals, so a pool at a rate below 1 borrows normals from training (the pool says so).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DatasetError(f"busi: seed must be a non-negative int, got {seed!r}")
     seed = int(seed)
     check_fraction("train_fraction", train_fraction, allow_zero=False)
     check_fraction("val_fraction", val_fraction, allow_zero=False)
+    if isinstance(pool_fraction, bool) or not isinstance(pool_fraction, (int, float)) or not 0 <= pool_fraction < 1:
+        raise DatasetError(f"busi: pool_fraction must be in [0, 1), got {pool_fraction!r}")
     root = Path(os.fspath(root)).expanduser()
     kind, path = locate(root, source)
     image_size = _check_int("image_size", image_size, 8, MAX_FOLDER_SIZE if kind == "folder" else STORED_SIZE)
@@ -302,7 +315,7 @@ def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, v
     _check(raw, path)
     keep = _first_copies(raw["images"])
     subtype = raw["subtype"].astype(str)
-    tags = split_tags(subtype, keep, float(train_fraction), float(val_fraction), seed)
+    tags = split_tags(subtype, keep, float(train_fraction), float(val_fraction), seed, float(pool_fraction))
     labels = (subtype != "normal").astype(np.int64)
     if not np.array_equal(labels, raw["labels"].astype(np.int64)):
         raise DatasetError(f"busi: {path}: labels disagree with subtype (normal = 0, benign/malignant = 1)")
@@ -313,7 +326,7 @@ def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, v
             else f"{path} (BUSI at 128 px)")
     config = {"loader": "busi", "source": str(path), "source_kind": kind, "image_size": image_size,
               "train_fraction": float(train_fraction), "val_fraction": float(val_fraction), "seed": seed,
-              "duplicates_dropped": int((~keep).sum()), **info}
+              "pool_fraction": float(pool_fraction), "duplicates_dropped": int((~keep).sum()), **info}
     note = f"{int((~keep).sum())} pixel-identical duplicate(s) dropped"
     card = replace(CARD, notes=f"This build read {read}. {CARD.notes}")
     return assemble("busi", arrays, labels, groups, tags, card, config, source=path, split_note=note)

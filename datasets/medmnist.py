@@ -180,8 +180,10 @@ def _locate(flag: str, info: dict, root: Path, size: int | None, download: bool)
     if download and _try_download(flag, info, root, size):
         return path
     why = "not found and download failed (offline?)" if download else "not found (download=False)"
-    raise DatasetError(f"medmnist/{flag}: {path} {why}; put the official file there or pass "
-                       f"--data-root DIR that holds it")
+    url = info.get("url" if size in (None, 28) else f"url_{size}") or "https://zenodo.org/records/10519652"
+    raise DatasetError(f"medmnist/{flag}: {path} {why}; download {path.name} from {url} (MedMNIST, "
+                       f"https://medmnist.com, Zenodo doi:10.5281/zenodo.10519652, CC BY 4.0) into the data root, "
+                       f"or pass --data-root DIR that holds it")
 
 
 def _read(flag: str, info: dict, root: Path, size: int | None, path: Path) -> dict[str, tuple]:

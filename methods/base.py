@@ -67,6 +67,16 @@ class Encoder(nn.Module):
         (none for encoders trained from scratch)."""
         return []
 
+    def chance_loss(self, batch_size: int) -> float | None:
+        """The training loss of an encoder that has learned nothing, where the loss has one in closed
+        form (InfoNCE: ``ln`` of the number of candidates); None otherwise (a VAE's ELBO). Read by the
+        label-free adequacy guard (``bench.analysis.adequacy``) with the batch size training used."""
+        return None
+
+    def loss_floor(self, batch_size: int) -> float | None:
+        """The loss of a perfect encoder where it has a closed form (see :meth:`chance_loss`), else None."""
+        return None
+
     @torch.no_grad()
     def embed(self, images: np.ndarray | Split, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
         """Batched, gradient-free ``forward`` over uint8 images; returns a CPU float tensor."""

@@ -54,6 +54,20 @@ def test_busi_fake_file_splits(tmp_path):
     assert not np.array_equal(np.sort(ds.train.groups), np.sort(other.train.groups))
 
 
+def test_busi_pool_fraction_holds_out_lesion_images(tmp_path):
+    write_fake_busi(tmp_path)
+    base = create_dataset("busi", root=tmp_path, image_size=16, train_fraction=0.5, seed=1)
+    assert base.pool is None
+    ds = create_dataset("busi", root=tmp_path, image_size=16, train_fraction=0.5, seed=1, pool_fraction=0.5)
+    # benign 30 -> 15 pooled, malignant 9 (one duplicate dropped) -> round(4.5) = 4: 19 unlabeled lesion images
+    assert len(ds.pool) == 19 and ds.pool.n_normal == 0 and ds.pool.masks is not None
+    assert ds.val.n_anomalous + ds.test.n_anomalous == 39 - 19
+    np.testing.assert_array_equal(ds.train.groups, base.train.groups)            # training is untouched
+    assert not set(ds.pool.groups) & (set(ds.test.groups) | set(ds.val.groups))
+    with pytest.raises(DatasetError, match="pool_fraction"):
+        create_dataset("busi", root=tmp_path, pool_fraction=1.0)
+
+
 def test_busi_errors(tmp_path):
     with pytest.raises(DatasetError, match="Dataset_BUSI_with_GT: folder not found.*or busi.npz"):
         create_dataset("busi", root=tmp_path)

@@ -15,7 +15,8 @@ def record(cell, timings, **extra):
     return {"cell_id": cell.cell_id, "config_hash": cell.config_hash(), "config": cell.config(), "kind": cell.kind,
             "dataset": cell.dataset.id, "seed": cell.seed, "encoder": cell.encoder.id, "head": cell.head.id,
             "detector": None, "localization": cell.localization, "status": "ok", "timings": timings,
-            "host": {"device": "cpu"}, "metrics": {}, **extra}
+            "host": {"device": "cpu"},
+            "metrics": {"image_auroc": 0.7, "image_ap": 0.6, "image_fpr95": 0.5}, **extra}
 
 
 def test_lpt():

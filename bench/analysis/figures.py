@@ -340,3 +340,47 @@ def diagnostic_scatter(frame: pd.DataFrame, diagnostics: Mapping[str, str],
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, stem)
+
+
+#: Colour of each verdict in the forest plot.
+VERDICT_COLOURS = {"supported": "#228833", "contradicted": "#EE6677", "inconclusive": "#4477AA",
+                   "not testable": "#BBBBBB"}
+
+
+@paper_style
+def forest_plot(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
+    """Effect and 95 % interval per claim, dataset and metric (columns ``label``, ``effect``, ``ci_low``,
+    ``ci_high``, ``verdict``, ``direction``), coloured by verdict; a comparison that is not testable
+    is a grey row marked "not testable"; the dotted line is no effect."""
+    fig = Figure(figsize=(TEXT_WIDTH_IN, _height(len(frame), 0.22, 1.0, cap=14.0)))
+    ax = fig.add_subplot()
+    y = np.arange(len(frame))[::-1]
+    finite = frame["effect"].astype(float).to_numpy()
+    span = np.nanmax(np.abs(np.r_[finite, frame["ci_low"], frame["ci_high"]].astype(float))) if np.isfinite(
+        finite).any() else 1.0
+    for yi, (_, row) in zip(y, frame.iterrows(), strict=True):
+        colour = VERDICT_COLOURS.get(row["verdict"], "#000000")
+        if not np.isfinite(row["effect"]) or row["verdict"] == "not testable":
+            why = str(row.get("reason") or "").split(":")[0]
+            ax.text(0, yi, textwrap.shorten(f"not testable ({why})" if why else "not testable", 60),
+                    color="#888888", ha="center", va="center", fontsize=6)
+            continue
+        low = row["ci_low"] if np.isfinite(row["ci_low"]) else row["effect"]
+        high = row["ci_high"] if np.isfinite(row["ci_high"]) else row["effect"]
+        ax.errorbar(row["effect"], yi, xerr=[[max(row["effect"] - low, 0)], [max(high - row["effect"], 0)]],
+                    fmt="D" if row.get("direction") == "less" else "o", ms=3, color=colour, elinewidth=0.9,
+                    capsize=1.5)
+    ax.axvline(0.0, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_yticks(y)
+    ax.set_yticklabels([textwrap.shorten(str(label), 90) for label in frame["label"]])
+    ax.set_ylim(-0.7, len(frame) - 0.3)
+    ax.set_xlim(-1.1 * max(span, 1e-3), 1.1 * max(span, 1e-3))
+    ax.set_xlabel("effect: metric(A) − metric(B)  (claimed: > 0, ◆ claimed < 0)")
+    ax.set_title(title)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.4 / max(len(frame), 1)),
+              ncol=4, frameon=False)
+    ax.grid(axis="x", linewidth=0.3, alpha=0.6)
+    return save_figure(fig, stem)

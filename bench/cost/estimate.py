@@ -225,7 +225,7 @@ def _fmt(seconds: float) -> str:
 def estimate_report(plan, run_dir: Path, gpus: list[int]) -> list[str]:
     from bench.run.store import ResultStore
 
-    records = ResultStore(run_dir).records() if (Path(run_dir) / "records").is_dir() else []
+    records = ResultStore(run_dir).records(skip_bad=True) if (Path(run_dir) / "records").is_dir() else []
     grid = plan.grid
     estimates = estimate_units(plan, records)
     devices = Counter((r.get("host") or {}).get("device", "?") for r in records)

@@ -26,6 +26,7 @@ from bench.report.frames import (
 from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
+from bench.report.verdicts import ClaimParts
 from bench.report.views import ViewParts
 from bench.run.store import ResultStore, atomic_write_text
 
@@ -44,7 +45,7 @@ class IndexEntry:
     headline: bool = False  # figures shown inline in the README, not only linked
 
 
-class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
+class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts):
     """Builds the report of one run directory; :func:`bench.report.build_report` is the entry point.
 
     ``strict=True`` re-raises the first error of any report part instead of listing it in the
@@ -55,7 +56,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
 
     def __init__(self, run_dir: str | Path, out_dir: str | Path | None = None, *, full: bool = True,
                  n_resamples: int = 1000, seed: int = 0, tsne_points: int = 500, strict: bool = False,
-                 skip_bad: bool = False):
+                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05):
         self.run_dir = Path(run_dir).resolve()
         if not (self.run_dir / "records").is_dir():
             raise FileNotFoundError(f"{self.run_dir}: not a run directory (expected records/<cell_id>.json)")
@@ -63,6 +64,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
         self.out_dir = Path(out_dir) if out_dir is not None else Path("reports") / self.run_name
         self.full, self.n_resamples, self.seed, self.tsne_points = full, n_resamples, seed, tsne_points
         self.strict = strict
+        self.claim_files, self.alpha = tuple(claim_files), alpha     # claims (bench.report.verdicts)
         self.store = ResultStore(self.run_dir)
         self.records = self.store.records(skip_bad=skip_bad)
         self.skipped = list(self.store.skipped)
@@ -200,7 +202,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
         from bench.analysis import figures
 
         means = cells.map(lambda c: c.value).astype(float)
-        annot = cells.map(lambda c: f"{c.value:.3f}" if _finite(c.value) else "")
+        annot = cells.map(lambda c: f"{c.value:.3f}{'§' if c.n_inadequate else ''}" if _finite(c.value) else "")
         self.add(dataset, f"{dataset}: encoder × head heatmap — {metric_label(metric)}",
                  figures.heatmap(means, annot, f"{dataset} — {metric_label(metric)}",
                                  self.out_dir / f"figures/{_slug(dataset)}/heatmap_{metric}", lower, failed),
@@ -219,6 +221,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts):
         self.part_a()
         if self.full:
             self.part_b()
+            self.attempt("claims and verdicts", self.claims_part)
         readme = self.write_readme()
         written = sorted({self._link(p) for e in self.index for p in e.paths} | {self._link(readme)})
         atomic_write_text(self.out_dir / MANIFEST, json.dumps(written, indent=0), sync=False)

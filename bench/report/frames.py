@@ -107,6 +107,9 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
                    map_row=(row_name + (f" [{loc}]" if other_map else "")) if latent else None,
                    head_independent_map=bool(per_encoder),
                    unavailable=json.dumps(rec["metrics_unavailable"]) if rec.get("metrics_unavailable") else None)
+        adequacy = rec.get("adequacy") or {}          # the label-free guard (bench.analysis.adequacy)
+        row["inadequate"] = adequacy.get("passed") is False
+        row["inadequate_reason"] = "; ".join(adequacy.get("reasons") or []) or None
         metrics = rec.get("metrics") or {}
         for m in metric_names() + ["pixel_threshold"]:
             row[m] = metrics.get(m)
@@ -177,6 +180,7 @@ def seed_aggregate(entries: pd.DataFrame) -> pd.DataFrame:
                "n_ok": int(cells["status"].isin(SCORED).sum()),
                "n_failed": int((~cells["status"].isin(SCORED)).sum()),
                "n_degenerate": int((cells["status"] == "degenerate").sum()),
+               "n_inadequate": int(cells["inadequate"].fillna(False).astype(bool).sum()) if "inadequate" in cells else 0,
                "levels": ",".join(sorted(set(group["level"])))}
         for m in metric_names():
             mean, std, n = stats.mean_std(scored[m].to_numpy(dtype=float))

@@ -49,8 +49,11 @@ class IndexParts:
                  f"datasets: {', '.join(self.datasets)}.",
                  "", "Conventions: mean ± std over seeds; **bold** best, <u>underlined</u> second "
                  "(FPR@95TPR: lower is better); `failed` = every seed failed; † = some seeds failed; "
-                 "‡ = some seeds degenerate (metrics included); n/a (reason) = the records say why the metric "
+                 "‡ = some seeds degenerate (metrics included); § = the encoder/detector of some seeds failed the label-free "
+                 "adequacy guard (not adequately trained at this scale); n/a (reason) = the records say why the metric "
                  "does not exist; – = not applicable.", ""]
+        if getattr(self, "claims_markdown", None):            # the answers first (bench.report.verdicts)
+            lines += [self.claims_markdown, ""]
         if self.skipped:
             lines += ["## Records skipped (unreadable)", "",
                       "Reported with `--skip-bad`: these record files could not be read and are left out.", ""]

@@ -3,7 +3,8 @@
 Conventions: mean ± std over seeds; **bold** = best, underlined = second (on the values as
 displayed; lower-is-better metrics say so in the registry); "failed" = every seed of that cell
 failed; "†" = some seeds failed and the value is over the rest; "‡" = some seeds were flagged
-degenerate by the run (their metrics are included); "n/a (reason)" = the records say why the metric
+degenerate by the run (their metrics are included); "§" = the encoder/detector of some seeds failed
+the label-free adequacy guard (``bench.analysis.adequacy``); "n/a (reason)" = the records say why the metric
 does not exist (e.g. no validation split); "–" = not applicable; "(n=k)" marks a cell with a
 different number of seeds than the table.
 """
@@ -35,6 +36,7 @@ class Cell:
     text: str | None = None  # preformatted content (ranks, p-values)
     n_degenerate: int = 0  # seeds whose record status is "degenerate" (metrics present, marked ‡)
     unavailable: str | None = None  # why the metric does not exist (shown as "n/a (reason)")
+    n_inadequate: int = 0  # seeds whose encoder/detector failed the adequacy guard (marked §)
 
 
 @dataclass
@@ -59,6 +61,7 @@ def aggregate_cell(agg: pd.DataFrame, dataset: str, label: str, metric: str) -> 
     row = agg.loc[(dataset, label)]
     return Cell(value=row[f"{metric}.mean"], std=row[f"{metric}.std"], n=int(row[f"{metric}.n"]),
                 n_failed=int(row["n_failed"]), n_degenerate=int(row.get("n_degenerate", 0) or 0),
+                n_inadequate=int(row.get("n_inadequate", 0) or 0),
                 unavailable=row.get(f"{metric}.unavailable") or None)
 
 
@@ -120,13 +123,15 @@ def format_cell(cell: Cell, style: str, decimals: int, mark: str = "", modal_n: 
         core += r"$^\dagger$" if tex else "†"
     if cell.n_degenerate and _finite(cell.value) and cell.text is None:
         core += r"$^\ddagger$" if tex else "‡"
+    if cell.n_inadequate and _finite(cell.value) and cell.text is None:
+        core += r"$^\S$" if tex else "§"
     return core
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
                   "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "ρ": r"$\rho$", "Δ": r"$\Delta$",
-                  "–": "--", "‡": r"$^\ddagger$", "·": r"$\cdot$", "≤": r"$\leq$", "≥": r"$\geq$", "↓": r"$\downarrow$",
+                  "–": "--", "‡": r"$^\ddagger$", "§": r"\S{}", "·": r"$\cdot$", "≤": r"$\leq$", "≥": r"$\geq$", "↓": r"$\downarrow$",
                   "χ": r"$\chi$", "²": r"$^2$", "α": r"$\alpha$", "‖": r"$\|$", "−": "-"}
 
 
@@ -144,6 +149,11 @@ def _table_notes(table: Table, modal_n: int | None) -> list[str]:
     if any(c.n_degenerate and _finite(c.value) and c.text is None for c in entries):
         notes.append("‡ degenerate: the run flagged some seeds of this cell as degenerate (reason in README.md); "
                      "their metrics are included.")
+    if any(c.n_inadequate and _finite(c.value) and c.text is None for c in entries):
+        notes.append("§ not adequately trained: the encoder or detector of some seeds failed the label-free adequacy "
+                     "guard (loss still falling, barely below chance, collapsed, or no better than untrained on "
+                     "validation normals; reasons in each record's `adequacy`); claims resting on them are not "
+                     "testable at this scale.")
     if table.show_n and modal_n:
         notes.insert(0, f"n = {modal_n} seed(s) per entry unless marked (n=k).")
     return notes

@@ -22,7 +22,8 @@ from bench.run.grid import DEFAULT_MAP_KIND, SECTIONS, Component, Grid, GridErro
 
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
-             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", *SECTIONS.values()}
+             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", "claims",
+             *SECTIONS.values()}
 #: Arguments the runner passes itself; a grid never sets them.
 RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),
                "detector": {"in_chans", "image_size"}}
@@ -181,6 +182,13 @@ def validate_grid(grid: Grid) -> None:
     _check_name(grid)
     _check_seeds(grid)
     _check_runtime(data)
+    if "claims" in data:                     # claim files the report will read (bench.analysis.claims)
+        from bench.analysis.claims import ClaimError, grid_claims
+
+        try:
+            grid_claims(data, grid.path)
+        except ClaimError as exc:
+            raise GridError(f"grid '{grid.name}': [claims]: {exc}") from exc
     kinds = MAP_KINDS.names()
     for loc in [*data.get("localization", [DEFAULT_MAP_KIND]), *data.get("maps", {})]:
         if loc not in kinds:

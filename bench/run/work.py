@@ -386,6 +386,7 @@ class EncoderGroup:
 
     def prepare(self):
         """Build the encoder; load it and its embeddings from the cache, or train and embed once."""
+        from bench.analysis.adequacy import encoder_adequacy, untrained_reference
         from methods.base import seed_everything
         from methods.registry import create_encoder
 
@@ -400,8 +401,10 @@ class EncoderGroup:
         if entry is not None:
             emb, meta = entry
             info.update(encoder_fit_s=0.0, embed_s=0.0, encoder_fit_s_original=meta.get("fit_s"),
-                        encoder_history=meta.get("history"))
+                        encoder_history=meta.get("history"),   # adequacy guard (issue 15): stored, or judged now
+                        adequacy=meta.get("adequacy") or encoder_adequacy(encoder, meta.get("history"), emb, ds))
             return encoder, emb, info
+        reference = untrained_reference(encoder, ds, ctx.embed_batch_size, ctx.fit_device)   # adequacy guard
         t0 = time.perf_counter()
         encoder.fit(ds.train, seed=seed, device=ctx.fit_device, progress=ctx.progress)
         fit_s = time.perf_counter() - t0
@@ -415,11 +418,13 @@ class EncoderGroup:
                 raise FloatingPointError(f"encoder {comp.id} produced {bad} non-finite {name} embeddings")
         emb.update(val_labels=ds.val.labels, test_labels=ds.test.labels)
         history = [float(v) for v in encoder.history_]
+        adequacy = encoder_adequacy(encoder, history, emb, ds, reference)         # adequacy guard (issue 15)
         self.cache.save(key, encoder.cpu(), emb, {"dataset": data, "encoder": comp.spec(), "seed": seed,
                                                   "fit_s": fit_s, "embed_s": embed_s, "history": history,
+                                                  "adequacy": adequacy,
                                                   "versions": versions(), "git_sha": git_sha(),
                                                   "created": now()})
-        info.update(encoder_fit_s=fit_s, embed_s=embed_s, encoder_history=history)
+        info.update(encoder_fit_s=fit_s, embed_s=embed_s, encoder_history=history, adequacy=adequacy)
         return encoder, emb, info
 
     def outcomes(self, load_s: float) -> Iterator[Outcome]:
@@ -442,7 +447,7 @@ class EncoderGroup:
                     if len(train) > 1 and np.ptp(train, axis=0).max() == 0 else None)
         first_timings = {"dataset_s": load_s, "encoder_fit_s": info["encoder_fit_s"], "embed_s": info["embed_s"]}
         fields = {k: info.get(k) for k in ("encoder_cache", "encoder_cached", "encoder_history",
-                                           "encoder_fit_s_original")}
+                                           "encoder_fit_s_original", "adequacy")}
         first = True
         for cell in self.unit.cells:
             plan = self.cell_plan(cell, encoder, memo, fields, constant)
@@ -527,6 +532,9 @@ class EndToEnd:
                 detector = cached
                 if detector.complete_fit(ds.train, **fit_kwargs):
                     self.cache.save(key, detector, meta)
-            return detector, {"detector_cache": str(self.cache.path(key)), "detector_cached": cached is not None}
+            from bench.analysis.adequacy import assess_detector
+
+            return detector, {"detector_cache": str(self.cache.path(key)), "detector_cached": cached is not None,
+                              "adequacy": assess_detector(detector)}
 
         return CellPlan(cell, f"detector {comp.id}", build, fit, {"dataset_s": load_s})

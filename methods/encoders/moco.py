@@ -9,6 +9,7 @@ The density heads use the query backbone's pooled output.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from lightly.loss import NTXentLoss
@@ -47,8 +48,18 @@ class MoCoEncoder(TrunkEncoder):
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_momentum)
         self.momentum = momentum
+        self.temperature, self.queue_size = temperature, queue_size
         self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, proj_dim))
         self.augment = ViewAugment(**(augment or {}))
+
+    def chance_loss(self, batch_size: int) -> float:
+        """InfoNCE when all views look alike: the key is one of ``queue + 1`` equally likely candidates
+        (the batch size does not enter; read by the adequacy guard, ``bench.analysis.adequacy``)."""
+        return math.log(self.queue_size + 1)
+
+    def loss_floor(self, batch_size: int) -> float:
+        """InfoNCE of a perfect encoder: key at cosine 1, the queue's negatives at cosine 0."""
+        return math.log1p(self.queue_size * math.exp(-1.0 / self.temperature))
 
     def training_step(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         query = self.projection(self.backbone(self.augment(x, generator)))

@@ -203,6 +203,12 @@ class MSACLEncoder(TrainableEncoder):
         # NaN until fixed; a fixed shape so cached state dicts load into a fresh encoder.
         self.register_buffer("centres_", torch.full((n_classes, self.out_dim), float("nan")))
 
+    def chance_loss(self, batch_size: int) -> float | None:
+        """None, declared: the centre-normalised features and class-dependent temperatures give a
+        constant encoder a loss other than ``ln(2n - 1)``, and the centre term has no fixed chance level;
+        the adequacy guard judges MSACL by its loss trend and its representation only."""
+        return None
+
     # -- the network ---------------------------------------------------------------------------
     def _trunk(self, x: torch.Tensor, upto: int = 4) -> list[torch.Tensor]:
         """Stage outputs ``layer1..layer{upto}`` of the ResNet for [0, 1] images."""

@@ -9,6 +9,8 @@ pretext loss. Loss and projection head come from lightly; the backbone from timm
 
 from __future__ import annotations
 
+import math
+
 import timm
 import torch
 from lightly.loss import NTXentLoss
@@ -59,8 +61,20 @@ class SimCLREncoder(TrunkEncoder):
         hidden = proj_hidden or self.out_dim
         self.projection = SimCLRProjectionHead(self.out_dim, hidden, proj_dim or max(1, self.out_dim // 2),
                                                batch_norm=proj_batch_norm)
+        self.temperature = temperature
         self.criterion = NTXentLoss(temperature=temperature)
         self.augment = ViewAugment(**(augment or {}))
+
+    def chance_loss(self, batch_size: int) -> float:
+        """NT-Xent when all views look alike: the positive is one of ``2B - 1`` equally likely candidates.
+
+        Read by the adequacy guard (``bench.analysis.adequacy``), as is :meth:`loss_floor`.
+        """
+        return math.log(2 * batch_size - 1)
+
+    def loss_floor(self, batch_size: int) -> float:
+        """NT-Xent of a perfect encoder: positive at cosine 1, the ``2B - 2`` negatives at cosine 0."""
+        return math.log1p((2 * batch_size - 2) * math.exp(-1.0 / self.temperature))
 
     def build_backbone(self, name: str, in_chans: int) -> torch.nn.Module:
         return timm_trunk(name, in_chans, self.backbone_args)

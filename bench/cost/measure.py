@@ -1,0 +1,516 @@
+"""Cost before commitment: a grid's planned wall time on the device it will run on, in seconds.
+
+Why: ``bench run --grid full`` used to start 882 cells with no word on what they cost. Before its
+first training step ``bench run`` (and ``--check``) prints this estimate; ``--budget HOURS``
+refuses a grid whose estimate exceeds it, before any work.
+
+Where records of the same units exist (a resumed run, other seeds) their timings are used
+(:mod:`bench.cost.estimate`). Everything else is **measured** here, on the run's device and with
+the run's thread count (``bench.run.work.unit_settings``), a few steps of each kind of work, and
+extrapolated by the sizes the grid states:
+
+* a trainable encoder: ``STEPS`` timed optimiser steps of its own ``training_step`` (after one
+  warm-up step) at its batch size (at most :data:`PROBE_BATCH` images on a CPU, scaled linearly),
+  times ``epochs x steps per epoch``; embedding: the per-image time of ``embed`` on a few images
+  times every image embedded (train, validation, test, and the adequacy guard's reference);
+* a global head: its fit and scoring on random features of the encoder's dimension and the
+  training split's size (a trained head at ``min(epochs, 2)`` epochs, scaled to its epochs); maps:
+  the per-image time of the cell's map kind on a few images, times the images that get maps;
+* a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images;
+* a detector: its fit on a subset with every length parameter (``epochs``, ``iterations``,
+  ``asr_epochs``) at 1, then each at 2: the differences are the cost per epoch (per iteration)
+  of each loop, scaled to the grid's values and, for epochs, to the full training set; predict
+  per image; cells that share one fit (options in ``predict_params``) pay for it once;
+* metrics: one ``bench.metrics.evaluate`` call on random scores and maps of the test split's shape.
+
+Frozen ImageNet encoders whose weights are not available are timed with random weights (same
+architecture, same cost). The estimate says what it measured and what it could not.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Timed optimiser steps per trainable encoder (after one warm-up step).
+STEPS = 2
+#: Largest batch a step is timed with on a CPU (larger batches are scaled linearly).
+PROBE_BATCH = 32
+#: Images for per-image timings (embedding, maps, predictions) and for subset fits.
+PROBE_IMAGES = 8
+SUBSET = 32
+#: A detector loop is timed at doubling lengths until the fit takes this much longer than at the base
+#: length (seconds, or a quarter of the base time), at most MAX_PROBE times the base length.
+MIN_DELTA_S, MAX_PROBE = 0.5, 16
+#: Length parameters of detectors (epoch-like ones scale with the training set, iterations do not).
+LENGTHS = {"epochs": True, "asr_epochs": True, "iterations": False}
+
+
+@dataclass
+class UnitCost:
+    label: str
+    seconds: float
+    parts: dict = field(default_factory=dict)
+    how: str = "measured"          # measured (steps on this device) | records
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class Estimate:
+    """The planned wall time of a grid's pending units on one device."""
+
+    grid: str
+    device: str
+    threads: int | None
+    units: list[UnitCost]
+    measure_s: float = 0.0
+    slots: int = 1
+    notes: list = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        if self.slots <= 1:
+            return sum(u.seconds for u in self.units)
+        from bench.cost.estimate import lpt
+
+        return lpt([u.seconds for u in self.units], self.slots)
+
+    def exceeds(self, hours: float) -> bool:
+        return self.seconds > hours * 3600.0
+
+    def lines(self, top: int = 3) -> list[str]:
+        from bench.cost.estimate import _fmt
+
+        how = {u.how for u in self.units}
+        source = ("measured: a few steps of each kind of unit on this device, extrapolated by epochs x steps per "
+                  "epoch and by images" if how == {"measured"} else
+                  "from the timings of existing records" if how == {"records"} else
+                  "from existing records where they exist, else measured on this device and extrapolated")
+        n_cells = sum(len(u.parts.get("cells", [])) for u in self.units)
+        lines = [f"cost: {len(self.units)} units ({n_cells} cells) pending on {self.device}"
+                 f"{f' ({self.threads} torch threads per unit)' if self.threads else ''}"
+                 f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)} "
+                 f"({source}; measuring took {_fmt(self.measure_s)})"]
+        for unit in sorted(self.units, key=lambda u: -u.seconds)[:top]:
+            parts = ", ".join(f"{k} {_fmt(v)}" for k, v in unit.parts.items() if isinstance(v, float) and v >= 0.05)
+            lines.append(f"  {unit.label}: {_fmt(unit.seconds)} ({parts})")
+        notes = list(dict.fromkeys(self.notes + [n for u in self.units for n in u.notes]))
+        lines += [f"  note: {n}" for n in notes[:8]]
+        if len(notes) > 8:
+            lines.append(f"  note: ... and {len(notes) - 8} more")
+        return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing helpers
+# ---------------------------------------------------------------------------------------------
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def _timer(device: str, out: list):
+    _sync(device)
+    t0 = time.perf_counter()
+    yield
+    _sync(device)
+    out.append(time.perf_counter() - t0)
+
+
+def per_call(fn, device: str, repeats: int = 1) -> float:
+    """Seconds per call after one warm-up call (the first call pays allocation and kernel selection)."""
+    fn()
+    times: list[float] = []
+    for _ in range(repeats):
+        with _timer(device, times):
+            fn()
+    return float(np.median(times))
+
+
+def _normal(split):
+    return split.normal() if split.n_anomalous else split
+
+
+def _build_encoder(comp, dataset, notes: list):
+    """The grid's encoder; a frozen ImageNet encoder without weights is timed with random weights."""
+    from methods.base import seed_everything
+    from methods.registry import create_encoder
+
+    seed_everything(0)
+    shape = {"in_chans": dataset.channels, "image_size": dataset.image_size}
+    try:
+        return create_encoder(comp.name, **shape, **comp.kwargs)
+    except Exception as exc:  # noqa: BLE001
+        if comp.name.startswith("imagenet/"):
+            notes.append(f"{comp.id}: timed with random weights ({type(exc).__name__}: weights not available)")
+            return create_encoder("random/" + comp.name.split("/", 1)[1], **shape,
+                                  **{k: v for k, v in comp.kwargs.items() if k != "weights"})
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder units
+# ---------------------------------------------------------------------------------------------
+def training_step_seconds(encoder, images: np.ndarray, batch: int, device: str, seed: int = 0) -> float:
+    """Seconds of one optimiser step of ``encoder.training_step`` at batch ``batch`` (as in its fit)."""
+    import torch
+
+    from methods.base import seed_everything
+
+    generator = seed_everything(seed)
+    encoder.to(device).train()
+    if hasattr(encoder, "init_centres") and not getattr(encoder, "centres_ready", True):
+        encoder.init_centres(images[:batch], torch.Generator().manual_seed(seed), device)
+    opt = encoder.make_optimizer()
+    data = torch.from_numpy(np.ascontiguousarray(images[:batch])).to(device)
+
+    def step():
+        x = data.float().div(255.0)
+        loss = encoder.training_step(x, generator).float()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        encoder.after_step(0, 10)
+
+    step()
+    times: list[float] = []
+    for _ in range(STEPS):
+        with _timer(device, times):
+            step()
+    encoder.eval()
+    return float(np.median(times))
+
+
+def _shape(dataset) -> tuple:
+    return (dataset.channels, dataset.image_size)
+
+
+def _n_train(dataset) -> int:
+    return len(_normal(dataset.train))
+
+
+def encoder_rates(comp, dataset, device: str, batch_size: int, notes: list) -> dict:
+    """Per-step and per-image seconds of an encoder (they depend on its configuration and the image
+    shape only, so one measurement serves every dataset of that shape), and the built encoder."""
+    encoder = _build_encoder(comp, dataset, notes)
+    train = _normal(dataset.train)
+    probe = dataset.train.images[:PROBE_IMAGES]
+    out = {"encoder": encoder, "embed_per_image": per_call(lambda: encoder.embed(probe, batch_size, device), device)
+           / len(probe), "step_s": None}
+    if getattr(encoder, "trainable", False):
+        batch = int(encoder.batch_size)
+        probe_batch = min(batch, len(train)) if str(device).startswith("cuda") else min(batch, PROBE_BATCH, len(train))
+        out["step_s"] = training_step_seconds(encoder, train.images, probe_batch, device)
+        out["step_batch"] = probe_batch
+        out["encoder"] = _build_encoder(comp, dataset, [])      # the timed steps changed its weights
+    return out
+
+
+def encoder_seconds(rates: dict, dataset) -> dict:
+    """The fit and embedding seconds of one encoder unit on ``dataset`` from :func:`encoder_rates`."""
+    encoder, n_train = rates["encoder"], _n_train(dataset)
+    n_embedded = len(dataset.train) + len(dataset.val) + len(dataset.test)
+    out = {"fit_s": 0.0, "embed_s": rates["embed_per_image"] * n_embedded}
+    if rates["step_s"] is not None:
+        batch = min(int(encoder.batch_size), n_train)
+        step = rates["step_s"] * batch / rates["step_batch"]                     # per image beyond the probe
+        out["fit_s"] = step * max(1, n_train // batch) * int(encoder.epochs)
+        out["embed_s"] += rates["embed_per_image"] * (min(n_train, 512) + min(dataset.val.n_normal, 512))
+        if hasattr(encoder, "init_centres"):             # MSACL's fixed class centres: forward passes
+            out["fit_s"] += rates["embed_per_image"] * min(n_train, encoder.centre_samples or n_train) * encoder.n_classes
+    return out
+
+
+def head_rates(cell, encoder, n_train: int, device: str) -> dict:
+    """A global head's fit on random features of the encoder's dimension and ``n_train`` rows, and its
+    scoring per row (a trained head at 2 epochs, scaled to its epochs)."""
+    import torch
+
+    from methods.registry import create_head
+
+    kwargs = dict(cell.head.kwargs)
+    head = create_head(cell.head.name, **kwargs)
+    scale = 1.0
+    if isinstance(getattr(head, "epochs", None), int) and head.epochs > 2:
+        scale = head.epochs / 2
+        head = create_head(cell.head.name, **{**kwargs, "epochs": 2})
+    rng = np.random.default_rng(0)
+    z = torch.from_numpy(rng.normal(size=(n_train, encoder.out_dim)).astype(np.float32))
+    times: list[float] = []
+    with _timer(device, times):
+        head.fit(z, seed=0, device=device)
+    z_eval = torch.from_numpy(rng.normal(size=(256, encoder.out_dim)).astype(np.float32))
+    per_row = per_call(lambda: head.score(z_eval, device=device), device) / len(z_eval)
+    return {"fit_s": times[0] * scale, "score_per_row": per_row, "head": head}
+
+
+def map_seconds_per_image(cell, encoder, head, dataset, device: str) -> float:
+    from methods.detectors.latent import LatentDetector
+
+    detector = LatentDetector(encoder, head, cell.localization, map_options=cell.map_kwargs)
+    probe = dataset.test.images[:PROBE_IMAGES]
+    return per_call(lambda: detector.maps(probe, device=device), device) / len(probe)
+
+
+def patch_rates(cell, encoder, dataset, device: str, notes: list) -> dict:
+    """An encoder x patch head cell: fit on a subset of training images and predict, per image."""
+    from methods.detectors.patch import PatchDetector
+    from methods.registry import create_head
+
+    train = _normal(dataset.train)
+    subset = train.subset(np.arange(min(SUBSET, len(train))))
+    detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
+    times: list[float] = []
+    with _timer(device, times):
+        detector.fit(subset, seed=0, device=device)
+    probe = dataset.test.images[:PROBE_IMAGES]
+    per_image = per_call(lambda: detector.predict(probe, device=device), device) / len(probe)
+    if cell.head.name == "patch_knn":
+        notes.append("patch_knn: the coreset selection grows faster than the training set; its fit is scaled linearly "
+                     "(an underestimate)")
+    return {"fit_per_image": times[0] / len(subset), "predict_per_image": per_image}
+
+
+def metrics_seconds(dataset, memo: dict) -> float:
+    """One ``evaluate`` call on random scores (and maps where the dataset has masks) of its test split."""
+    key = ("metrics", id(dataset))
+    if key not in memo:
+        from bench.metrics import evaluate
+
+        rng = np.random.default_rng(0)
+        test = dataset.test
+        scores = rng.normal(size=len(test))
+        maps = None
+        if test.has_masks:
+            maps = rng.random(size=(len(test), *test.images.shape[2:])).astype(np.float32)
+        t0 = time.perf_counter()
+        evaluate(scores, test.labels, test_maps=maps, test_masks=test.masks if maps is not None else None,
+                 test_foreground=test.foreground if maps is not None else None)
+        memo[key] = time.perf_counter() - t0
+    return memo[key]
+
+
+def _memo(memo: dict, key, make):
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
+def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
+    from methods.maps import map_kind
+    from methods.registry import is_patch_head
+
+    notes: list[str] = []
+    comp, shape, n_train = unit.component, _shape(dataset), _n_train(dataset)
+    rates = _memo(memo, ("encoder", comp, shape),
+                  lambda: encoder_rates(comp, dataset, ctx.device, ctx.embed_batch_size, notes))
+    encoder = rates["encoder"]
+    parts = {**encoder_seconds(rates, dataset), "heads_s": 0.0, "maps_s": 0.0, "metrics_s": 0.0, "cells": []}
+    n_scored = len(dataset.val) + len(dataset.test)
+    n_maps = len(dataset.test) + (len(dataset.val) if dataset.val.has_masks and dataset.val.masks.any() else 0)
+    shared_maps: set = set()
+    for cell in unit.cells:
+        redundant = cell.localization not in (None, "gradient") and not dataset.test.has_masks
+        if redundant or not map_kind(cell.localization or "gradient").applies(encoder):
+            continue
+        if is_patch_head(cell.head.name):
+            if cell.localization not in (None, "gradient"):
+                continue
+            rates_p = _memo(memo, ("patch", comp, cell.head, shape), lambda: patch_rates(cell, encoder, dataset,
+                                                                                          ctx.device, notes))
+            parts["heads_s"] += rates_p["fit_per_image"] * n_train + rates_p["predict_per_image"] * n_scored
+        else:
+            rates_h = _memo(memo, ("head", comp, cell.head, n_train), lambda: head_rates(cell, encoder, n_train,
+                                                                                          ctx.device))
+            parts["heads_s"] += rates_h["fit_s"] + rates_h["score_per_row"] * n_scored
+            if dataset.test.has_masks and cell.localization is not None:
+                kind = map_kind(cell.localization)
+                dependent = kind.head_dependent
+                key = ("maps", comp, cell.head.name if dependent else None, cell.localization, cell.map_options, shape)
+                if dependent or key not in shared_maps:
+                    shared_maps.add(key)
+                    per_image = _memo(memo, key, lambda: map_seconds_per_image(cell, encoder, rates_h["head"], dataset,
+                                                                                ctx.device))
+                    parts["maps_s"] += per_image * n_maps
+        parts["metrics_s"] += metrics_seconds(dataset, memo)
+        parts["cells"].append(cell.cell_id)
+    seconds = sum(v for k, v in parts.items() if k != "cells")
+    return UnitCost(unit.label, seconds, parts, "measured", notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detector units
+# ---------------------------------------------------------------------------------------------
+def _detector_lengths(detector) -> dict[str, int]:
+    """The value of each length parameter the (built) detector uses: its own attribute, or that of the
+    encoder it trains (``msacl_patch``); ReContrast counts ``iterations`` unless ``epochs`` is set."""
+    out = {}
+    for key in LENGTHS:
+        value = getattr(detector, key, None)
+        if value is None and getattr(detector, "fit_encoder", False):
+            value = getattr(getattr(detector, "encoder", None), key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            out[key] = value
+    if "iterations" in out and "epochs" in out:
+        out.pop("iterations")
+    return out
+
+
+def _pool_subset(dataset, detector, seed: int, fraction: float):
+    from methods.detectors._pool import unlabeled_pool
+
+    request = detector.pool_request()
+    pool = unlabeled_pool(dataset, anomaly_rate=request.anomaly_rate, size=request.size, seed=seed)
+    keep = max(2, int(round(len(pool) * fraction)))
+    return pool.subset(np.arange(min(keep, len(pool))))
+
+
+def detector_fit_costs(comp, dataset, device: str, notes: list) -> dict:
+    """Fixed and per-length-unit seconds of a detector's fit, measured on a subset, and predict per image."""
+    from methods.base import seed_everything
+    from methods.registry import create_detector
+
+    shape = {"in_chans": dataset.channels, "image_size": dataset.image_size}
+    lengths = _detector_lengths(create_detector(comp.name, **shape, **comp.kwargs))
+    train = _normal(dataset.train)
+    subset = train.subset(np.arange(min(SUBSET, len(train))))
+    fraction = len(subset) / len(train)                     # of the pool too, for detectors that take one
+    probe_of = {k: (2 if LENGTHS[k] else 4) for k in lengths}           # iterations: start at 2 steps
+
+    def fit_seconds(settings: dict):
+        seed_everything(0)
+        detector = create_detector(comp.name, **shape, **{**comp.kwargs, **settings})
+        extra = {"unlabeled": _pool_subset(dataset, detector, 0, fraction)} if detector.needs_pool else {}
+        times: list[float] = []
+        with _timer(device, times):
+            detector.fit(subset, seed=0, device=device, **extra)
+        return times[0], detector
+
+    base_settings = {k: (1 if LENGTHS[k] else probe_of[k] // 2) for k in lengths}
+    fit_seconds(base_settings)                          # warm-up: the first fit pays allocation and set-up
+    base, detector = fit_seconds(base_settings)
+    slopes = {}
+    for key in lengths:                 # more epochs until the difference stands out of the timing noise
+        value = base_settings[key]
+        while True:
+            value *= 2
+            bumped, _ = fit_seconds({**base_settings, key: value})
+            if (bumped - base > max(MIN_DELTA_S, 0.25 * base) or value >= MAX_PROBE * base_settings[key]
+                    or value >= lengths[key]):
+                break
+        slopes[key] = max(0.0, (bumped - base) / (value - base_settings[key]))
+    fixed = max(0.0, base - sum(slopes[k] * base_settings[k] for k in lengths))
+    probe = dataset.test.images[:PROBE_IMAGES]
+    per_image = per_call(lambda: detector.predict(probe, device=device), device) / len(probe)
+    # epoch-like loops pass over every training image: their cost per epoch is per image of the subset
+    per_unit = {k: slopes[k] / len(subset) if LENGTHS[k] else slopes[k] for k in lengths}
+    return {"lengths": lengths, "fixed_s": fixed if lengths else 0.0, "per_length_s": per_unit,
+            "fit_per_image": 0.0 if lengths else base / len(subset), "predict_per_image": per_image,
+            "subset": len(subset)}
+
+
+def detector_fit_seconds(costs: dict, n_train: int) -> float:
+    """A detector's fit on ``n_train`` training images from :func:`detector_fit_costs`: fixed cost, plus
+    each loop's cost per epoch (per image) x its epochs x ``n_train`` (per iteration x its iterations)."""
+    lengths, per = costs["lengths"], costs["per_length_s"]
+    return (costs["fixed_s"] + costs["fit_per_image"] * n_train
+            + sum(per[k] * lengths[k] * (n_train if LENGTHS[k] else 1) for k in lengths))
+
+
+def detector_unit_cost(unit, dataset, ctx, memo: dict, shared_fits: set) -> UnitCost:
+    from methods.registry import create_detector
+
+    notes: list[str] = []
+    comp, cell = unit.component, unit.cells[0]
+    probe = create_detector(comp.name, in_chans=dataset.channels, image_size=dataset.image_size, **comp.kwargs)
+    fit_spec = (comp.name, tuple(sorted((k, str(v)) for k, v in comp.kwargs.items() if k not in probe.predict_params)))
+    key = ("detector", fit_spec, _shape(dataset))
+    if key not in memo:
+        try:
+            memo[key] = detector_fit_costs(comp, dataset, ctx.device, notes)
+        except Exception as exc:  # noqa: BLE001 - a detector that cannot be timed is named, not fatal
+            memo[key] = None
+            notes.append(f"{comp.id}: could not be timed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+    costs = memo[key]
+    if costs is None:
+        return UnitCost(unit.label, 0.0, {"cells": [cell.cell_id]}, "unestimated", notes)
+    shared = (unit.dataset, fit_spec, unit.seed) in shared_fits       # cells that differ in predict_params only
+    shared_fits.add((unit.dataset, fit_spec, unit.seed))
+    fit = 0.0 if shared else detector_fit_seconds(costs, _n_train(dataset))
+    predict = costs["predict_per_image"] * (len(dataset.val) + len(dataset.test))
+    parts = {"fit_s": fit, "predict_s": predict, "metrics_s": metrics_seconds(dataset, memo), "cells": [cell.cell_id]}
+    return UnitCost(unit.label, fit + predict + parts["metrics_s"], parts, "measured", notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid
+# ---------------------------------------------------------------------------------------------
+def _slots(ctx, executor: str) -> int:
+    if executor != "ray":
+        return 1
+    import os
+
+    if ctx.cuda:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, (os.cpu_count() or 1) // max(1, ctx.threads or 1))
+
+
+def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local") -> Estimate:
+    """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
+
+    ``records``: existing records; units whose cells they time (same configuration, or the same
+    encoder/detector elsewhere) are planned from them (:func:`bench.cost.estimate.estimate_units`),
+    the rest is measured here (see the module docstring).
+    """
+    from bench.cost.estimate import estimate_units
+    from bench.run.work import load_dataset, unit_settings
+
+    units = list(units) if units is not None else plan.units(plan.cells, lambda ds: "")
+    started = time.perf_counter()
+    from_records = {}
+    if records:
+        from_records = {e.label: e for e in estimate_units(plan, list(records)) if e.seconds is not None}
+    memo: dict = {}
+    shared_fits: set = set()
+    costs, notes = [], []
+    with unit_settings(ctx):
+        import torch
+
+        threads = torch.get_num_threads()
+        for unit in units:
+            hit = from_records.get(unit.label)
+            if hit is not None:
+                costs.append(UnitCost(unit.label, hit.seconds, {"cells": [c.cell_id for c in unit.cells]}, "records",
+                                      list(hit.notes)))
+                continue
+            try:
+                dataset = load_dataset(unit.dataset, ctx)
+            except Exception as exc:  # noqa: BLE001 - the preflight names it
+                notes.append(f"dataset {unit.dataset.id} does not load ({type(exc).__name__}); its units are not estimated")
+                continue
+            if unit.encoder is None:
+                costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
+            else:
+                costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
+    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor), notes)
+    unestimated = [u.label for u in costs if u.how == "unestimated"]
+    if unestimated:
+        estimate.notes.append(f"{len(unestimated)} unit(s) not estimated (counted as 0 s): {', '.join(unestimated[:3])}")
+    return estimate
+
+
+
+def estimate_run(runner, checked, executor: str = "local") -> Estimate:
+    """The estimate ``bench run`` prints before its first step: the runner's pending units, planned from
+    the run directory's records where they time them, measured on the runner's device otherwise."""
+    units, _ = runner.pending(checked.fingerprints)
+    records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
+    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor)
