@@ -26,6 +26,7 @@ from bench.report.frames import (
 from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
+from bench.report.sensitivity import SensitivityParts
 from bench.report.verdicts import ClaimParts
 from bench.report.views import ViewParts
 from bench.run.store import ResultStore, atomic_write_text
@@ -45,7 +46,7 @@ class IndexEntry:
     headline: bool = False  # figures shown inline in the README, not only linked
 
 
-class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts):
+class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, SensitivityParts):
     """Builds the report of one run directory; :func:`bench.report.build_report` is the entry point.
 
     ``strict=True`` re-raises the first error of any report part instead of listing it in the

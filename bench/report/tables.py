@@ -132,7 +132,7 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
                   "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "ρ": r"$\rho$", "Δ": r"$\Delta$",
                   "–": "--", "‡": r"$^\ddagger$", "§": r"\S{}", "·": r"$\cdot$", "≤": r"$\leq$", "≥": r"$\geq$", "↓": r"$\downarrow$",
-                  "χ": r"$\chi$", "²": r"$^2$", "α": r"$\alpha$", "‖": r"$\|$", "−": "-"}
+                  "χ": r"$\chi$", "²": r"$^2$", "α": r"$\alpha$", "‖": r"$\|$", "−": "-", "τ": r"$\tau$"}
 
 
 def latex_escape(text: str) -> str:

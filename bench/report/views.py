@@ -211,4 +211,5 @@ class ViewParts:
         for metric in metric_names():
             self.attempt(f"ranks for {metric}", self.rank_outputs, metric)
             self.attempt(f"Wilcoxon table for {metric}", self.wilcoxon_table, metric)
+        self.attempt("axis sensitivity (how much each swept setting moves the answer)", self.sensitivity_tables)
         self.attempt("representation diagnostics", self.diagnostics_outputs, cache)

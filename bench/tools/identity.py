@@ -28,7 +28,7 @@ TINY = {
               "encoder.moco.queue_size=32", "head.flow.epochs=2", "head.flow.milestones=[1]"],
     "dense": ["encoder.simclr.epochs=1", "encoder.moco.epochs=1", "encoder.vae.epochs=1",
               "encoder.simclr.batch_size=16", "encoder.moco.batch_size=16", "encoder.vae.batch_size=16",
-              "encoder.moco.queue_size=32", "head.patch_flow.epochs=1", "head.patch_gmm.max_iter=5"],
+              "encoder.moco.queue_size=32", "head.patch_flow.meta_epochs=1", "head.patch_flow.sub_epochs=1", "head.patch_gmm.max_iter=5"],
     "seeds": ["dataset.synthetic.n_pool=48", "encoder.cradl.epochs=1", "encoder.cradl.batch_size=16",
               "encoder.msacl.epochs=1", "encoder.msacl.batch_size=16", "encoder.msacl.centre_samples=16",
               "head.flow.epochs=2", "head.flow.milestones=[1]",
