@@ -178,6 +178,10 @@ def claim_report_dir(target: Path, run_dir: Path, *, claim: bool = True, hint: s
         owner = marker.read_text(errors="replace").strip()
         if owner != source:
             raise UsageError(f"{target} holds the report of {owner}, not of {source}; {hint}")
+    elif target.is_dir() and any(target.iterdir()):
+        # a folder of someone's files (no report marker): a report would overwrite its README.md
+        raise UsageError(f"{target} is a folder of other files, not a report folder (no .source marker); "
+                         f"give an empty or new folder; {hint}")
     if claim:
         atomic_write_text(marker, source + "\n", sync=False)
     return target

@@ -267,6 +267,39 @@ def test_report_out_never_takes_another_runs_folder(run_copy, capsys, tmp_path):
     assert (folder / "README.md").read_text() == readme
 
 
+def test_report_out_never_overwrites_a_folder_of_other_files(run_copy, capsys, tmp_path):
+    run_a, _ = run_copy
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "README.md").write_text("# mine\n")
+    code, errors, _ = bench(capsys, "report", str(run_a), "--out", str(foreign), "--fast")
+    assert_one_line(code, errors, "not a report folder", "--out DIR")
+    assert (foreign / "README.md").read_text() == "# mine\n" and not (foreign / ".source").exists()
+
+
+def test_a_damaged_diagnostics_cache_entry_is_rebuilt(tmp_path):
+    from bench.analysis.diagnostics import DiagnosticsCache
+
+    emb = tmp_path / "enc"
+    emb.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(emb / "embeddings.npz", train=rng.normal(size=(30, 4)), val=rng.normal(size=(10, 4)),
+             test=rng.normal(size=(20, 4)), test_labels=np.r_[np.zeros(10, int), np.ones(10, int)],
+             val_labels=np.zeros(10, int))
+    cache = DiagnosticsCache(tmp_path / "cache", seed=0, tsne_points=20)
+    coords, labels = cache.tsne(emb)
+    [entry] = list((tmp_path / "cache").glob("*.npz"))
+    for damage in (entry.read_bytes()[:50], b""):          # truncated by a killed report; empty
+        entry.write_bytes(damage)
+        again, _ = cache.tsne(emb)
+        np.testing.assert_allclose(again, coords)
+        assert entry.stat().st_size > 50 and not list((tmp_path / "cache").glob(".*.tmp"))
+    values = cache.diagnostics(emb)
+    [json_entry] = list((tmp_path / "cache").glob("*.json"))
+    json_entry.write_bytes(b"\xff{")
+    assert cache.diagnostics(emb) == values
+
+
 # -- every path and filesystem error is one line ---------------------------------------------------
 @pytest.fixture
 def full_disk_under(monkeypatch):

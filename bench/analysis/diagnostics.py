@@ -26,7 +26,10 @@ detection AUROC of every cell that used it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -274,24 +277,32 @@ class DiagnosticsCache:
         if key.exists():
             try:
                 return json.loads(key.read_text())
-            except json.JSONDecodeError:
-                pass
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                pass            # a damaged entry is recomputed and replaced
         values = embedding_diagnostics(load_embeddings(cache_dir), seed=self.seed)
-        key.parent.mkdir(parents=True, exist_ok=True)
-        key.write_text(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                   for k, v in values.items()}))
+        text = json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()})
+        _replace(key, text.encode())
         return values
 
     def tsne(self, cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         key = self._key(Path(cache_dir), f"tsne{self.tsne_points}").with_suffix(".npz")
         if key.exists():
             try:
-                with np.load(key) as data:
+                with np.load(key, allow_pickle=False) as data:
                     return data["coords"], data["labels"]
-            except (OSError, KeyError, ValueError):
-                pass
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+                pass            # a truncated or empty entry (a killed report) is recomputed and replaced
         arrays = load_embeddings(cache_dir)
         coords, labels = tsne_view(arrays["test"], arrays["test_labels"], self.tsne_points, self.seed)
-        key.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(key, coords=coords, labels=labels)
+        buffer = io.BytesIO()
+        np.savez(buffer, coords=coords, labels=labels)
+        _replace(key, buffer.getvalue())
         return coords, labels
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a cache entry under a temporary name, then rename: a killed report leaves no half entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

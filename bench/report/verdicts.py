@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.analysis.claims import ClaimsResult
 from bench.report.tables import latex_escape
+from bench.run.store import atomic_write_text
 
 CSV_COLUMNS = ["claim", "dataset", "metric", "split", "effect", "ci_low", "ci_high", "p", "p_holm", "verdict",
                "reason", "note", "family", "p_holm_opposite", "test", "n_pairs", "n_seeds", "n_excluded",
@@ -111,9 +112,9 @@ def write_claims(result: ClaimsResult, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv, tex = out_dir / "claims.md", out_dir / "claims.csv", out_dir / "claims.tex"
-    md.write_text(render_markdown(result) + "\n")
-    result.table[CSV_COLUMNS].to_csv(csv, index=False)
-    tex.write_text(render_latex(result))
+    atomic_write_text(md, render_markdown(result) + "\n", sync=False)
+    atomic_write_text(csv, result.table[CSV_COLUMNS].to_csv(index=False), sync=False)
+    atomic_write_text(tex, render_latex(result), sync=False)
     paths = [md, csv, tex]
     if not result.table.empty:
         frame = result.table.assign(label=[f"{_name(r)} · {r['dataset']} · {r['metric']}"

@@ -295,7 +295,8 @@ class RayExecutor:
             except (ConnectionError, ValueError, TimeoutError, RuntimeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ExecutorError(f"--ray-address {self.address}: Ray could not join the cluster ({first}); "
-                                    f"{START_HINT}") from None
+                                    f"{START_HINT} (if a cluster is running there, its authentication must match: "
+                                    "recent Ray starts clusters with token authentication, see RAY_AUTH_MODE)") from None
         else:
             import torch
 
