@@ -10,7 +10,8 @@ each change that keeps its old behaviour behind an option:
   (4 px at every size, as before; both with scipy's reflect border);
 * PatchCore's official per-stage pooling (``pool_layers=True``, default) vs 3x3 mean + concatenation;
 * ``patch_flow`` (CFlow-AD, one FrEIA flow per stage) vs ``patch_flow_simple`` (one nflows flow
-  on the concatenated stages, the previous ``patch_flow``), each at the dense grid's budget;
+  on the concatenated stages, the previous ``patch_flow``), each at the dense grid's budget, and
+  CFlow-AD with all patches and more passes (how much of the gap is the budget);
 * PaDiM's channel fraction: 100 of EfficientNet-Lite0's 176 channels (57 %) vs 39 (22 %, the
   paper's 100 of 448 on ResNet-18).
 
@@ -49,6 +50,8 @@ VARIANTS: dict[str, dict] = {
     "patchcore pool_layers=false sigma=4": dict(detector="patchcore", pool_layers=False, sigma=4.0),
     "patch_flow": dict(head="patch_flow", **FLOW),
     "patch_flow all patches": dict(head="patch_flow", **{**FLOW, "patches_per_image": None}),
+    "patch_flow 64 passes all patches": dict(head="patch_flow", **{**FLOW, "meta_epochs": 8, "sub_epochs": 8,
+                                                                    "patches_per_image": None}),
     "patch_flow_simple": dict(head="patch_flow_simple", **FLOW_SIMPLE),
     "patch_flow_simple sigma=4": dict(head="patch_flow_simple", sigma=4.0, **FLOW_SIMPLE),
 }
