@@ -28,7 +28,9 @@ What it does:
 3. Runs the suite's detector on the loader's splits (``val_fraction=0``: the published test set).
    ``--suite-amp bf16`` trains the suite's AEs and ASR-Net under CPU bf16 autocast, an
    approximation of the CUDA bf16 autocast the suite uses on a GPU (the official code runs fp32).
-4. Prints one table row per (side, seed) and, for the official ASR-Net, the last-epoch and the
+4. Scores the official run's own six AEs with the suite's prediction path (state dicts mapped by
+   position): equal AUROCs mean the two scoring paths agree.
+5. Prints one table row per (side, seed) and, for the official ASR-Net, the last-epoch and the
    best-epoch (test-set selected) AUROC. Results also go to ``<work>/results.json``.
 """
 
@@ -166,6 +168,7 @@ def run_official(args, seed: int) -> dict:
         logged.setdefault(tag, []).append(float(value))
     rec, intra, inter = logged["eval6"]            # test.evaluate: rec, intra, inter in this order
     row = {"side": "official", "seed": seed, "rec": rec, "intra": intra, "inter": inter,
+           "suite_scoring_of_these_models": score_official_models(args, work / "out"),
            "ndm_single_rec_last": [logged[f"b{r}"][-1] for r in (3, 4, 5)], "seconds": time.perf_counter() - started}
     if args.asr_epochs:
         per_epoch = logged["r7"]
@@ -173,12 +176,51 @@ def run_official(args, seed: int) -> dict:
     return row
 
 
+def _load_data(args):
+    from datasets.medianomaly import medianomaly
+
+    return medianomaly("braintumor", root=args.work / "home" / "Med-AD", image_size=64, with_pool=True,
+                       val_fraction=0.0, cache_dir=args.work / "cache")
+
+
+def score_official_models(args, out_dir: Path) -> dict:
+    """The suite's Rec/intra/inter on the official run's own six AEs (``out/a`` = UDM, ``out/b`` = NDM).
+
+    Equal to the official ``test.evaluate`` AUROCs when the two scoring paths agree. The official
+    ``AE`` and :class:`ConvAutoencoder` register the same tensors in the same order, so the state
+    dicts map by position.
+    """
+    import torch
+    from torch import nn
+
+    from bench.metrics.image import image_auroc
+    from methods.detectors.ae import ConvAutoencoder
+    from methods.detectors.ddad_asr import DDADASR
+
+    def load(module: str) -> nn.ModuleList:
+        models = nn.ModuleList()
+        for path in sorted((out_dir / module).glob("*.pth"), key=lambda f: int(f.stem)):
+            model = ConvAutoencoder(1, 64, 16, 16, 2048)
+            state = torch.load(path, map_location="cpu")
+            model.load_state_dict(dict(zip(model.state_dict().keys(), state.values())))
+            models.append(model.eval())
+        return models
+
+    data = _load_data(args)
+    det = DDADASR(score="rec")
+    det.ndm_, det.udm_, det.refiners_ = load("b"), load("a"), {}
+    got = {}
+    for score in ("rec", "intra", "inter"):
+        det.score = score
+        got[score] = image_auroc(det.predict(data.test.images, with_maps=False).scores, data.test.labels)
+    return got
+
+
 def run_suite(args, seed: int, amp: str) -> dict:
     """The suite's ddad_asr on the medianomaly loader's view of the same folder."""
     import torch
 
     from bench.metrics.image import image_auroc
-    from datasets.medianomaly import medianomaly
     from methods.detectors._pool import unlabeled_pool
     from methods.detectors.ddad_asr import DDADASR
 
@@ -188,8 +230,7 @@ def run_suite(args, seed: int, amp: str) -> dict:
 
         methods.precision.autocast = lambda device: torch.autocast("cpu", dtype=torch.bfloat16)
     started = time.perf_counter()
-    data = medianomaly("braintumor", root=args.work / "home" / "Med-AD", image_size=64, with_pool=True, val_fraction=0.0,
-                       cache_dir=args.work / "cache")
+    data = _load_data(args)
     pool = unlabeled_pool(data, anomaly_rate=args.rate, size=args.pool, seed=seed)
     det = DDADASR(epochs=args.epochs, batch_size=args.batch_size, asr_epochs=max(args.asr_epochs, 1), score="rec",
                   anomaly_rate=args.rate, pool_size=args.pool)
@@ -243,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             print(" | ".join([f"{row['side']:<24}", f"seed {seed}"]
                              + [f"{k} {row[k]:.4f}" for k in ("rec", "intra", "inter", "asr_dual", "asr_dual_best")
                                 if k in row] + [f"{row['seconds']:.0f} s"]), flush=True)
+            if "suite_scoring_of_these_models" in row:
+                print("  the suite's scoring of these official models: " + " | ".join(
+                    f"{k} {v:.4f}" for k, v in row["suite_scoring_of_these_models"].items()), flush=True)
     return 0
 
 
