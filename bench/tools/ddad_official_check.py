@@ -28,9 +28,12 @@ What it does:
 3. Runs the suite's detector on the loader's splits (``val_fraction=0``: the published test set).
    ``--suite-amp bf16`` trains the suite's AEs and ASR-Net under CPU bf16 autocast, an
    approximation of the CUDA bf16 autocast the suite uses on a GPU (the official code runs fp32).
-4. Scores the official run's own six AEs with the suite's prediction path (state dicts mapped by
+4. Before the runs, checks the AE and its training step deterministically
+   (:func:`training_step_check`: the official ``AE`` imported from ``--official``, same initial
+   weights and batches on both sides).
+5. Scores the official run's own six AEs with the suite's prediction path (state dicts mapped by
    position): equal AUROCs mean the two scoring paths agree.
-5. Prints one table row per (side, seed) and, for the official ASR-Net, the last-epoch and the
+6. Prints one table row per (side, seed) and, for the official ASR-Net, the last-epoch and the
    best-epoch (test-set selected) AUROC. Results also go to ``<work>/results.json``.
 """
 
@@ -176,6 +179,58 @@ def run_official(args, seed: int) -> dict:
     return row
 
 
+def training_step_check(official: Path, epochs: int = 5, batch_size: int = 16) -> dict:
+    """The official ``models/autoencoder.py::AE`` against :class:`ConvAutoencoder`, deterministically.
+
+    The official AE is imported from ``official`` (never copied); its initial weights are loaded
+    into ours by position; both train on the same random batches, the official side with the body
+    of its ``trainer.py::AE_trainer`` (``out = model(x); loss = ((out - x) ** 2).mean()``, Adam 5e-4,
+    betas (0.5, 0.999)), ours with :func:`fit_autoencoder`. Returns the largest output and weight
+    differences (0.0 = bit-identical) and both loss curves.
+    """
+    import importlib.util
+
+    import torch
+
+    from methods.detectors.ae import ConvAutoencoder, fit_autoencoder
+    from methods.training import shuffled_batches
+
+    spec = importlib.util.spec_from_file_location("official_autoencoder", official / "models" / "autoencoder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    theirs = module.AE(latent_size=16, multiplier=1, unc=False, img_size=64)
+    ours = ConvAutoencoder(1, 64, 16, 16, 2048)
+    ours.load_state_dict(dict(zip(ours.state_dict().keys(), (v.clone() for v in theirs.state_dict().values()))))
+    probe = torch.rand(8, 1, 64, 64) * 2 - 1
+    data = torch.rand(70, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        theirs.eval(), ours.eval()
+        before = (theirs(probe) - ours(probe)).abs().max().item()
+    ours_loss = fit_autoencoder(ours, data, epochs=epochs, batch_size=batch_size, lr=5e-4, betas=(0.5, 0.999),
+                                weight_decay=0.0, generator=torch.Generator().manual_seed(1), device="cpu")
+    opt = torch.optim.Adam(theirs.parameters(), lr=5e-4, betas=(0.5, 0.999), weight_decay=0)
+    generator, theirs_loss = torch.Generator().manual_seed(1), []
+    for _ in range(epochs):
+        theirs.train()
+        losses = []
+        for index in shuffled_batches(len(data), batch_size, generator):
+            x = data[index]
+            loss = ((theirs(x) - x) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        theirs_loss.append(sum(losses) / len(losses))
+    theirs.eval(), ours.eval()
+    with torch.no_grad():
+        after = (theirs(probe) - ours(probe)).abs().max().item()
+    weights = max((a - b).abs().max().item() for a, b in zip(theirs.state_dict().values(), ours.state_dict().values())
+                  if a.is_floating_point())
+    return {"output_diff_at_init": before, "output_diff_after": after, "weight_diff_after": weights,
+            "loss_official": theirs_loss, "loss_suite": ours_loss}
+
+
 def _load_data(args):
     from datasets.medianomaly import medianomaly
 
@@ -269,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.work = args.work.resolve()
     args.official = args.official.resolve()
+    check = training_step_check(args.official)
+    print("AE + training step, official vs suite, same initial weights and batches: max |output diff| "
+          f"{check['output_diff_at_init']:.3g} at init, {check['output_diff_after']:.3g} after 5 epochs; "
+          f"max |weight diff| {check['weight_diff_after']:.3g}")
     sizes = write_medad(args.busi, args.work / "home" / "Med-AD" / "BrainTumor", n_train=args.n_train, pool=args.pool,
                         rate=args.rate, n_test_abnormal=args.n_test_abnormal)
     print(f"data: BUSI 64 px in the Med-AD layout, {sizes}")
