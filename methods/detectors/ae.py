@@ -83,8 +83,13 @@ def to_signed(images: np.ndarray, input_size: int, device: str, batch_size: int 
 
 def fit_autoencoder(model: nn.Module, data: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
                     betas: tuple[float, float], weight_decay: float, generator: torch.Generator,
-                    progress: bool = False, desc: str = "ae") -> list[float]:
-    """Minimise the mean squared reconstruction error with Adam; returns the mean loss per epoch."""
+                    progress: bool = False, desc: str = "ae", device: str | None = None) -> list[float]:
+    """Minimise the mean squared reconstruction error with Adam; returns the mean loss per epoch.
+
+    ``device`` is the run's device as the runner passed it (a :class:`methods.precision.Device`
+    carries the grid's ``amp`` choice); ``data.device`` alone would lose that choice, so autocast
+    would stay on under ``amp = false``. None means ``data.device`` with the default precision.
+    """
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
 
@@ -93,7 +98,8 @@ def fit_autoencoder(model: nn.Module, data: torch.Tensor, *, epochs: int, batch_
         return (model(x) - x).pow(2).mean()
 
     history = train_loop(loss_fn, n=len(data), batch_size=batch_size, epochs=epochs, generator=generator,
-                         optimizers=[opt], name=desc, device=data.device, hint=f"lower lr={lr}",
+                         optimizers=[opt], name=desc, device=data.device if device is None else device,
+                         hint=f"lower lr={lr}",
                          progress=progress, mixed_precision=True).epochs
     model.eval()
     return history
@@ -145,7 +151,7 @@ class AutoencoderDetector(Detector):
         data = to_signed(images, self.input_size, device)
         self.history_ = fit_autoencoder(self.model_, data, epochs=self.epochs, batch_size=self.batch_size,
                                         lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
-                                        generator=generator, progress=self.progress, desc="ae")
+                                        generator=generator, progress=self.progress, desc="ae", device=device)
         self.fit_seconds_ = time.perf_counter() - started
         return self
 

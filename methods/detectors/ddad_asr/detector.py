@@ -104,7 +104,7 @@ class DDADASR(Detector):
             self.history_[f"{module}{k}"] = fit_autoencoder(
                 model, data, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, betas=self.betas,
                 weight_decay=self.weight_decay, generator=generator, progress=self.progress,
-                desc=f"ddad_asr {module} {k + 1}/{self.ensemble_size}")
+                desc=f"ddad_asr {module} {k + 1}/{self.ensemble_size}", device=device)
             models.append(model.eval().requires_grad_(False))
         return models
 
@@ -182,7 +182,7 @@ class DDADASR(Detector):
         net.train()
         self.history_[f"ASR {score}"] = train_loop(
             loss_fn, n=len(normal), batch_size=self.asr_batch_size, epochs=self.asr_epochs, generator=generator,
-            optimizers=[opt], name="ddad_asr ASR-Net", device=normal.device, hint=f"lower asr_lr={self.asr_lr}",
+            optimizers=[opt], name="ddad_asr ASR-Net", device=device, hint=f"lower asr_lr={self.asr_lr}",
             before_epoch=synthesise, progress=self.progress, mixed_precision=True).epochs
         return net.eval()
 
