@@ -45,7 +45,10 @@ INSTALL_HINT = 'anomalib peers (anomalib/<model>): not installed; pip install -e
 
 def available() -> bool:
     """Whether anomalib can be imported (found without importing it: ``bench list`` stays fast)."""
-    return importlib.util.find_spec("anomalib") is not None
+    try:
+        return importlib.util.find_spec("anomalib") is not None
+    except (ImportError, ValueError):          # a blocked or broken anomalib counts as absent
+        return False
 
 
 @dataclass(frozen=True)
@@ -330,7 +333,7 @@ class AnomalibPeer(Detector):
                                                    collate_fn=collate, num_workers=0, drop_last=trains,
                                                    generator=torch.Generator().manual_seed(seed))
 
-        trains = self.spec.trains
+        trains, name = self.spec.trains, self.name
 
         class Bar(pl.Callback):
             """The suite's tqdm bar over epochs and the mean loss per epoch (the adequacy guard's history)."""
@@ -339,7 +342,7 @@ class AnomalibPeer(Detector):
                 self.bar, self.losses, self.history = None, [], []
 
             def on_train_start(self, trainer, pl_module):
-                self.bar = tqdm(total=trainer.max_epochs, desc=f"anomalib/{pl_module.__class__.__name__}",
+                self.bar = tqdm(total=trainer.max_epochs, desc=name,
                                 leave=False, disable=not progress, unit="epoch")
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
