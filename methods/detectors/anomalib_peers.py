@@ -202,8 +202,25 @@ class AnomalibPeer(Detector):
         self.options = {**spec.options, **options}
         if input_norm not in ("weights", "imagenet"):
             raise MethodError(f"{self.name}: input_norm='{input_norm}' is not one of ('weights', 'imagenet')")
+        unknown = sorted(set(self.options) - self._accepted())
+        if unknown:
+            raise MethodError(f"{self.name}: unknown parameter(s) {unknown}; anomalib's {spec.cls} takes "
+                              f"{sorted(self._accepted())}")
         if model == "efficient_ad" and self.batch_size != 1:
             raise MethodError(f"{self.name}: EfficientAD trains with batch_size=1 (anomalib refuses others)")
+
+    def _accepted(self) -> set[str]:
+        """Constructor arguments of the anomalib class that ``options`` may set (the preflight
+        reports a typo, not the fit)."""
+        import inspect
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import anomalib.models as models
+        params = inspect.signature(getattr(models, self.spec.cls).__init__).parameters
+        fixed = {"self", "backbone", "layers", "pre_trained", "pre_processor", "post_processor", "evaluator",
+                 "visualizer", "dtd_dir", "imagenet_dir"}
+        return {p for p in params if p not in fixed}
 
     # -- what the preflight checks --------------------------------------------------------------
     def required_weights(self) -> list[tuple[str, bool, str | None]]:
