@@ -155,6 +155,24 @@ def _quiet_lightning():
             logging.getLogger(n).setLevel(level)
 
 
+def _steady_malloc() -> None:
+    """Fix glibc's mmap threshold at 128 KiB (Linux only; a no-op elsewhere).
+
+    Why: anomalib's k-center greedy coreset allocates and frees an ``N x D`` tensor per selected
+    point; glibc's adaptive threshold then serves them from the heap, which fragments: PatchCore on
+    25,600 patches grew to 13 GB RSS, with the threshold fixed it stays at 1.1 GB. Process-wide,
+    as ``MALLOC_MMAP_THRESHOLD_=131072`` would be.
+    """
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)        # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):
+            pass
+
+
 def _stage_names(backbone: str, stages: tuple[int, ...]) -> list[str]:
     """timm module names of ``feature_info`` stages (anomalib addresses layers by name)."""
     import timm
@@ -316,6 +334,7 @@ class AnomalibPeer(Detector):
         images = check_images(train.images, self.in_chans, f"{self.name} (train)")
         normal = images[train.labels == 0] if train.n_anomalous else images
         self.stats_ = self._stats()
+        _steady_malloc()
         with contextlib.ExitStack() as stack:
             if workdir is None:             # direct use (tests): a temporary folder, removed afterwards
                 workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="anomalib-peer-"))
