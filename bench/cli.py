@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
+    from bench.shadow import shadowed
+
+    clash = shadowed()
+    if clash is not None:
+        print(f"error: {clash}", file=sys.stderr)
+        return 2
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
                 "perf": cmd_perf, "claims": cmd_claims}[args.command](args)
@@ -296,6 +302,11 @@ def cmd_list(args) -> int:
             print(f"{what}:")
         for name in names:
             print(f"  {name}" if len(sections) > 1 else name)
+        if what == "detectors":
+            from methods.detectors.anomalib_peers import INSTALL_HINT, available
+
+            if not available():
+                print(f"  ({INSTALL_HINT})" if len(sections) > 1 else f"({INSTALL_HINT})")
     return 0
 
 

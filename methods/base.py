@@ -183,11 +183,14 @@ class Detector:
     * ``needs_pool``: ``fit`` takes ``unlabeled=<Split>``, assembled as ``pool_request()`` says;
     * ``predict_params``: constructor arguments that change only ``predict``, never what ``fit``
       learns. The runner's fit cache shares one fitted detector between cells that differ only in
-      these; :meth:`complete_fit` trains whatever a cached fit lacks for the current options.
+      these; :meth:`complete_fit` trains whatever a cached fit lacks for the current options;
+    * ``needs_workdir``: ``fit`` takes ``workdir=`` (a folder in the run's cache), for third-party
+      trainers that write files (the anomalib peers' Lightning), so nothing lands in the cwd.
     """
 
     setting: str = "uad"
     needs_pool: bool = False
+    needs_workdir: bool = False
     predict_params: tuple[str, ...] = ()
 
     def pool_request(self) -> PoolRequest | None:
@@ -196,6 +199,11 @@ class Detector:
     def required_weights(self) -> list[tuple[str, bool, str | None]]:
         """``(timm name, pretrained, weights file)`` of every backbone ``fit`` will build, so the
         preflight can check they are available before any training."""
+        return []
+
+    def prerequisites(self) -> list[str]:
+        """Other files ``fit`` needs that are missing (one line each, naming what and how to provide
+        it), for the preflight; empty when all are there (EfficientAD's teacher and penalty images)."""
         return []
 
     def fit(self, train: Split, *, seed: int = 0, device: str = "cpu", progress: bool = False,

@@ -79,6 +79,10 @@ def preflight(plan: Plan, ctx) -> PreflightResult:
                 detector = create_detector(det.name, **shape, **det.kwargs)
                 for name, pretrained, weights in detector.required_weights():
                     weights_source(name, pretrained=pretrained, weights=weights)
+                for missing in detector.prerequisites():
+                    line = f"detector.{det.id} on {comp.id} (seed {cell.seed}): {missing}"
+                    if line not in result.problems:
+                        result.problems.append(line)
                 if detector.needs_pool:                 # assembled here once, reused by the cell
                     unlabeled_pool_for(dataset, detector.pool_request(), cell.seed)
             except Exception as exc:  # noqa: BLE001

@@ -516,6 +516,8 @@ class EndToEnd:
             fit_spec = {k: v for k, v in comp.spec().items() if k not in detector.predict_params}
             key = fit_key("detector", dataset_spec(cell.dataset, self.unit.fingerprint), fit_spec, cell.seed,
                           precision=ctx.fit_precision())
+            if detector.needs_workdir:              # third-party trainers write only inside the cache
+                extra["workdir"] = str(Path(ctx.cache_dir) / "work" / key)
             fit_spec.pop("id", None)
             meta = {"detector": fit_spec, "seed": cell.seed, "created": now()}
             fit_kwargs = dict(seed=cell.seed, device=ctx.fit_device, progress=ctx.progress, **extra)
