@@ -14,6 +14,7 @@ encoder x dataset x seed and shared by every head. The flow uses the quick grid'
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -80,8 +81,10 @@ def main(argv: list[str] | None = None) -> None:
                 feats = embeddings(encoder, data, seed)
                 for head in args.heads:
                     for preprocess in ("none", OLD_DEFAULT[head]):
-                        scores[encoder, head, dataset, preprocess].append(
-                            image_auroc(head, preprocess, feats, seed))
+                        auroc = image_auroc(head, preprocess, feats, seed)
+                        scores[encoder, head, dataset, preprocess].append(auroc)
+                        print(f"{dataset} seed {seed} {encoder} {head} {preprocess}: {auroc:.3f} "
+                              f"({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
 
     print(f"Image AUROC, mean over seeds {args.seeds}; `none` (new default) vs the previous default; "
           f"{args.image_size} px, MedMNIST training normals capped at {args.max_train}; "
