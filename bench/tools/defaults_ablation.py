@@ -9,6 +9,8 @@ either way (the preprocessing is an axis of the study, not a default to tune)::
 
 Frozen encoders only (no training: minutes on one CPU thread); embeddings are computed once per
 encoder x dataset x seed and shared by every head. The flow uses the quick grid's CPU size.
+The table in methods/README.md is these defaults (it took about an hour on a loaded 2-core CPU;
+``--datasets``/``--encoders`` split it into parallel runs).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", nargs="+", default=list(OLD_DEFAULT))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--max-train", type=int, default=1000, help="cap on MedMNIST training normals")
+    parser.add_argument("--max-train", type=int, default=500, help="cap on MedMNIST training normals")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
