@@ -97,14 +97,16 @@ class DensityHead(nn.Module):
     training features first: ``preprocess`` is a hyper-parameter of every head and an axis of the
     study (``none``, ``standardize`` as CRADL, ``l2``, ``pca_whiten``), because standardising
     frozen ImageNet features inflates near-constant dimensions. ``None`` means the head's
-    ``default_preprocess``, chosen by the ablation in methods/README.md (``l2`` won on average for
-    the Gaussian, GMM and kNN heads over synthetic, PneumoniaMNIST and BUSI; ``standardize`` for the
-    flow). The base class also guards against what real embeddings do: non-finite features or
+    ``default_preprocess``: ``none`` for every head, the representation as the encoder gives it.
+    Why neutral: which transform helps depends on the head and the dataset (methods/README.md), so
+    it is measured as an axis, not tuned into a default; a head that needs a transform to be
+    numerically sound does it inside its density and says so (the flow z-scores itself, the GMM
+    regularises relative to the feature scale). The base class also guards against what real embeddings do: non-finite features or
     scores raise :class:`MethodError`. Subclasses implement ``_fit(z)`` and ``_score(z)`` on
     preprocessed features.
     """
 
-    default_preprocess: str = "l2"
+    default_preprocess: str = "none"
     #: a patch head (``methods/heads/_patch.py``) fits feature maps, not vectors; declared, never probed
     dense: bool = False
 

@@ -8,7 +8,11 @@ Ledoit-Wolf Gaussian 0.05 image AUROC. So the choice is measured, per head and p
 * ``standardize``: z-score every dimension (CRADL); constant dimensions keep unit scale.
 * ``l2``: every vector to unit Euclidean norm (cosine geometry; common for contrastive features).
 * ``pca_whiten``: rotate onto the principal axes, keep the components that explain ``variance``
-  (99 %) of the training variance, scale each to unit variance (DFM-like; Ahuja et al. 2019).
+  (99 %) of the training variance, scale each to unit variance, and append one coordinate: the
+  norm of the residual outside the kept subspace over the root of the mean discarded eigenvalue
+  (the PPCA noise variance). That coordinate is DFM's feature reconstruction error (Ahuja et al.
+  2019): without it a vector displaced orthogonally to the training span whitens to almost zero
+  and its anomaly is invisible to every head. ``D`` features become ``D' + 1``.
 
 The statistics are accumulated as streamed float64 moments, so patch heads can fit them over
 millions of patch vectors without holding them (:meth:`FeaturePreprocessor.update`).
@@ -50,6 +54,8 @@ class FeaturePreprocessor(nn.Module):
         self.variance = variance
         self.register_buffer("shift_", torch.zeros(0))
         self.register_buffer("projection_", torch.zeros(0, 0))   # [D, D'] (diagonal scale as a matrix)
+        self.register_buffer("basis_", torch.zeros(0, 0))        # pca_whiten: [D, D'] kept principal axes
+        self.register_buffer("residual_scale_", torch.zeros(0))  # pca_whiten: 1 / sqrt(noise variance)
         self._n = 0
         self._sum = self._outer = None
 
@@ -90,6 +96,11 @@ class FeaturePreprocessor(nn.Module):
                                           torch.tensor(self.variance, dtype=eigval.dtype, device=eigval.device)).item()) + 1
             keep = min(keep, int((eigval > 1e-10 * eigval[0]).sum()))
             projection = eigvec[:, :keep] / eigval[:keep].sqrt()
+            # PPCA's isotropic noise variance: the mean discarded eigenvalue, floored so that
+            # features lying exactly in a subspace do not divide by zero
+            discarded = eigval[keep:].mean() if keep < len(eigval) else eigval.new_zeros(())
+            noise = torch.maximum(discarded, 1e-6 * eigval[0])
+            self.basis_, self.residual_scale_ = eigvec[:, :keep].float(), noise.rsqrt().reshape(1).float()
         self.shift_, self.projection_ = mean.float(), projection.float()
         self._sum = self._outer = None
         return self
@@ -101,7 +112,9 @@ class FeaturePreprocessor(nn.Module):
 
     @property
     def out_dim(self) -> int | None:
-        return int(self.projection_.shape[1]) if self.projection_.numel() else None
+        if not self.projection_.numel():
+            return None
+        return int(self.projection_.shape[1]) + (self.method == "pca_whiten")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.method == "none":
@@ -113,4 +126,7 @@ class FeaturePreprocessor(nn.Module):
         z = z - self.shift_.to(z)
         if self.method == "standardize":
             return z * torch.diagonal(self.projection_).to(z)
-        return z @ self.projection_.to(z)
+        basis = self.basis_.to(z)
+        residual = z - (z @ basis) @ basis.T
+        distance = torch.linalg.vector_norm(residual, dim=-1, keepdim=True) * self.residual_scale_.to(z)
+        return torch.cat([z @ self.projection_.to(z), distance], dim=-1)

@@ -34,8 +34,7 @@ def awkward_features(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
 
 
 def make_head(name: str, **overrides):
-    """The density models under test see z-scored features (``preprocess`` has its own tests below);
-    ``l2``, the default of most heads, discards the norm and so by design ignores a pure shift."""
+    """The density models under test see z-scored features (``preprocess`` has its own tests below)."""
     return create_head(name, **{"preprocess": "standardize", **FAST_KWARGS.get(name, {}), **overrides})
 
 
@@ -116,12 +115,13 @@ def test_gmm_torch_log_density_equals_sklearn():
     z = torch.from_numpy(np.concatenate([rng.normal(0, 1, (150, 6)), rng.normal(4, 0.5, (150, 6))]))
     head = create_head("gmm", n_components=3).fit(z, seed=3)
     standardised = head.preprocessor(z).numpy()
-    reference = GaussianMixture(3, covariance_type="full", reg_covar=1e-5, max_iter=200,
+    relative = 1e-5 * standardised.var(0).mean()           # reg_covar is relative to the feature scale
+    reference = GaussianMixture(3, covariance_type="full", reg_covar=relative, max_iter=200,
                                 random_state=3).fit(standardised)
     query = torch.from_numpy(rng.normal(2, 2, (50, 6)))
     expected = reference.score_samples(head.preprocessor(query).numpy())
     np.testing.assert_allclose(-head(query).detach().numpy(), expected, atol=1e-4, rtol=0)
-    assert head.reg_covar_ == 1e-5 and head.n_components_ == 3
+    assert head.reg_covar_ == 1e-5 and head.covar_floor_ == pytest.approx(relative) and head.n_components_ == 3
 
 
 def test_gmm_clamps_components_to_the_sample_count():
@@ -236,10 +236,10 @@ def test_preprocessing_options_do_what_they_say():
     assert torch.allclose(std[:, :5].mean(0), torch.zeros(5), atol=1e-4)
     assert torch.allclose(std[:, :5].std(0), torch.ones(5), atol=1e-3) and torch.all(std[:, 5] == 0)
     white = FeaturePreprocessor("pca_whiten", variance=0.999).fit(z)(z)
-    assert white.shape[1] == 5                                         # the constant direction is dropped
-    cov = torch.cov(white.T.double())
+    assert white.shape[1] == 5 + 1               # the constant direction is dropped; + the residual norm
+    cov = torch.cov(white[:, :5].T.double())
     assert torch.allclose(cov, torch.eye(5, dtype=cov.dtype), atol=1e-3)
-    assert FeaturePreprocessor("pca_whiten", variance=0.5).fit(z)(z).shape[1] < 5
+    assert FeaturePreprocessor("pca_whiten", variance=0.5).fit(z)(z).shape[1] < 5 + 1
     assert torch.allclose(FeaturePreprocessor("l2").fit(z)(z).norm(dim=1), torch.ones(400))
     streamed = FeaturePreprocessor("pca_whiten")
     for chunk in z.split(64):
@@ -255,3 +255,39 @@ def test_every_head_takes_every_preprocessing(preprocess):
         assert np.isfinite(head.score(z[:5])).all() and head.preprocess == preprocess
     with pytest.raises(MethodError, match="preprocess"):
         create_head("gaussian", preprocess="whiten")
+
+
+def test_every_global_head_defaults_to_the_features_as_given():
+    for name in HEADS:
+        assert create_head(name, **FAST_KWARGS.get(name, {})).preprocess == "none", name
+
+
+def test_pca_whiten_keeps_an_anomaly_outside_the_training_span():
+    from methods.preprocess import FeaturePreprocessor
+
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(12, 12, generator=gen)).Q
+    z = torch.randn(300, 4, generator=gen) * torch.tensor([4.0, 3.0, 2.0, 1.0]) @ basis[:, :4].T
+    z = z + 0.01 * torch.randn(300, 12, generator=gen)                 # a thin shell around a 4-D span
+    normal = torch.randn(20, 4, generator=gen) @ basis[:, :4].T
+    outside = normal + 100.0 * basis[:, 8]                              # displaced orthogonally to the span
+    prep = FeaturePreprocessor("pca_whiten").fit(z)
+    assert prep.out_dim == prep(z).shape[1] == 4 + 1
+    assert (prep(outside)[:, -1] > 100 * prep(normal)[:, -1].max()).all()
+    head = create_head("gaussian", preprocess="pca_whiten").fit(z, seed=0)
+    assert head.score(outside).min() > 100 * head.score(normal).max()
+    x = outside.clone().requires_grad_(True)
+    head(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_gmm_regularisation_follows_the_feature_scale(scale):
+    z, query = awkward_features(N_TRAIN, seed=1), awkward_features(10, seed=2) + 0.5
+    reference = create_head("gmm", n_components=2).fit(z, seed=0)
+    scaled = create_head("gmm", n_components=2).fit(z * scale, seed=0)
+    assert scaled.reg_covar_ == reference.reg_covar_
+    assert scaled.covar_floor_ == pytest.approx(reference.covar_floor_ * scale ** 2)
+    d = z.shape[1]                                    # -log p shifts by D log(scale) under rescaling
+    np.testing.assert_allclose(scaled.score(query * scale), reference.score(query) + d * np.log(scale),
+                               rtol=1e-4)

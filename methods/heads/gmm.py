@@ -10,7 +10,9 @@ Known differences from CRADL's own torch GMM (``latent_gen/gmm_general.py``):
   covariances and runs an identity-covariance ("k-means-like") EM phase before full-covariance EM;
 * CRADL's M-step forms the scatter from ``(x - mu) * w`` and divides by ``sum(w)``, which squares
   the responsibilities; sklearn is textbook EM. Identical for K=1, different for K>1;
-* stopping: sklearn uses ``tol`` on the lower bound and ``max_iter``; CRADL |d mean log-lik| < 1e-2.
+* stopping: sklearn uses ``tol`` on the lower bound and ``max_iter``; CRADL |d mean log-lik| < 1e-2;
+* regularisation: ``reg_covar`` is relative to the mean feature variance (CRADL standardises first,
+  where the two agree up to the mean variance of 1).
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ MAX_REG_COVAR = 1e-1
 class GMMHead(DensityHead):
     """Gaussian mixture (full covariances); score = -log p(z), differentiable in torch.
 
+    ``reg_covar`` is *relative to the feature scale*: sklearn adds ``reg_covar x`` the mean
+    per-dimension variance of the training features to every covariance diagonal (kept in
+    ``covar_floor_``). Why: sklearn's ``reg_covar`` is absolute, so raw features with values ~1e-3
+    were swamped by it and features ~1e3 went singular; relative, the head behaves the same under
+    any rescaling of the features, which ``preprocess="none"`` (the default) needs.
     When sklearn reports an ill-defined covariance (fewer samples than dimensions, collapsed
-    components), ``reg_covar`` is raised x10 up to 1e-1 with a warning; the value actually used is
-    kept in ``reg_covar_``. ``n_components`` is clamped to the number of samples (``n_components_``).
+    components), ``reg_covar`` is raised x10 up to 1e-1 with a warning; the relative value actually
+    used is kept in ``reg_covar_``. ``n_components`` is clamped to the number of samples (``n_components_``).
     """
 
     def __init__(self, n_components: int = 4, covariance_type: str = "full", reg_covar: float = 1e-5,
@@ -55,6 +62,7 @@ class GMMHead(DensityHead):
         self.tol = tol
         self.n_components_: int | None = None
         self.reg_covar_: float | None = None
+        self.covar_floor_: float | None = None
         self.converged_: bool | None = None
         self.register_buffer("means_", torch.zeros(0, 0, dtype=torch.float64))
         self.register_buffer("precisions_cholesky_", torch.zeros(0, 0, 0, dtype=torch.float64))
@@ -69,9 +77,11 @@ class GMMHead(DensityHead):
             warnings.warn(f"gmm head: n_components={k} > {n} training samples; using {n}", stacklevel=3)
             k = n
         x = z.double().numpy()
+        scale = float(x.var(0).mean())
+        scale = scale if scale > 0 else 1.0          # constant features: nothing to be relative to
         reg, last_error = self.reg_covar, None
         while reg <= MAX_REG_COVAR * (1 + 1e-9):
-            mixture = GaussianMixture(n_components=k, covariance_type="full", reg_covar=reg,
+            mixture = GaussianMixture(n_components=k, covariance_type="full", reg_covar=reg * scale,
                                       max_iter=self.max_iter, n_init=self.n_init, tol=self.tol,
                                       random_state=seed)
             try:
@@ -89,13 +99,14 @@ class GMMHead(DensityHead):
                               f"reg_covar={MAX_REG_COVAR:g}: {last_error}") from last_error
         self.n_components_ = k
         self.reg_covar_ = reg
+        self.covar_floor_ = reg * scale
         self.converged_ = bool(mixture.converged_)
         self.means_ = torch.from_numpy(mixture.means_.astype(np.float64))
         self.precisions_cholesky_ = torch.from_numpy(mixture.precisions_cholesky_.astype(np.float64))
         self.weights_ = torch.from_numpy(mixture.weights_.astype(np.float64))
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``log p(z)`` of standardised features in float64 (equals sklearn's ``score_samples``)."""
+        """``log p(z)`` of preprocessed features in float64 (equals sklearn's ``score_samples``)."""
         x = z.double()
         means = self.means_.to(x.device)
         prec_chol = self.precisions_cholesky_.to(x.device)

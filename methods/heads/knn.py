@@ -17,7 +17,7 @@ from methods.registry import register_head
 
 @register_head("knn")
 class KNNHead(DensityHead):
-    """Mean Euclidean distance to the ``k`` nearest (standardised) training embeddings.
+    """Mean Euclidean distance to the ``k`` nearest training embeddings (after ``preprocess``, default ``none``).
 
     Neighbours are searched chunk by chunk over the queries (``chunk_size`` rows of ``cdist`` at a
     time) so 10k x 10k never materialises at once; distances to the chosen neighbours are then
