@@ -38,6 +38,11 @@ from bench.run.grid import stable_hash
 
 CACHE_ENV = "UAD_BENCH_CACHE"
 FORMAT_VERSION = 2
+#: Bumped when what a *detector* fit learns changes under the same configuration (issue 16:
+#: PatchCore's per-stage pooling, CFlow-AD's patch_flow, pca_whiten's residual coordinate, the
+#: flow head's internal z-score, amp reaching DDAD-ASR/AE): their cached fits are not reused.
+#: Trained encoders are unaffected and keep their keys.
+DETECTOR_REVISION = 2
 
 
 class CacheCorruptWarning(UserWarning):
@@ -65,7 +70,10 @@ def fit_key(role: str, dataset: dict, spec: dict, seed: int, *, precision=None) 
     spec = {k: v for k, v in spec.items() if k != "id"}
     if precision is not None:
         spec["amp"] = str(precision).removeprefix("torch.")
-    return stable_hash({"dataset": dataset, role: spec, "seed": seed, "format": FORMAT_VERSION}, 20)
+    key = {"dataset": dataset, role: spec, "seed": seed, "format": FORMAT_VERSION}
+    if role == "detector":
+        key["revision"] = DETECTOR_REVISION
+    return stable_hash(key, 20)
 
 
 def sha256_file(path: Path) -> str:
