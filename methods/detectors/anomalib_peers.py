@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from datasets.base import Split, to_float
 from methods.base import Detector, MethodError, seed_everything
+from methods.detectors._maps import resize, upsample
 from methods.inputs import check_images, chunks
 from methods.registry import register_detector
 
@@ -282,15 +282,11 @@ class AnomalibPeer(Detector):
 
     def _inputs(self, images: np.ndarray, device: str) -> torch.Tensor:
         """uint8 -> [0, 1], grey -> RGB, resized and normalised exactly as the suite's encoders."""
-        x = to_float(images, device)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        if self.stats_ is not None:
-            mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in self.stats_)
-            x = (x - mean) / std
-        return x.contiguous()
+        from methods.backbones import ImageNetInput
+
+        x = resize(to_float(images, device), self.input_size)
+        mean, std = self.stats_ if self.stats_ is not None else ((0.0,) * 3, (1.0,) * 3)   # unnormalised models
+        return ImageNetInput(mean, std).to(x.device)(x).contiguous()
 
     # -- building and training --------------------------------------------------------------------
     def _build(self, workdir: Path):
@@ -418,12 +414,9 @@ class AnomalibPeer(Detector):
         with _quiet_lightning():
             for s in chunks(len(images), self.batch_size if self.batch_size > 1 else 16):
                 out = model(self._inputs(images[s], device))
-                pixel = out.anomaly_map.float()
-                if pixel.ndim == 3:
-                    pixel = pixel[:, None]
-                pixel = F.interpolate(pixel, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
+                pixel = upsample(out.anomaly_map.float(), tuple(images.shape[-2:]))
                 scores.append(out.pred_score.reshape(-1).double().cpu().numpy())
-                maps.append(pixel[:, 0].cpu().numpy())
+                maps.append(pixel.cpu().numpy())
         self.model_.cpu()
         return np.concatenate(scores), np.concatenate(maps)
 
