@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -280,8 +279,10 @@ class DiagnosticsCache:
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 pass            # a damaged entry is recomputed and replaced
         values = embedding_diagnostics(load_embeddings(cache_dir), seed=self.seed)
+        from bench.run.store import atomic_write_bytes
+
         text = json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()})
-        _replace(key, text.encode())
+        atomic_write_bytes(key, text.encode(), sync=False)   # a killed report leaves no half entry
         return values
 
     def tsne(self, cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -294,15 +295,10 @@ class DiagnosticsCache:
                 pass            # a truncated or empty entry (a killed report) is recomputed and replaced
         arrays = load_embeddings(cache_dir)
         coords, labels = tsne_view(arrays["test"], arrays["test_labels"], self.tsne_points, self.seed)
+        from bench.run.store import atomic_write_bytes
+
         buffer = io.BytesIO()
         np.savez(buffer, coords=coords, labels=labels)
-        _replace(key, buffer.getvalue())
+        atomic_write_bytes(key, buffer.getvalue(), sync=False)
         return coords, labels
 
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write a cache entry under a temporary name, then rename: a killed report leaves no half entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
