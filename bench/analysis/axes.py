@@ -97,7 +97,7 @@ def swept_axes(cells: pd.DataFrame, metric: str, *, lower_is_better: bool = Fals
                     filled_defaults = {f for f, v in zip(filled, values) if v == DEFAULT}
                     values = pd.Series(filled, index=sub.index)
             # a component the registry gives no such setting (a VAE has no input norm) is not on this axis
-            on_axis = values != DEFAULT if resolve is not None and (values != DEFAULT).any() else values == values
+            on_axis = values != DEFAULT if resolve is not None and (values != DEFAULT).any() else values.notna()
             values, part = values[on_axis], sub[on_axis]
             if values.nunique() < 2:
                 continue
@@ -107,8 +107,8 @@ def swept_axes(cells: pd.DataFrame, metric: str, *, lower_is_better: bool = Fals
             labels = keyed.groupby(["_rest", "_value"])["label"].first()
             encoders = keyed.groupby("_rest")["encoder"].first().astype(str)
             matched = means.dropna()
-            if len(matched) < 1 or means.notna().sum(axis=1).max() < 2:
-                continue            # nothing differs in this setting alone
+            if matched.empty:
+                continue            # no configuration is present under every choice
             order = list(matched.columns)
             defaults = [v for v in order if v in filled_defaults or v == DEFAULT]
             reference = "none" if "none" in order else (defaults[0] if defaults else order[0])

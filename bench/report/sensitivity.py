@@ -20,17 +20,17 @@ def registered_default(role: str, name: str, param: str):
     or the class's ``default_<param>`` where the constructor default is None (e.g. a head's
     ``default_preprocess``); None where the registry cannot tell."""
     try:
+        from bench.run.validate import accepted_parameters
         from methods.registry import DETECTORS, ENCODERS, HEADS
 
         registry = {"encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}[role]
         entry, _ = registry.lookup(name)
-        factory = entry.factory
-        parameter = inspect.signature(factory).parameters.get(param)
-        if parameter is None and entry.family:         # a family's factory passes **kwargs to its class
-            factory = typing.get_type_hints(factory).get("return", factory)
-            parameter = inspect.signature(factory).parameters.get(param)
-        value = None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
-        return getattr(factory, f"default_{param}", None) if value is None else value
+        parameter = (accepted_parameters(entry.factory, entry.family) or {}).get(param)
+        if parameter is not None and parameter.default not in (inspect.Parameter.empty, None):
+            return parameter.default
+        # a family's factory passes **kwargs on to the class it returns: that class declares the default
+        owner = entry.factory if inspect.isclass(entry.factory) else typing.get_type_hints(entry.factory).get("return")
+        return getattr(owner, f"default_{param}", None)
     except Exception:  # noqa: BLE001 - an unknown component reads as "default", never fails the report
         return None
 
