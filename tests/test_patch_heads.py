@@ -124,6 +124,19 @@ def test_patchcore_pooled_features_by_hand():
     torch.testing.assert_close(out[0, :, 1, 1], torch.tensor([(1 + 7 / 3) / 2, 0.5, 0.75]))
 
 
+def test_the_3x3_mean_counts_the_border_padding_only_when_asked():
+    """``count_include_pad``: anomalib's AvgPool2d(3, 1, 1) divides a corner's 4 values by 9; the
+    suite's default averages the 4 values inside the map (the difference C2 of the cross-check)."""
+    maps = {"s": torch.ones(1, 1, 3, 3)}
+    heads = [create_head("patch_knn", pool_layers=False, count_include_pad=flag) for flag in (False, True)]
+    for head in heads:
+        head.stages_ = ["s"]                     # as fit would choose: the one stage there is
+    inside, counted = (head.combine(maps) for head in heads)
+    torch.testing.assert_close(inside, torch.ones(1, 1, 3, 3))
+    torch.testing.assert_close(counted, torch.nn.AvgPool2d(3, 1, 1)(maps["s"]))
+    assert counted[0, 0, 0, 0].item() == pytest.approx(4 / 9) and counted[0, 0, 1, 1].item() == 1.0
+
+
 def test_patchcore_scores_by_hand_on_a_tiny_memory_bank():
     """Bank = the two training patches (0, 0) and (3, 4); probes (1, 1) and (3, 1)."""
     train = {"s": torch.tensor([[0.0, 3.0], [0.0, 4.0]]).view(1, 2, 1, 2)}

@@ -32,7 +32,7 @@ METHODS = [
     ("anomalib/padim", "anomalib/padim", {}),
     ("patchcore", "patchcore", {}),
     ("patchcore (as anomalib)", "patchcore",
-     dict(pool_layers=False, metric="euclidean", reweight=True, reweight_neighbours=9)),
+     dict(pool_layers=False, count_include_pad=True, metric="euclidean", reweight=True, reweight_neighbours=9)),
     ("anomalib/patchcore", "anomalib/patchcore", {}),
 ]
 #: (suite label, anomalib label) pairs of the table

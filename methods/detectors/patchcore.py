@@ -22,7 +22,7 @@ from methods.registry import register_detector
 def patchcore(in_chans: int = 1, image_size: int = 64, *, backbone: str = "tf_efficientnet_lite0",
               pretrained: bool = True, weights: str | None = None, input_norm: str = "weights",
               out_indices: tuple[int, ...] = (2, 3), patch_size: int = 3, pool_layers: bool = True,
-              pretrain_embed_dim: int = 1024, target_embed_dim: int = 1024,
+              count_include_pad: bool = False, pretrain_embed_dim: int = 1024, target_embed_dim: int = 1024,
               coreset_ratio: float = 0.1, projection_dim: int | None = 128, coreset_start_points: int = 10,
               num_neighbours: int = 1, metric: str = "squared", reweight: bool = False,
               reweight_neighbours: int = 9, input_size: int | None = None, sigma: float | None = None,
@@ -31,6 +31,7 @@ def patchcore(in_chans: int = 1, image_size: int = 64, *, backbone: str = "tf_ef
     encoder = FrozenTimmEncoder(backbone, in_chans, image_size, pretrained=pretrained, weights=weights,
                                 input_size=input_size, input_norm=input_norm)
     head = PatchKNNHead(stages=list(out_indices), aggregate=patch_size, pool_layers=pool_layers,
+                        count_include_pad=count_include_pad,
                         pretrain_embed_dim=pretrain_embed_dim, target_embed_dim=target_embed_dim,
                         coreset_ratio=coreset_ratio, projection_dim=projection_dim,
                         coreset_start_points=coreset_start_points, num_neighbours=num_neighbours, metric=metric,

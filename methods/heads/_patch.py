@@ -70,6 +70,9 @@ class PatchHead(nn.Module):
         d_reduced: seeded random subset of the concatenated channels (PaDiM's 100; None keeps all).
         aggregate: local average pooling of each stage over ``aggregate x aggregate`` neighbours
             before concatenation (PatchCore's 3; 1 = none).
+        count_include_pad: whether the zero padding at the map's border counts in that average
+            (torch's ``AvgPool2d`` default, which anomalib's PatchCore uses; it pulls border patches
+            towards zero); False (default) averages the neighbours inside the map only.
         align: how coarser stages reach the finest chosen grid: ``nearest`` (PaDiM) or ``bilinear``.
         preprocess: per-channel ``none`` | ``standardize`` | ``l2`` | ``pca_whiten`` of the patch vectors.
         sigma: Gaussian smoothing of the upsampled map with scipy's filter (reflect border, truncate
@@ -82,8 +85,8 @@ class PatchHead(nn.Module):
     dense = True
 
     def __init__(self, *, stages: Sequence[str | int] | None = None, strides: Sequence[int] = (4, 16),
-                 d_reduced: int | None = None, aggregate: int = 1, align: str = "nearest",
-                 preprocess: str = "none", variance: float = 0.99, sigma: float | None = None, score: str = "max",
+                 d_reduced: int | None = None, aggregate: int = 1, count_include_pad: bool = False,
+                 align: str = "nearest", preprocess: str = "none", variance: float = 0.99, sigma: float | None = None, score: str = "max",
                  top_k: float = 0.01):
         super().__init__()
         who = type(self).__name__
@@ -103,6 +106,7 @@ class PatchHead(nn.Module):
         self.strides = tuple(strides)
         self.d_reduced = d_reduced
         self.aggregate = aggregate
+        self.count_include_pad = bool(count_include_pad)
         self.align = align
         self.preprocess = check_preprocess(preprocess, who)
         self.variance = variance
@@ -115,7 +119,8 @@ class PatchHead(nn.Module):
         """``[B, D, h, w]``: the chosen stages (``aggregate``-pooled) on the finest grid, concatenated."""
         feats = [maps[name] for name in self.stages_]
         if self.aggregate > 1:
-            feats = [F.avg_pool2d(f, self.aggregate, stride=1, padding=self.aggregate // 2, count_include_pad=False)
+            feats = [F.avg_pool2d(f, self.aggregate, stride=1, padding=self.aggregate // 2,
+                                  count_include_pad=self.count_include_pad)
                      for f in feats]
         size = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
         kwargs = {"mode": "nearest"} if self.align == "nearest" else {"mode": "bilinear", "align_corners": False}
