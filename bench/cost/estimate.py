@@ -80,16 +80,12 @@ def _ratio(target: dict, source: dict, keys: tuple, notes: list, what: str) -> f
 
 def _with_defaults(config: dict) -> dict:
     """A cell's flattened config plus its components' factory defaults (a grid states only overrides)."""
-    from bench.run.validate import accepted_parameters
+    from bench.run.validate import accepted_parameters, component_registries
 
-    registries = {}
     try:
-        from datasets import DATASETS
-        from methods.registry import DETECTORS, ENCODERS, HEADS
-
-        registries = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
+        registries = component_registries()
     except ImportError:  # pragma: no cover
-        pass
+        registries = {}
     out = dict(config)
     for role, registry in registries.items():
         name = config.get(f"{role}.name")

@@ -20,10 +20,9 @@ def registered_default(role: str, name: str, param: str):
     or the class's ``default_<param>`` where the constructor default is None (e.g. a head's
     ``default_preprocess``); None where the registry cannot tell."""
     try:
-        from bench.run.validate import accepted_parameters
-        from methods.registry import DETECTORS, ENCODERS, HEADS
+        from bench.run.validate import accepted_parameters, component_registries
 
-        registry = {"encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}[role]
+        registry = component_registries()[role]
         entry, _ = registry.lookup(name)
         parameter = (accepted_parameters(entry.factory, entry.family) or {}).get(param)
         if parameter is not None and parameter.default not in (inspect.Parameter.empty, None):

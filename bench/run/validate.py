@@ -169,11 +169,17 @@ def _check_runtime(data: dict) -> None:
                                 f"(e.g. 0.5: two tasks share a GPU) or a whole number of GPUs")
 
 
+def component_registries() -> dict:
+    """The registry of each grid role that names components (dataset, encoder, head, detector)."""
+    from datasets import DATASETS
+    from methods.registry import DETECTORS, ENCODERS, HEADS
+
+    return {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
+
+
 def validate_grid(grid: Grid) -> None:
     """Raise :class:`GridError` naming the first problem of ``grid``; return quietly when it is usable."""
-    from datasets import DATASETS
     from methods.maps import MAP_KINDS
-    from methods.registry import DETECTORS, ENCODERS, HEADS
 
     data = grid.data
     for key in data:
@@ -203,7 +209,7 @@ def validate_grid(grid: Grid) -> None:
                 raise GridError(f"maps.{kind}: unknown option '{key}'{_suggest(key, accepted)} "
                                 f"(options: {', '.join(sorted(accepted)) or 'none'})")
             _check_value(f"maps.{kind}", key, value, accepted[key])
-    registries = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS}
+    registries = component_registries()
     overridden = {}                       # section -> tables named by --set (they must be in the grid)
     for item in grid.overrides:
         parts = item.partition("=")[0].strip().split(".")
