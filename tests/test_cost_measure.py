@@ -67,3 +67,25 @@ def test_budget_refuses_before_any_work(tmp_path, capsys):
     # --check prints the estimate too, and a generous budget lets the check pass
     assert main(args + ["--budget", "100", "--check"]) == 0
     assert "planned wall time" in capsys.readouterr().out
+
+
+def test_detector_probing_stops_at_its_time_budget(tmp_path, monkeypatch):
+    """A detector whose fit is all set-up (a Lightning-based peer) is not fitted again and again at
+    doubling lengths: with no budget left, one fit at the base length and one doubled are all it gets."""
+    import methods.registry
+    from bench.cost import measure
+    from bench.run.work import load_dataset
+
+    grid = load_grid("quick", TINY + ['detectors=[{name = "ae", id = "ae", epochs = 500, batch_size = 16, '
+                                      'input_size = 32}]'])
+    dataset = load_dataset(grid.components("datasets")[0], context(tmp_path, grid))
+    built = []
+    create = methods.registry.create_detector
+    monkeypatch.setattr(methods.registry, "create_detector", lambda *a, **k: built.append(k) or create(*a, **k))
+    monkeypatch.setattr(measure, "PROBE_BUDGET_S", 0.0)
+    monkeypatch.setattr(measure, "WARM_ENOUGH_S", 0.0)       # the first fit counts as the base timing
+    monkeypatch.setattr(measure, "MIN_DELTA_S", 1e9)         # the doubled fit never stands out
+    notes: list[str] = []
+    costs = measure.detector_fit_costs(grid.components("detectors")[0], dataset, "cpu", notes)
+    assert [k.get("epochs") for k in built] == [500, 1, 2]   # lengths, base, one doubling
+    assert costs["per_length_s"]["epochs"] >= 0 and "probe budget" in notes[0] and "ae" in notes[0]

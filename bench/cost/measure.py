@@ -18,7 +18,8 @@ extrapolated by the sizes the grid states:
   the per-image time of the cell's map kind on a few images, times the images that get maps;
 * a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images;
 * a detector: its fit on a subset with every length parameter (``epochs``, ``iterations``,
-  ``asr_epochs``) at 1, then each at 2: the differences are the cost per epoch (per iteration)
+  ``asr_epochs``) at 1, then each doubled until the fit takes visibly longer (within
+  :data:`PROBE_BUDGET_S` per detector): the differences are the cost per epoch (per iteration)
   of each loop, scaled to the grid's values and, for epochs, to the full training set; predict
   per image; cells that share one fit (options in ``predict_params``) pay for it once;
 * metrics: one ``bench.metrics.evaluate`` call on random scores and maps of the test split's shape.
@@ -45,6 +46,10 @@ SUBSET = 32
 #: A detector loop is timed at doubling lengths until the fit takes this much longer than at the base
 #: length (seconds, or a quarter of the base time), at most MAX_PROBE times the base length.
 MIN_DELTA_S, MAX_PROBE = 0.5, 16
+#: Seconds one detector kind may spend in timed fits: the doubling stops there (a Lightning-based peer
+#: pays seconds of set-up per fit, and its loops are slow on a CPU; unbounded, the probing of the
+#: peers grid took longer than 25 minutes). A first fit this long is its own base timing.
+PROBE_BUDGET_S, WARM_ENOUGH_S = 20.0, 5.0
 #: Length parameters of detectors (epoch-like ones scale with the training set, iterations do not).
 LENGTHS = {"epochs": True, "asr_epochs": True, "iterations": False}
 
@@ -393,16 +398,24 @@ def detector_fit_costs(comp, dataset, device: str, notes: list) -> dict:
         return times[0], detector
 
     base_settings = {k: (1 if LENGTHS[k] else probe_of[k] // 2) for k in lengths}
-    fit_seconds(base_settings)                          # warm-up: the first fit pays allocation and set-up
-    base, detector = fit_seconds(base_settings)
+    base, detector = fit_seconds(base_settings)         # warm-up: the first fit pays allocation and set-up
+    spent = base
+    if base < WARM_ENOUGH_S:
+        base, detector = fit_seconds(base_settings)
+        spent += base
     slopes = {}
     for key in lengths:                 # more epochs until the difference stands out of the timing noise
         value = base_settings[key]
         while True:
             value *= 2
             bumped, _ = fit_seconds({**base_settings, key: value})
-            if (bumped - base > max(MIN_DELTA_S, 0.25 * base) or value >= MAX_PROBE * base_settings[key]
-                    or value >= lengths[key]):
+            spent += bumped
+            stands_out = bumped - base > max(MIN_DELTA_S, 0.25 * base)
+            if stands_out or value >= MAX_PROBE * base_settings[key] or value >= lengths[key]:
+                break
+            if spent + 2 * bumped > PROBE_BUDGET_S:
+                notes.append(f"{comp.id}: {key} timed up to {value} within the {PROBE_BUDGET_S:.0f} s probe budget, "
+                             f"before its cost stood out of the set-up time; the estimate may be low")
                 break
         slopes[key] = max(0.0, (bumped - base) / (value - base_settings[key]))
     fixed = max(0.0, base - sum(slopes[k] * base_settings[k] for k in lengths))
