@@ -232,13 +232,26 @@ INPUT_NORMS = ("weights", "imagenet")
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def input_stats(model: nn.Module, input_norm: str, who: str) -> tuple[tuple, tuple]:
-    """Mean and std for ``input_norm`` (``weights`` or ``imagenet``); a clear error otherwise."""
-    if input_norm == "weights":
-        return imagenet_stats(model)
+def input_stats(model: nn.Module | str, input_norm: str, who: str) -> tuple[tuple, tuple]:
+    """Mean and std for ``input_norm`` (``weights`` or ``imagenet``); a clear error otherwise.
+
+    ``model`` is a built timm model, or a timm model name (its registered ``pretrained_cfg``) for
+    callers that never hold the model themselves (anomalib's peers build their own copy)."""
+    check_input_norm(input_norm, who)
     if input_norm == "imagenet":
         return IMAGENET_MEAN_STD
-    raise MethodError(f"{who}: input_norm='{input_norm}' is not one of {INPUT_NORMS}")
+    if isinstance(model, str):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(model)
+        return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else IMAGENET_MEAN_STD
+    return imagenet_stats(model)
+
+
+def check_input_norm(input_norm: str, who: str) -> str:
+    if input_norm not in INPUT_NORMS:
+        raise MethodError(f"{who}: input_norm='{input_norm}' is not one of {INPUT_NORMS}")
+    return input_norm
 
 
 def timm_feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -35,3 +35,15 @@ def test_offline_efficientnet_lite0_weights_are_the_packaged_ones():
     model = create_backbone("tf_efficientnet_lite0", num_classes=0)
     stem = next(iter(packaged.values()))
     assert torch.equal(model.conv_stem.weight, stem)
+
+
+def test_input_stats_by_model_or_by_name_agree():
+    """A peer that never holds the suite's model reads the same mean/std by name as an encoder does
+    from its built model (0.5/0.5 for the TF EfficientNet-Lite weights), and an unknown norm is one line."""
+    from methods.backbones import IMAGENET_MEAN_STD, input_stats
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    assert input_stats("tf_efficientnet_lite0", "weights", "t") == input_stats(model, "weights", "t") == ((0.5,) * 3, (0.5,) * 3)
+    assert input_stats("tf_efficientnet_lite0", "imagenet", "t") == IMAGENET_MEAN_STD
+    with pytest.raises(MethodError, match="input_norm='foo' is not one of"):
+        input_stats("resnet18", "foo", "t")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from datasets.base import Split, to_float
+from methods.backbones import check_input_norm
 from methods.base import Detector, MethodError, seed_everything
 from methods.detectors._maps import resize, upsample
 from methods.inputs import check_images, chunks
@@ -218,8 +219,7 @@ class AnomalibPeer(Detector):
         self.batch_size = int(batch_size if batch_size is not None else spec.batch_size)
         self.dtd_dir, self.imagenet_dir, self.teacher_weights = dtd_dir, imagenet_dir, teacher_weights
         self.options = {**spec.options, **options}
-        if input_norm not in ("weights", "imagenet"):
-            raise MethodError(f"{self.name}: input_norm='{input_norm}' is not one of ('weights', 'imagenet')")
+        check_input_norm(input_norm, self.name)
         unknown = sorted(set(self.options) - self._accepted())
         if unknown:
             raise MethodError(f"{self.name}: unknown parameter(s) {unknown}; anomalib's {spec.cls} takes "
@@ -271,14 +271,9 @@ class AnomalibPeer(Detector):
     def _stats(self) -> tuple[tuple, tuple] | None:
         if not self.spec.normalize:
             return None
-        from methods.backbones import IMAGENET_MEAN_STD
+        from methods.backbones import input_stats
 
-        if self.input_norm == "imagenet":
-            return IMAGENET_MEAN_STD
-        import timm
-
-        cfg = timm.models.get_pretrained_cfg(self.backbone)
-        return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else IMAGENET_MEAN_STD
+        return input_stats(self.backbone, self.input_norm, self.name)
 
     def _inputs(self, images: np.ndarray, device: str) -> torch.Tensor:
         """uint8 -> [0, 1], grey -> RGB, resized and normalised exactly as the suite's encoders."""
