@@ -249,6 +249,7 @@ def input_stats(model: nn.Module | str, input_norm: str, who: str) -> tuple[tupl
 
 
 def check_input_norm(input_norm: str, who: str) -> str:
+    """``input_norm`` if it is one of :data:`INPUT_NORMS`; the one-line error every caller gives otherwise."""
     if input_norm not in INPUT_NORMS:
         raise MethodError(f"{who}: input_norm='{input_norm}' is not one of {INPUT_NORMS}")
     return input_norm

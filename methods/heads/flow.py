@@ -129,14 +129,16 @@ class CouplingSubnet(nn.Module):
         return self.net(inputs)
 
 
-def zscore_transform(z: torch.Tensor) -> PointwiseAffineTransform:
+def zscore_transform(z: torch.Tensor) -> tuple[PointwiseAffineTransform, torch.Tensor]:
     """The fixed map ``(z - mean) / std`` of training features ``[N, D]`` (std floored, see
-    ``MIN_RELATIVE_STD``) as an nflows transform, so its log-determinant is part of the density."""
+    ``MIN_RELATIVE_STD``) as an nflows transform, so its log-determinant is part of the density,
+    and its per-dimension scale ``1 / std`` (nflows keeps it private)."""
     z = z.double()
     std = z.std(0) if len(z) > 1 else torch.ones(z.shape[1], dtype=z.dtype)
     floor = MIN_RELATIVE_STD * std.square().mean().sqrt()
     std = torch.maximum(std, floor) if floor > 0 else torch.ones_like(std)
-    return PointwiseAffineTransform(shift=(-z.mean(0) / std).float(), scale=(1.0 / std).float())
+    scale = (1.0 / std).float()
+    return PointwiseAffineTransform(shift=(-z.mean(0) / std).float(), scale=scale), scale
 
 
 def build_glow_flow(features: int, n_blocks: int, hidden_features: int, clamp: float,
@@ -199,11 +201,11 @@ class FlowHead(DensityHead):
     def _fit(self, z: torch.Tensor, *, seed: int, device: str = "cpu", progress: bool = False) -> None:
         # The base class has just seeded torch, so the init and the permutations are deterministic.
         n, d = z.shape
-        zscore = zscore_transform(z)
+        zscore, scale = zscore_transform(z)
         flow = build_glow_flow(d, self.n_blocks, self.hidden_features, self.clamp, zscore).to(device)
         # -log p of the z-scored features = -log p(z) + log|det| of the z-score (a constant)
-        zscore_logdet = float(torch.log(zscore._scale).sum())
-        noise_scale = (self.noise_std / zscore._scale).to(device)     # the noise, in z-scored units
+        zscore_logdet = float(torch.log(scale).sum())
+        noise_scale = (self.noise_std / scale).to(device)     # the noise, in z-scored units
         optimizer = torch.optim.Adam(flow.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.milestones), self.gamma)
         generator = torch.Generator().manual_seed(seed)
