@@ -46,8 +46,14 @@ def paper_style(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with mpl.rc_context(PAPER_STYLE):
-            return fn(*args, **kwargs)
+        from bench.analysis.figure_cache import cached_render
+
+        def draw():
+            with mpl.rc_context(PAPER_STYLE):
+                return fn(*args, **kwargs)
+
+        # a report build reuses the files of a figure whose inputs did not change (figure_cache)
+        return cached_render(fn, args, kwargs, draw, options=(PAPER_STYLE, DPI))
 
     return wrapper
 

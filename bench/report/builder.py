@@ -200,6 +200,10 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Sensitiv
                       f"{dataset}: encoder × head — {metric_label(metric)} (mean ± std over seeds)", cells,
                       {c: lower for c in cells.columns}, emphasis="table", index_name="encoder \\ head")
         self.table(dataset, table)
+        if min(cells.shape) < 2:
+            # one encoder or one head: the heatmap would repeat the table's row, and drawing it is
+            # most of a small report's time (issue 24 item 10)
+            return
         from bench.analysis import figures
 
         means = cells.map(lambda c: c.value).astype(float)
@@ -219,10 +223,13 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Sensitiv
     def build(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.clean_previous()
-        self.part_a()
-        if self.full:
-            self.part_b()
-            self.attempt("claims and verdicts", self.claims_part)
+        from bench.analysis.figure_cache import figure_cache
+
+        with figure_cache(self.out_dir / ".cache" / "figures"):   # unchanged figures are copied, not redrawn
+            self.part_a()
+            if self.full:
+                self.part_b()
+                self.attempt("claims and verdicts", self.claims_part)
         readme = self.write_readme()
         written = sorted({self._link(p) for e in self.index for p in e.paths} | {self._link(readme)})
         atomic_write_text(self.out_dir / MANIFEST, json.dumps(written, indent=0), sync=False)

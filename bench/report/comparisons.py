@@ -3,16 +3,21 @@ ranks across datasets and Wilcoxon tests (numbers from :mod:`bench.analysis.stat
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
+import zipfile
 
 import numpy as np
 import pandas as pd
 
 from bench.analysis import stats
+from bench.metrics import image as metrics_image
+from bench.metrics import weighted as metrics_weighted
 from bench.metrics import lower_is_better, metric_label, metric_names
 from bench.report.frames import _finite, _slug
 from bench.report.tables import Cell, Table, _cells_frame, aggregate_cell
-from bench.run.store import atomic_write_text
+from bench.run.store import atomic_write_bytes, atomic_write_text
 
 
 class ComparisonParts:
@@ -43,7 +48,7 @@ class ComparisonParts:
                 self.remarks.append(f"{dataset}: cell `{row['cell_id']}` has a different test set than the "
                                     "other cells; it is left out of the bootstrap.")
                 continue
-            samples, full = self.cell_samples(row, arrays, labels, weights)
+            samples, full = self.cached_cell_samples(row, arrays, labels, weights)
             if row.get("level") == "pixel":
                 for key in ("test_maps", "test_masks"):  # the largest arrays; nothing later needs them
                     arrays.pop(key, None)
@@ -57,6 +62,33 @@ class ComparisonParts:
                           for lab, ms in per_label.items()}
         self.boot[dataset] = {"samples": seed_means, "groups": len(np.unique(groups)), "cases": len(labels),
                               "grouped": "test_groups" in reference}
+
+    def cached_cell_samples(self, row: pd.Series, arrays: dict, labels: np.ndarray,
+                            weights: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """:meth:`cell_samples`, stored under ``<report>/.cache/bootstrap`` by the content of its inputs
+        (the cell's arrays, the resample weights, the threshold, the code that computes them), so a
+        rebuild recomputes only the cells whose results changed (issue 27 item 4)."""
+        from bench.analysis.figure_cache import _feed, _source_digest
+
+        h = hashlib.sha256()
+        for module in (stats, metrics_weighted, metrics_image):
+            h.update(_source_digest(module.__file__).encode())
+        _feed(h, [row.get("level", "image"), row.get("pixel_threshold"), row.get("image_threshold"),
+                  metric_names(), weights, labels])
+        _feed(h, {k: arrays[k] for k in ("test_scores", "test_maps", "test_masks") if k in arrays})
+        path = self.out_dir / ".cache" / "bootstrap" / f"{h.hexdigest()[:24]}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    return ({k[2:]: data[k] for k in data.files if k.startswith("s:")},
+                            {k[2:]: float(data[k]) for k in data.files if k.startswith("f:")})
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                pass                                  # a damaged entry is recomputed and replaced
+        samples, full = self.cell_samples(row, arrays, labels, weights)
+        buf = io.BytesIO()
+        np.savez(buf, **{f"s:{k}": v for k, v in samples.items()}, **{f"f:{k}": v for k, v in full.items()})
+        atomic_write_bytes(path, buf.getvalue(), sync=False)
+        return samples, full
 
     @staticmethod
     def cell_samples(row: pd.Series, arrays: dict, labels: np.ndarray,

@@ -1,0 +1,105 @@
+"""Figures redrawn only when what they show changed: a content-addressed cache of PNG/PDF files.
+
+Why: drawing and embedding fonts in PDFs is most of a small report's time (issue 24 item 10,
+issue 27 item 4), and a report is rebuilt after every resume or ``bench report`` with mostly the
+same numbers. A figure function's inputs (arrays, frames, titles: everything but the output
+path), the source of the module that draws it, matplotlib's version and the output options are
+hashed; a hit copies the stored files to the requested path, a miss draws and stores them.
+
+The cache is off unless a report build opens one with :func:`figure_cache` (tests and direct
+calls always draw).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import shutil
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+_ROOT: ContextVar[Path | None] = ContextVar("figure_cache_root", default=None)
+SUFFIXES = (".png", ".pdf")
+
+
+@contextmanager
+def figure_cache(root: str | Path | None):
+    """Within the block, figure functions reuse files stored under ``root`` (None: always draw)."""
+    token = _ROOT.set(Path(root) if root is not None else None)
+    try:
+        yield
+    finally:
+        _ROOT.reset(token)
+
+
+def _feed(h, obj) -> None:
+    """Hash ``obj`` by content (type-tagged, order-preserving: plotting order is part of a figure)."""
+    import pandas as pd
+
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        arr = np.ascontiguousarray(obj)
+        h.update(f"nd{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes() if arr.dtype != object else repr(arr.tolist()).encode())
+    elif isinstance(obj, (pd.DataFrame, pd.Series)):
+        h.update(f"pd{type(obj).__name__}{obj.shape}".encode())
+        h.update(obj.to_csv().encode())        # floats at full precision, index and columns included
+    elif isinstance(obj, Mapping):
+        h.update(f"map{len(obj)}".encode())
+        for key, value in obj.items():
+            _feed(h, key)
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"seq{len(obj)}".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+
+
+@lru_cache(maxsize=None)
+def _source_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def figure_key(fn: Callable, inputs: Mapping, options: object = None) -> str:
+    """The cache key of one figure: function, its module's source, matplotlib, options, inputs."""
+    import matplotlib
+
+    h = hashlib.sha256()
+    h.update(f"{fn.__module__}.{fn.__qualname__}|{matplotlib.__version__}|".encode())
+    h.update(_source_digest(inspect.getsourcefile(fn)).encode())
+    _feed(h, options)
+    _feed(h, dict(inputs))
+    return h.hexdigest()[:24]
+
+
+def cached_render(fn: Callable, args: tuple, kwargs: dict, draw: Callable[[], list[Path]],
+                  options: object = None) -> list[Path]:
+    """``draw()`` (which writes ``stem.png``/``stem.pdf``), or the stored files of the same inputs."""
+    root = _ROOT.get()
+    if root is None:
+        return draw()
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    stem = Path(bound.arguments.pop("stem"))
+    entry = root / figure_key(fn, bound.arguments, options)
+    targets = [stem.with_suffix(s) for s in SUFFIXES]
+    stored = [entry.with_suffix(s) for s in SUFFIXES]
+    if all(p.is_file() for p in stored):
+        from bench.run.store import atomic_write_bytes
+
+        for src, dst in zip(stored, targets, strict=True):
+            atomic_write_bytes(dst, src.read_bytes(), sync=False)
+        return targets
+    paths = draw()
+    root.mkdir(parents=True, exist_ok=True)
+    for src, dst in zip(paths, stored, strict=False):
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)               # a killed build leaves no half entry
+    return paths
