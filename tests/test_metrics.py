@@ -75,7 +75,8 @@ def test_image_metrics_match_sklearn_and_are_floats():
     labels = rng.integers(0, 2, 60)
     scores = np.round(rng.normal(size=60) + labels, 1)
     result = image_metrics(scores, labels)
-    assert set(result) == {"image_auroc", "image_ap", "image_fpr95"}
+    # no validation threshold given: the thresholded metrics (F1, sensitivity, specificity) are left out
+    assert set(result) == {"image_auroc", "image_ap", "image_fpr95", "image_f1_max"}
     assert all(type(v) is float for v in result.values())
     assert result["image_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert result["image_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
@@ -265,12 +266,12 @@ def test_evaluate_combines_image_and_pixel_metrics_and_accepts_channel_axis():
     scores = maps.reshape(len(maps), -1).max(axis=1)
     result = evaluate(scores, labels, maps, masks[:, None], val_maps=maps[:, None], val_masks=masks)
     assert set(result) == {
-        "image_auroc", "image_ap", "image_fpr95",
+        "image_auroc", "image_ap", "image_fpr95", "image_f1_max",
         "pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_dice", "pixel_dice_oracle", "pixel_threshold",
     }
     expected = {**image_metrics(scores, labels), **pixel_metrics(maps, masks, val_maps=maps, val_masks=masks)}
     assert result == pytest.approx(expected)
-    assert set(evaluate(scores, labels, test_maps=maps)) == {"image_auroc", "image_ap", "image_fpr95"}
+    assert set(evaluate(scores, labels, test_maps=maps)) == {"image_auroc", "image_ap", "image_fpr95", "image_f1_max"}
 
 
 # ---------------------------------------------------------------- errors
@@ -381,7 +382,8 @@ def test_no_validation_split_leaves_dice_out_and_says_why():
     labels = np.r_[0, 1, 0, 1, 0, 1]
     result = evaluate(maps.max(axis=(1, 2)), labels, maps, masks, test_foreground=np.ones((6, 1, 12, 12)))
     assert "pixel_dice" not in result and "pixel_threshold" not in result and "pixel_dice_fg" not in result
-    assert result.unavailable == {"pixel_dice": "no validation split", "pixel_dice_fg": "no validation split"}
+    pixel_unavailable = {k: v for k, v in result.unavailable.items() if k.startswith("pixel_")}
+    assert pixel_unavailable == {"pixel_dice": "no validation split", "pixel_dice_fg": "no validation split"}
     assert np.isfinite(result["pixel_dice_oracle"]) and np.isfinite(result["pixel_aupro"])
 
 

@@ -103,14 +103,21 @@ def percentile_interval(samples, level: float = 0.95) -> tuple[float, float]:
 # Weighted image-level metrics live beside their exact versions (bench.metrics.weighted); the
 # bootstrap reads them from the metric registry.
 # ---------------------------------------------------------------------------------------------
-def image_metric_samples(scores, labels, weights) -> dict[str, np.ndarray]:
-    """Every image-level metric that declares a weighted version, on every resample: ``{metric: [B]}``."""
-    return {name: np.atleast_1d(fn(scores, labels, weights)) for name, fn in image_metrics_weighted().items()}
+def image_metric_samples(scores, labels, weights, threshold: float | None = None) -> dict[str, np.ndarray]:
+    """Every image-level metric that declares a weighted version, on every resample: ``{metric: [B]}``
+    (the thresholded ones at the cell's validation ``threshold``, when it has one)."""
+    return {name: np.atleast_1d(fn(scores, labels, weights))
+            for name, fn in image_metrics_weighted(threshold).items()}
 
 
-def image_metrics_weighted() -> dict[str, Callable]:
-    """Image-level metric name -> its case-weighted implementation (from the metric registry)."""
-    return {m.name: m.weighted for m in metrics("image") if m.weighted is not None}
+def image_metrics_weighted(threshold: float | None = None) -> dict[str, Callable]:
+    """Image-level metric name -> its case-weighted implementation ``(scores, labels, weights)`` (from
+    the metric registry); thresholded metrics are bound to ``threshold``, and left out without one."""
+    import functools
+
+    usable = threshold is not None and np.isfinite(threshold)
+    return {m.name: (functools.partial(m.weighted, threshold=float(threshold)) if m.thresholded else m.weighted)
+            for m in metrics("image") if m.weighted is not None and (usable or not m.thresholded)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.metrics.image import image_metrics
+from bench.metrics.image import image_metrics, validation_threshold
+from bench.metrics.registry import metrics
 from bench.metrics.pixel import compute_pixel_metrics, pixel_curves
 
 
@@ -29,8 +30,14 @@ def evaluate(
     *,
     test_foreground: np.ndarray | None = None,
     val_foreground: np.ndarray | None = None,
+    val_scores: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
 ) -> MetricResults:
     """Image metrics, plus pixel metrics when both ``test_maps`` and ``test_masks`` are given.
+
+    ``val_scores``/``val_labels`` choose the image threshold (``image_threshold``,
+    :func:`bench.metrics.image.validation_threshold`) of the thresholded image metrics (F1,
+    sensitivity, specificity at the validation threshold); without them those are unavailable.
 
     Validation maps and masks only choose the Dice threshold (``pixel_threshold``); they never
     touch the other metrics. Without them (an empty validation split) ``pixel_dice`` is left out and
@@ -38,7 +45,13 @@ def evaluate(
     pixel) adds the ``*_fg`` variants of every pixel metric, computed over foreground pixels only;
     ``val_foreground`` restricts the pixels that choose the foreground Dice threshold.
     """
-    results = MetricResults(image_metrics(test_scores, test_labels))
+    threshold = validation_threshold(val_scores, val_labels) if val_scores is not None else None
+    results = MetricResults(image_metrics(test_scores, test_labels, threshold))
+    if threshold is not None:
+        results["image_threshold"] = threshold
+    else:
+        why = "no validation scores to choose the image threshold"
+        results.unavailable.update({m.name: why for m in metrics("image") if m.thresholded})
     if test_maps is None or test_masks is None:
         return results
     n_images, n_maps = np.asarray(test_scores).shape[0], np.asarray(test_maps).shape[0]

@@ -16,6 +16,9 @@ package is imported on first use of the registry, as the other registries discov
   sorted once (shared by every pixel metric) and the validation threshold. Pixel metrics also get a
   **foreground variant** ``<name>_fg`` (label "… (foreground)") computed over the foreground pixels
   only, which :func:`bench.metrics.evaluate` reports when a foreground mask is given.
+* ``thresholded=True`` (image level): ``compute(scores, labels, threshold)`` at the image threshold
+  chosen on the validation split (:func:`bench.metrics.image.validation_threshold`); never chosen
+  on test labels. Without validation scores the metric is left out and ``evaluate`` says why.
 * A metric that cannot be computed for a reason the reader must see (no validation split) raises
   :class:`MetricUnavailable` with that reason; ``evaluate`` leaves the metric out and records why.
 """
@@ -44,6 +47,9 @@ class Metric:
     lower_is_better: bool = False
     weighted: Callable | None = None
     foreground: bool = False  # the foreground variant of a pixel metric
+    #: an image metric at the validation threshold: ``compute(scores, labels, threshold)`` and
+    #: ``weighted(scores, labels, weights, threshold)``; left out where no threshold could be chosen
+    thresholded: bool = False
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -66,7 +72,8 @@ def _discover() -> None:
 
 
 def register_metric(name: str, *, label: str, level: str, lower_is_better: bool = False,
-                    weighted: Callable | None = None, foreground_variant: bool = True) -> Callable:
+                    weighted: Callable | None = None, foreground_variant: bool = True,
+                    thresholded: bool = False) -> Callable:
     """Decorator registering ``compute`` as metric ``name`` (and ``name_fg`` for pixel metrics)."""
     if level not in LEVELS:
         raise ValueError(f"metric {name!r}: level must be one of {LEVELS}, got {level!r}")
@@ -74,7 +81,9 @@ def register_metric(name: str, *, label: str, level: str, lower_is_better: bool 
         raise ValueError(f"metric {name!r}: names start with their level ('{level}_…') so tables can group them")
 
     def decorator(compute: Callable) -> Callable:
-        variants = [Metric(name, label, level, compute, lower_is_better, weighted)]
+        if thresholded and level != "image":
+            raise ValueError(f"metric {name!r}: only image metrics take the validation threshold")
+        variants = [Metric(name, label, level, compute, lower_is_better, weighted, thresholded=thresholded)]
         if level == "pixel" and foreground_variant:
             variants.append(Metric(name + FOREGROUND_SUFFIX, f"{label} (foreground)", level, compute,
                                    lower_is_better, None, foreground=True))

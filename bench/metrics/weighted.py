@@ -88,3 +88,46 @@ def weighted_fpr_at_tpr(scores, labels, weights=None, tpr: float = 0.95):
     first = np.argmax(tpr_curve >= tpr - 1e-12, axis=1)
     fpr = fpr_curve[np.arange(len(first)), first]
     return _finish(np.where(valid, fpr, np.nan), single)
+
+
+def weighted_f1_max(scores, labels, weights=None):
+    """The best F1 over every threshold (an oracle: the threshold is chosen on the scored cases)."""
+    pos, neg, single = _tied_counts(scores, labels, weights, descending=True)
+    tps, fps = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    total_pos = tps[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(tps > 0, 2 * tps / (tps + fps + total_pos), 0.0)
+    best = np.where(total_pos[:, 0] > 0, f1.max(axis=1), np.nan)
+    return _finish(best, single)
+
+
+def _confusion_at(scores, labels, weights, threshold: float):
+    """Weighted true/false positives and negatives with "anomalous when score >= threshold"."""
+    s, y = _check_scores(scores, labels)
+    w, single = _as_weight_matrix(weights, s.size)
+    flagged = s >= threshold
+    tp, fp = w @ (y & flagged), w @ (~y & flagged)
+    fn, tn = w @ (y & ~flagged), w @ (~y & ~flagged)
+    return tp, fp, fn, tn, single
+
+
+def weighted_f1_at(scores, labels, weights=None, threshold: float = 0.0):
+    """F1 of the decisions "anomalous when score >= threshold" (0 when nothing is flagged correctly)."""
+    tp, fp, fn, _, single = _confusion_at(scores, labels, weights, threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(tp + fn > 0, np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0), np.nan)
+    return _finish(f1, single)
+
+
+def weighted_sensitivity_at(scores, labels, weights=None, threshold: float = 0.0):
+    """Share of anomalous cases flagged at ``threshold`` (recall, true-positive rate)."""
+    tp, _, fn, _, single = _confusion_at(scores, labels, weights, threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _finish(np.where(tp + fn > 0, tp / np.where(tp + fn > 0, tp + fn, 1.0), np.nan), single)
+
+
+def weighted_specificity_at(scores, labels, weights=None, threshold: float = 0.0):
+    """Share of normal cases not flagged at ``threshold`` (true-negative rate)."""
+    _, fp, _, tn, single = _confusion_at(scores, labels, weights, threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _finish(np.where(tn + fp > 0, tn / np.where(tn + fp > 0, tn + fp, 1.0), np.nan), single)

@@ -96,8 +96,11 @@ class ComparisonParts:
         """The metrics of one table entry (its level's) on every resample, and on the full test set
         (for the consistency check)."""
         if row.get("level", "image") == "image":
-            samples = stats.image_metric_samples(arrays["test_scores"], labels, weights)
-            full = {m: float(fn(arrays["test_scores"], labels)) for m, fn in stats.image_metrics_weighted().items()}
+            threshold = row.get("image_threshold")
+            threshold = threshold if _finite(threshold) else None
+            samples = stats.image_metric_samples(arrays["test_scores"], labels, weights, threshold)
+            full = {m: float(fn(arrays["test_scores"], labels))
+                    for m, fn in stats.image_metrics_weighted(threshold).items()}
             return samples, full
         samples, full = {}, {}
         if "test_maps" in arrays and "test_masks" in arrays and np.any(arrays["test_masks"]):

@@ -111,7 +111,7 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
         row["inadequate"] = adequacy.get("passed") is False
         row["inadequate_reason"] = "; ".join(adequacy.get("reasons") or []) or None
         metrics = rec.get("metrics") or {}
-        for m in metric_names() + ["pixel_threshold"]:
+        for m in metric_names() + ["pixel_threshold", "image_threshold"]:
             row[m] = metrics.get(m)
         for prefix in ("timings", "config", "versions"):
             short = "time" if prefix == "timings" else prefix
@@ -123,10 +123,10 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
                 "encoder_cache", "error"):
         if col not in frame:
             frame[col] = None
-    for m in metric_names() + ["pixel_threshold"]:
+    for m in metric_names() + ["pixel_threshold", "image_threshold"]:
         frame[m] = pd.to_numeric(frame[m], errors="coerce")
     first = ["cell_id", "status", "dataset", "kind", "label", "encoder", "head", "detector", "localization",
-             "setting", "seed", *metric_names(), "pixel_threshold"]
+             "setting", "seed", *metric_names(), "pixel_threshold", "image_threshold"]
     rest = sorted(c for c in frame.columns if c not in first)
     return frame[first + rest].sort_values(["dataset", "label", "seed", "cell_id"], kind="mergesort",
                                            key=_natural).reset_index(drop=True)

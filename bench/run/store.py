@@ -9,6 +9,8 @@ Layout of a run directory::
     <run_dir>/run.json                 grid name, grid file text, command line, start time
     <run_dir>/records/<cell_id>.json   one record per cell (schema below)
     <run_dir>/records/<cell_id>.npz    per-case arrays for statistics and figures
+    <run_dir>/records/<cell_id>.test_scores.csv   case (file name or id), group, label, score, decision
+                                       at the validation threshold (issue 24)
 
 Record schema (JSON)::
 
@@ -16,7 +18,8 @@ Record schema (JSON)::
     reason, with metrics present), traceback (str | null)
     dataset, kind ("latent" | "detector"), method (table label), encoder, head, detector,
     setting ("uad" | "oc-ssl"), seed
-    metrics: {<every name in bench.metrics' registry>, pixel_threshold}   (missing = not applicable)
+    metrics: {<every name in bench.metrics' registry>, pixel_threshold, image_threshold}   (missing = not
+             applicable; image_threshold: chosen on the validation split, bench.metrics.image.validation_threshold)
     metrics_unavailable: {metric: reason}, e.g. {"pixel_dice": "no validation split"} (optional)
     config: flattened {"dataset.image_size": 64, "encoder.epochs": 10, ...}
     timings: {"encoder_fit_s", "embed_s", "head_fit_s", "score_s", "maps_s", "total_s"}
@@ -24,7 +27,7 @@ Record schema (JSON)::
     versions: {python, torch, timm, ...}, git_sha, host, started, finished
 
 Arrays (``.npz``): ``test_scores``, ``test_labels``, ``test_groups``, ``val_scores``,
-``val_labels`` and, when the dataset has masks and the maps are small enough, ``test_maps``
+``val_labels``, ``test_ids`` (file name or case id) and, when the dataset has masks and the maps are small enough, ``test_maps``
 (float32 ``[N, H, W]``) and ``test_masks`` (uint8).
 """
 
@@ -232,6 +235,24 @@ def arrays_problem(path: Path, record: dict | None = None, *, full: bool = True)
     return None
 
 
+def test_scores_csv(arrays: dict, threshold: float | None) -> str:
+    """One row per test case: ``case`` (file name or case id), ``group``, ``label`` (1 anomalous),
+    ``score`` and, where the record has an image threshold chosen on validation, ``anomalous_at_val_threshold``."""
+    import pandas as pd
+
+    scores = np.asarray(arrays["test_scores"], dtype=np.float64).reshape(-1)
+    n = len(scores)
+    ids = arrays.get("test_ids")
+    frame = pd.DataFrame({"case": ids if ids is not None and len(ids) == n else [f"case-{i}" for i in range(n)]})
+    if arrays.get("test_groups") is not None and len(arrays["test_groups"]) == n:
+        frame["group"] = np.asarray(arrays["test_groups"]).astype(str)
+    frame["label"] = np.asarray(arrays["test_labels"]).astype(int) if "test_labels" in arrays else -1
+    frame["score"] = scores
+    if _finite_number(threshold):
+        frame["anomalous_at_val_threshold"] = (scores >= float(threshold)).astype(int)
+    return frame.to_csv(index=False, float_format="%.9g")
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -275,6 +296,9 @@ class ResultStore:
 
     def arrays_path(self, cell_id: str) -> Path:
         return self.records_dir / f"{cell_id}.npz"
+
+    def scores_path(self, cell_id: str) -> Path:
+        return self.records_dir / f"{cell_id}.test_scores.csv"
 
     def read(self, cell_id: str) -> dict | None:
         """The record of ``cell_id``; an unreadable one is moved to ``records/corrupt/`` (never lost)."""
@@ -366,6 +390,11 @@ class ResultStore:
             buf = io.BytesIO()
             np.savez_compressed(buf, **arrays)
             atomic_write_bytes(self.arrays_path(cell_id), buf.getvalue())
+        scores_csv = self.scores_path(cell_id)
+        if arrays and "test_scores" in arrays:
+            atomic_write_text(scores_csv, test_scores_csv(arrays, (record.get("metrics") or {}).get("image_threshold")))
+        elif scores_csv.exists():
+            scores_csv.unlink()                          # a failed rerun leaves no stale scores
         text = json.dumps(_clean(record), indent=1, sort_keys=True, default=_json_default)
         atomic_write_bytes(self.json_path(cell_id), text.encode())
         return self.json_path(cell_id)

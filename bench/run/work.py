@@ -282,7 +282,8 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
                            test_maps=test_maps, test_masks=test.masks if test_maps is not None else None,
                            val_maps=val_maps, val_masks=val.masks if val_maps is not None else None,
                            test_foreground=test.foreground if test_maps is not None else None,
-                           val_foreground=val.foreground if val_maps is not None else None)
+                           val_foreground=val.foreground if val_maps is not None else None,
+                           val_scores=val_scores if len(val) else None, val_labels=val.labels)
         timings["metrics_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001
         return failed(cell, ctx, exc, "metrics", stamp, fingerprint, timings)
@@ -299,7 +300,8 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
                   n_train=len(dataset.train))
     arrays = {"test_scores": test_scores.astype(np.float32), "test_labels": test.labels,
               "test_groups": test.groups.astype(str),
-              "val_scores": np.asarray(val_scores, dtype=np.float32).reshape(-1), "val_labels": val.labels}
+              "val_scores": np.asarray(val_scores, dtype=np.float32).reshape(-1), "val_labels": val.labels,
+              "test_ids": case_ids(test)}
     panel = panel_indices(test)
     arrays.update(panel_index=panel, panel_images=test.images[panel])
     if test.masks is not None:
@@ -313,6 +315,14 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
             arrays["test_maps"] = test_maps
             arrays["test_masks"] = test.masks[:, 0]
     return Outcome(cell, status, record, arrays)
+
+
+def case_ids(split) -> np.ndarray:
+    """File name or case id per image (``split.ids``, issue 24), else ``case-<index>``."""
+    ids = getattr(split, "ids", None)
+    if ids is None or len(ids) != len(split):
+        return np.asarray([f"case-{i}" for i in range(len(split))])
+    return np.asarray([str(i) for i in ids])
 
 
 def predict_splits(detector, dataset, device: str) -> dict:
