@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--resamples", type=int, default=None, metavar="B",
                         help="bootstrap resamples (default: enough for the number of comparisons, 2000-20000)")
 
+    pred = sub.add_parser("predict", help="apply one cell of a finished run to a folder of images (scores, maps)")
+    pred.add_argument("run_dir")
+    pred.add_argument("--cell", required=True, metavar="ID", help="cell id (a file name under RUN_DIR/records/)")
+    pred.add_argument("--images", required=True, metavar="DIR", help="folder of image files to score")
+    pred.add_argument("--out", required=True, metavar="DIR",
+                      help="writes DIR/scores.csv and, for cells that make maps, DIR/maps/*.npy and DIR/overlays/*.png")
+    pred.add_argument("--cache", default=None,
+                      help="the cache the run used, where its fits are (default: the path its record names)")
+    pred.add_argument("--data-root", default=None, help="folder with the datasets (the cell's training data)")
+    pred.add_argument("--device", default="auto")
+
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
     perf.add_argument("--encoders", type=int, default=2, help="E, the number of encoders in the cache benchmark")
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
-                "perf": cmd_perf, "claims": cmd_claims}[args.command](args)
+                "perf": cmd_perf, "claims": cmd_claims, "predict": cmd_predict}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
         return 130
@@ -140,10 +151,11 @@ def one_line_error(exc: BaseException) -> str | None:
     from bench.run.runner import DeviceError
     from bench.run.store import BadRecordError, RunLockedError, describe_os_error
     from bench.analysis.claims import ClaimError
+    from bench.run.predict import PredictError
     from datasets._shared.registry import UnknownEntryError
 
     known = (GridError, UnknownEntryError, UsageError, RunLockedError, DeviceError, ExecutorError, BadRecordError,
-             ClaimError)
+             ClaimError, PredictError)
     try:
         from datasets.base import DatasetError
         from methods.base import MethodError
@@ -370,6 +382,20 @@ def cmd_claims(args) -> int:
     print(render_text(result))
     paths = write_claims(result, out)
     print(f"claims: {paths[0]}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Scores (and maps) of a folder of images from one cell's cached fit (issue 24 item 8)."""
+    from bench.run.predict import predict_cell
+
+    result = predict_cell(args.run_dir, args.cell, args.images, args.out, cache_dir=args.cache,
+                          data_root=args.data_root, device=args.device)
+    for note in result.notes:
+        print(f"  {note}")
+    threshold = "no validation threshold" if result.threshold is None else f"validation threshold {result.threshold:.6g}"
+    maps = f", {result.n_maps} maps + overlays" if result.n_maps else ""
+    print(f"{result.n_images} images scored ({threshold}{maps}): {result.scores_csv}")
     return 0
 
 

@@ -76,6 +76,16 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
     return [png, pdf]
 
 
+def save_png(fig: Figure, path: Path) -> Path:
+    """Write one PNG (``DPI``), atomically; for figures that are not part of a paper (overlays)."""
+    from bench.run.store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    atomic_write_bytes(Path(path), buf.getvalue(), sync=False)
+    return Path(path)
+
+
 def finite_pairs(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values and labels where the value is finite: non-finite input never reaches a plotting or
     curve routine (a NaN score makes scikit-learn raise, an inf one breaks histogram bins)."""
