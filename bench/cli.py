@@ -291,8 +291,17 @@ def cmd_run(args) -> int:
             print(f"error: {one_line_error(exc)}; the records are complete, build the report elsewhere with "
                   f"`python -m bench report {out} --out DIR`", file=sys.stderr)
             return 2
+        print_answer(report_dir)
         print(f"report: {report_dir / 'README.md'}")
     return 0 if summary.clean else 1
+
+
+def print_answer(report_dir: Path) -> None:
+    """The report's short summary (top cells, testable verdicts, flagged cells) on the terminal."""
+    answer = report_dir / "answer.txt"
+    text = answer.read_text(encoding="utf-8").rstrip() if answer.is_file() else ""
+    if text:
+        print(text)
 
 
 def cmd_list(args) -> int:
@@ -364,6 +373,7 @@ def cmd_report(args) -> int:
     claim_report_dir(target, run_dir, hint="pass --out DIR to put this run's report elsewhere")
     out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad,
                        claim_files=tuple(args.claim_files))
+    print_answer(out)
     print(f"report: {out / 'README.md'}")
     return 0
 

@@ -23,6 +23,7 @@ from bench.report.frames import (
     entry_frame,
     seed_aggregate,
 )
+from bench.report.answer import answer_text
 from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
@@ -35,6 +36,7 @@ from bench.run.store import ResultStore, atomic_write_text
 TOP_K = 4
 MAX_PANEL_CASES = 8
 MANIFEST = ".manifest.json"
+ANSWER = "answer.txt"   # the terminal summary (bench.report.answer), printed by `bench run` and `bench report`
 
 
 @dataclass
@@ -231,6 +233,9 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Sensitiv
                 self.part_b()
                 self.attempt("claims and verdicts", self.claims_part)
         readme = self.write_readme()
-        written = sorted({self._link(p) for e in self.index for p in e.paths} | {self._link(readme)})
+        answer = self.out_dir / ANSWER
+        atomic_write_text(answer, self.attempt("the answer on screen", answer_text, self) or "", sync=False)
+        written = sorted({self._link(p) for e in self.index for p in e.paths} | {self._link(readme),
+                                                                                self._link(answer)})
         atomic_write_text(self.out_dir / MANIFEST, json.dumps(written, indent=0), sync=False)
         return self.out_dir

@@ -127,6 +127,7 @@ class ClaimParts:
     """The claims part of :class:`bench.report.builder.ReportBuilder`: verdicts first in the index."""
 
     claims_markdown: str | None = None
+    claims_table: pd.DataFrame | None = None
 
     def claims_part(self) -> None:
         from bench.analysis.claims import evaluate_claims, claims_for_run
@@ -135,6 +136,7 @@ class ClaimParts:
         if not claims:
             return
         result = evaluate_claims(self.records, claims, self.store.arrays, alpha=self.alpha)
+        self.claims_table = result.table          # the answer on screen lists the testable verdicts
         paths = write_claims(result, self.out_dir)
         self.claims_markdown = render_markdown(result, "Claims and verdicts")
         self.add("Run", "Claims and verdicts (supported / contradicted / inconclusive / not testable)",
