@@ -305,30 +305,55 @@ def print_answer(report_dir: Path) -> None:
 
 
 def cmd_list(args) -> int:
+    """Each entry with one line of description: the first docstring line of its registered
+    factory or class (a grid's ``description``)."""
     from bench.run.grid import available_grids
 
     sections = [args.what] if args.what else list(LISTABLE)
     for what in sections:
         if what == "grids":
             names = available_grids()
+            described = {name: grid_description(name) for name in names}
         elif what == "datasets":
-            from datasets import list_datasets
+            from datasets import DATASETS, list_datasets
 
             names = list_datasets()
+            described = {e.display: e.summary for e in DATASETS.entries()}
         else:
             from methods import registry
 
             names = getattr(registry, f"list_{what}")()
+            described = {e.display: e.summary for e in getattr(registry, what.upper()).entries()}
         if len(sections) > 1:
             print(f"{what}:")
+        indent = "  " if len(sections) > 1 else ""
+        width = max((len(n) for n in names), default=0)
         for name in names:
-            print(f"  {name}" if len(sections) > 1 else name)
+            summary = " ".join((described.get(name) or "").split())
+            print(f"{indent}{name.ljust(width)}  {summary}".rstrip())
         if what == "detectors":
             from methods.detectors.anomalib_peers import INSTALL_HINT, available
 
             if not available():
-                print(f"  ({INSTALL_HINT})" if len(sections) > 1 else f"({INSTALL_HINT})")
+                print(f"{indent}({INSTALL_HINT})")
     return 0
+
+
+def grid_description(name: str) -> str:
+    """A shipped grid's ``description`` (or its first comment line), for ``bench list grids``."""
+    import tomllib
+
+    from bench.run.grid import GRID_DIR
+
+    text = (GRID_DIR / f"{name}.toml").read_text(encoding="utf-8")
+    try:
+        description = tomllib.loads(text).get("description")
+    except tomllib.TOMLDecodeError:
+        description = None
+    if description:
+        return str(description)
+    comment = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+    return comment
 
 
 def cmd_show(args) -> int:

@@ -55,3 +55,20 @@ def test_verdict_lines_list_only_testable_comparisons():
     assert lines[0] == "verdicts (1 testable of 2 comparisons):"
     assert len(lines) == 2 and "supported: a · d · image_auroc effect +0.100 [+0.050, +0.150]" in lines[1]
     assert "none of the 1" in verdict_lines(table.iloc[1:])[0]
+
+
+@pytest.mark.parametrize("what", ["heads", "datasets", "grids"])
+def test_bench_list_gives_one_line_of_description_per_entry(what, capsys):
+    from bench.cli import grid_description, main
+    from datasets import DATASETS
+    from methods.registry import HEADS
+
+    assert main(["list", what]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = {"heads": lambda n: HEADS.lookup(n)[0].summary, "grids": grid_description,
+                "datasets": lambda n: DATASETS.lookup(n.split("/")[0] + ("/x" if "/" in n else ""))[0].summary}[what]
+    rows = [line for line in lines if not line.startswith("(")]
+    assert rows and all(len(line.split(None, 1)) == 2 for line in rows)      # name, then a description
+    for line in rows:
+        name, description = line.split(None, 1)
+        assert description == " ".join(expected(name).split()) and description
