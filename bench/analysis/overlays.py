@@ -5,10 +5,12 @@ its bar)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from bench.analysis.figure_style import chars_for, new_figure, paper_style, save_figure, width, wrap_label
 
 MAP_CMAP = "inferno"
 MAP_ALPHA = 0.55
@@ -68,7 +70,7 @@ def map_overlays(images: np.ndarray, maps: np.ndarray, names: Sequence[str], sco
     import matplotlib as mpl
     from matplotlib.figure import Figure
 
-    from bench.analysis.figures import PAPER_STYLE, save_png
+    from bench.analysis.figure_style import PAPER_STYLE, save_png
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,3 +88,73 @@ def map_overlays(images: np.ndarray, maps: np.ndarray, names: Sequence[str], sco
             bar.formatter.set_powerlimits((-3, 4))
             written.append(save_png(fig, folder / f"{Path(name).stem}.png"))
     return written
+
+
+#: Width kept for the row labels (left) and each row's colour bar (right) of the qualitative panel.
+ROW_LABEL_IN, COLOUR_BAR_IN = 0.95, 0.5
+
+
+def _middle(name: str, limit: int) -> str:
+    """``name`` shortened in the middle to ``limit`` characters: a file name's start and end (its
+    patient and slice, its extension) say more than its middle."""
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return name[:keep // 2] + "…" + name[len(name) - (keep - keep // 2):]
+
+
+def _panel_cases(n_available: int, inches: float) -> np.ndarray:
+    """Which of the runner's cases (anomalous first, then normal) fit the width at >= 0.5 in each:
+    evenly spread, so both ends (the smallest lesion, a normal case) stay."""
+    fit = max(2, int((inches - ROW_LABEL_IN - COLOUR_BAR_IN) / 0.5))
+    if n_available <= fit:
+        return np.arange(n_available)
+    return np.unique(np.round(np.linspace(0, n_available - 1, fit)).astype(int))
+
+
+@paper_style
+def qualitative_panel(images: np.ndarray, masks: np.ndarray | None, maps: Mapping[str, np.ndarray],
+                       case_titles: Sequence[str], title: str, stem: Path) -> list[Path]:
+    """Rows: the input (ground-truth outline where there is a mask), then each method's map over the
+    image; columns: test cases titled by file name or case id.
+
+    Each method's row shares one colour scale over the shown cases (its 1st..99.5th percentile) with
+    its own colour bar, so cases compare within a row; rows differ in scale (one method's scores are
+    not another's).
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    keep = _panel_cases(len(images), width())
+    n = len(keep)
+    cell = (width() - ROW_LABEL_IN - COLOUR_BAR_IN) / n
+    rows = [("input", None)] + list(maps.items())
+    fig = new_figure(cell * len(rows) + 0.75)
+    axes = np.asarray(fig.subplots(len(rows), n, squeeze=False))
+    label_chars = chars_for(ROW_LABEL_IN - 0.1, 6)
+    for r, (name, method_maps) in enumerate(rows):
+        values = None if method_maps is None else np.asarray(method_maps, dtype=np.float32)[keep]
+        vmin, vmax = robust_range(values) if values is not None else (0.0, 1.0)
+        artist = None
+        for c, case in enumerate(keep):
+            ax = axes[r, c]
+            mask = masks[case] if masks is not None else None
+            artist = draw_overlay(ax, images[case], None if values is None else values[c], vmin, vmax, mask) or artist
+            if r == 0:
+                head, _, rest = str(case_titles[case]).partition("\n")
+                text = wrap_label(_middle(head, 2 * chars_for(cell, 5.5)), chars_for(cell, 5.5), 2)
+                text += f"\n{rest}" if rest else ""
+                ax.set_title(text, fontsize=5.5, pad=2)
+            if c == 0:
+                ax.set_ylabel(wrap_label(name, label_chars, 3), rotation=0, ha="right", va="center", fontsize=6)
+        if artist is not None:
+            bar = fig.colorbar(artist, ax=list(axes[r]), fraction=0.04, pad=0.01, aspect=8)
+            bar.ax.tick_params(labelsize=5)
+            bar.set_label("map", fontsize=5, labelpad=1)
+            bar.locator = MaxNLocator(3)
+            bar.update_ticks()
+            bar.ax.yaxis.get_offset_text().set_fontsize(5)
+    legend = "outline: ground-truth mask" if masks is not None and np.any(masks) else ""
+    fig.suptitle(wrap_label(title, chars_for(width(), 8), 1), fontsize=8)
+    if legend:
+        fig.supxlabel(legend, fontsize=6)
+    return save_figure(fig, stem)

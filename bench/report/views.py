@@ -69,12 +69,16 @@ class ViewParts:
 
         n = min(len(panel["panel_images"]), self.MAX_PANEL_CASES)
         index = panel.get("panel_index", np.arange(n))[:n]
-        titles = [f"#{int(i)}" for i in index]
+        titles = [f"case-{int(i)}" for i in index]
         ref = self.first_ok_cell(dataset, next(iter(maps)), ("test_labels",))
-        if ref is not None:
-            test_labels = self.arrays(ref["cell_id"])["test_labels"]
-            titles = [f"#{int(i)}\n{'anom.' if test_labels[int(i)] else 'norm.'}" if int(i) < len(test_labels)
-                      else f"#{int(i)}" for i in index]
+        if ref is not None:                  # columns named by file name or case id (test_ids, issue 24)
+            ref_arrays = self.arrays(ref["cell_id"])
+            test_labels = ref_arrays["test_labels"]
+            ids = ref_arrays.get("test_ids")
+            ids = ids if ids is not None and len(ids) == len(test_labels) else [f"case-{i}" for i in
+                                                                                range(len(test_labels))]
+            titles = [f"{ids[int(i)]}\n{'anom.' if test_labels[int(i)] else 'norm.'}" if int(i) < len(test_labels)
+                      else f"case-{int(i)}" for i in index]
         masks = panel.get("panel_masks")
         masks = masks[:n] if masks is not None and np.size(masks) else None
         self.add(dataset, f"{dataset}: qualitative panel (cases chosen by the runner's rule; the "
