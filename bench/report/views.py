@@ -194,6 +194,10 @@ class ViewParts:
             emphasis=None, index_name="diagnostic", show_n=False,
             notes=["One point per latent cell (its encoder's diagnostic, its image AUROC). Pooling datasets mixes "
                    "dataset difficulty into ρ; the per-dataset columns do not.", test_label_note]))
+        if len(named) < 3:
+            # Spearman's rho needs three encoder embeddings; below that the scatter shows no relation
+            # and drawing it is a good part of a small report's time (issue 24 item 10)
+            return
         self.add(section, "Each diagnostic vs image AUROC over all latent cells (* uses test labels)",
                  figures.diagnostic_scatter(frame, {d: v[0] for d, v in DIAGNOSTICS.items()}, pooled,
                                             f"Encoder diagnostics vs image AUROC ({len(frame)} latent cells)",
