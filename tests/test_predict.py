@@ -73,3 +73,15 @@ def test_predict_refuses_an_uncached_fit_in_one_line(finished_run, capsys):
                  "--out", str(finished_run / "y")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no record of cell 'nope'" in err
+
+
+def test_predict_an_end_to_end_detector_from_its_cached_fit(tmp_path, finished_run):
+    grid = load_grid("quick", [item for item in TINY if not item.startswith(("encoders", "heads", "localization",
+                                                                              "encoder."))]
+                     + ['encoders=[]', 'heads=[]', 'detectors=["ae"]', "detector.ae.epochs=1",
+                        "detector.ae.batch_size=16", "detector.ae.input_size=32"])
+    summary = Runner(Plan.of(grid), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False).run()
+    assert summary.ok == 1, summary.failures
+    result = predict_cell(tmp_path / "run", "synthetic__ae__s0", finished_run / "images", tmp_path / "out")
+    assert result.n_images == 2 and result.n_maps == 2 and "reproduces" in result.notes[-1]
+    assert len(pd.read_csv(tmp_path / "out" / "scores.csv")) == 2
