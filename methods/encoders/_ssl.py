@@ -17,6 +17,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from methods.backbones import is_vit, trunk_feature_maps, vit_stage_indices  # noqa: F401 - re-exported
 from methods.encoders._augment import ViewAugment
 from methods.encoders._training import TrunkEncoder
 from methods.encoders.simclr import SMALL_RESNET, timm_trunk
@@ -60,10 +61,6 @@ class SSLEncoder(TrunkEncoder):
         return trunk_feature_maps(self.backbone, x)
 
 
-def is_vit(model: nn.Module) -> bool:
-    return hasattr(model, "patch_embed") and hasattr(model, "blocks")
-
-
 def build_trunk(name: str, in_chans: int, image_size: int, backbone_args: dict | None) -> nn.Module:
     """A random-init timm trunk returning pooled features; ViTs get the image size and :data:`SMALL_VIT`."""
     if name.startswith(("vit_", "deit_")):
@@ -71,25 +68,6 @@ def build_trunk(name: str, in_chans: int, image_size: int, backbone_args: dict |
         return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=0, img_size=image_size,
                                  **args)
     return timm_trunk(name, in_chans, SMALL_RESNET if backbone_args is None else backbone_args)
-
-
-def vit_stage_indices(depth: int, n: int = 3) -> list[int]:
-    """``n`` evenly spaced blocks ending with the last (4, 8, 12 of 12; 1, 2 of 2)."""
-    n = max(1, min(n, depth))
-    return sorted({round(depth * (i + 1) / n) - 1 for i in range(n)})
-
-
-def trunk_feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Named ``[N, C, h, w]`` stages, finest first: timm's ``feature_info`` stages for conv trunks;
-    for a ViT the patch tokens (prefix tokens dropped) of :func:`vit_stage_indices`, reshaped by timm's
-    ``forward_intermediates`` onto the patch grid."""
-    from methods.backbones import timm_feature_maps
-
-    if not is_vit(model):
-        return timm_feature_maps(model, x)
-    indices = vit_stage_indices(len(model.blocks))
-    maps = model.forward_intermediates(x, indices=indices, intermediates_only=True, output_fmt="NCHW")
-    return {f"blocks.{i}": m for i, m in zip(indices, maps)}
 
 
 class EMATarget(nn.Module):
