@@ -152,3 +152,15 @@ def test_guard_fires_on_a_collapsed_simsiam_fit():
     assert not verdict["passed"]
     assert any("effective rank" in r for r in verdict["reasons"])
     assert verdict["measures"]["dimension_spread"] < COLLAPSE_STD
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_the_cost_estimator_times_every_family(name, phantoms):
+    """``bench.cost.measure`` times a family's own ``training_step`` + ``after_step`` before a run
+    (nothing family-specific in the estimator)."""
+    from bench.cost.measure import training_step_seconds
+
+    train, _ = phantoms
+    encoder = create_encoder(name, in_chans=1, image_size=SIZE, **ENCODERS.tiny(name))
+    seconds = training_step_seconds(encoder, train.images, 8, "cpu")
+    assert 0 < seconds < 30

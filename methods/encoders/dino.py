@@ -9,6 +9,8 @@ evaluates it ("the teacher ... performs better", §5.2).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules.heads import DINOProjectionHead
@@ -44,8 +46,10 @@ class DINOEncoder(SSLEncoder):
         super().__init__(in_chans, image_size, epochs=epochs, batch_size=batch_size, lr=lr, n_local=n_local,
                          weight_decay=weight_decay, warmup_epochs=warmup_epochs, optimizer=optimizer, **kwargs)
         def head() -> DINOProjectionHead:
-            return DINOProjectionHead(self.out_dim, proj_hidden, bottleneck_dim, output_dim,
-                                      freeze_last_layer=freeze_last_layer)
+            with warnings.catch_warnings():     # lightly's head uses torch's deprecated weight_norm
+                warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+                return DINOProjectionHead(self.out_dim, proj_hidden, bottleneck_dim, output_dim,
+                                          freeze_last_layer=freeze_last_layer)
 
         self.projection = head()
         self.teacher = EMATarget(self.backbone, self.projection, start=momentum, fresh={1: head()})
