@@ -9,6 +9,7 @@ loss, its heads and its published defaults, on the one training loop (``_trainin
 from __future__ import annotations
 
 import copy
+import re
 
 import timm
 import torch
@@ -65,6 +66,11 @@ def build_trunk(name: str, in_chans: int, image_size: int, backbone_args: dict |
     """A random-init timm trunk returning pooled features; ViTs get the image size and :data:`SMALL_VIT`."""
     if name.startswith(("vit_", "deit_")):
         args = SMALL_VIT if backbone_args is None else backbone_args
+        named = re.search(r"patch(\d+)", name)
+        patch = int(args.get("patch_size") or (named.group(1) if named else 16))
+        if image_size % patch:
+            raise ValueError(f"{name}: image_size {image_size} is not a multiple of the patch size {patch} "
+                             "(set backbone_args.patch_size or the dataset's image_size)")
         return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=0, img_size=image_size,
                                  **args)
     return timm_trunk(name, in_chans, SMALL_RESNET if backbone_args is None else backbone_args)
