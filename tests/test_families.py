@@ -86,10 +86,10 @@ def test_vit_stages_are_patch_token_grids():
 
 # --- the adequacy guard on losses without a chance level ---------------------------------------------
 
-def test_families_declare_no_chance_level_and_get_the_collapse_checks():
+def test_families_declare_their_chance_level_or_get_the_collapse_checks():
     for name in family_names():
         encoder = create_encoder(name, in_chans=1, image_size=SIZE, **ENCODERS.tiny(name))
-        assert encoder.chance_loss(8) is None, name
+        assert encoder.chance_loss(8) is None or name == "dino", name
     rng = np.random.default_rng(0)
     spread = rng.normal(size=(80, 16))
     cone = 1000.0 + rng.normal(size=(80, 16))       # every image in one narrow cone: full rank, no spread
@@ -129,6 +129,17 @@ def test_chance_free_guard_fires_on_each_failure():
     shrunk = assess_encoder(_Stub(), CONVERGED, 50.0 + 0.01 * close, train_embeddings=train,
                             untrained_train=train, untrained_val=close)
     assert any("per-dimension spread" in r for r in shrunk["reasons"])
+
+
+def test_dino_at_its_uniform_collapse_fails_the_guard():
+    """DINO's cross-entropy at ln(K) is the uniform collapse (both distributions flat over the K
+    prototypes): the history below is the shape a CPU run on PneumoniaMNIST produced (K = 1024)."""
+    dino = create_encoder("dino", in_chans=1, image_size=SIZE, **{**ENCODERS.tiny("dino"), "output_dim": 1024})
+    assert dino.chance_loss(64) == pytest.approx(np.log(1024))
+    stuck = [5.74, 7.04, 7.06, 6.98, 6.95, 6.94, 6.935, 6.9344, 6.9338, 6.9338, 6.9335]
+    verdict = assess_encoder(dino, stuck, n_train=300)
+    assert not verdict["passed"] and any("not below chance" in r for r in verdict["reasons"])
+    assert assess_encoder(dino, [6.9, 5.0, 4.2, 4.0, 3.95, 3.94, 3.94, 3.94], n_train=300)["passed"]
 
 
 def test_guard_fires_on_a_collapsed_simsiam_fit():

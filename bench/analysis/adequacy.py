@@ -20,8 +20,8 @@ test image, no label of an anomalous case), so it can gate claims without peekin
 * **Collapse** — the effective rank (Roy & Vetterli 2007) of the validation normals' embeddings
   is below :data:`COLLAPSE_RANK`, or below :data:`COLLAPSE_FRACTION` of the same measure under
   the encoder's own untrained weights.
-* **Collapsed dimensions** (encoders whose loss declares no chance level: BYOL, SimSiam, DINO,
-  Barlow Twins, VICReg, LeJEPA, the VAE) — these losses can be low *because* the representation
+* **Collapsed dimensions** (encoders whose loss declares no chance level: BYOL, SimSiam, Barlow
+  Twins, VICReg, LeJEPA, MAE, the VAE; DINO declares ``ln K``, its uniform collapse over K prototypes) — these losses can be low *because* the representation
   collapsed (SimSiam without its predictor reaches its minimum with a constant output, Chen & He
   2021 §4.1), so a falling loss says nothing by itself. Their verdict adds the per-dimension spread
   SimSiam uses to show collapse: the mean over dimensions of the standard deviation of the

@@ -9,6 +9,7 @@ evaluates it ("the teacher ... performs better", §5.2).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -62,6 +63,13 @@ class DINOEncoder(SSLEncoder):
         for param in self.projection.last_layer.parameters():      # lightly's cancel_last_layer_gradients,
             if param.requires_grad:                                 # as a hook: the loop has no pre-step call
                 param.register_hook(self._frozen_last_layer)
+
+    def chance_loss(self, batch_size: int) -> float:
+        """``ln(output_dim)``: the cross-entropy when teacher and student spread evenly over the
+        prototypes, DINO's collapse to the uniform distribution (Caron et al. 2021 §5.3, "sharpening
+        and centering ... avoid collapse" to uniform or to one dimension). Read by the adequacy guard:
+        a DINO loss that does not end below it learned nothing (the batch size does not enter)."""
+        return math.log(self.criterion.center.shape[-1])
 
     def _frozen_last_layer(self, grad: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(grad) if self._epoch < self.freeze_last_layer else grad
