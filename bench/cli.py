@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--per-encoder", action="store_true",
                       help="(d) every trainable encoder's training and gradient maps, suite vs bare "
                            "(always on with a CUDA device)")
+    perf.add_argument("--families", nargs="?", const="families", default=None, metavar="GRID",
+                      help="(g) only: training throughput of simclr and every self-supervised family at GRID's "
+                           "encoder settings (default grid: families), images/s")
     perf.add_argument("--executor", choices=["local", "ray"], default="local",
                       help="ray: only the quick grid's wall time under Ray / under the local executor")
     perf.add_argument("--set", dest="grid_set", action="append", default=[], metavar="KEY=VALUE",

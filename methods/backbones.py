@@ -266,3 +266,24 @@ def timm_feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tens
     if len(maps) != len(names):
         raise MethodError(f"{type(model).__name__}: {len(maps)} intermediate maps for {len(names)} feature_info stages")
     return dict(zip(names, maps))
+
+
+def is_vit(model: nn.Module) -> bool:
+    return hasattr(model, "patch_embed") and hasattr(model, "blocks")
+
+
+def vit_stage_indices(depth: int, n: int = 3) -> list[int]:
+    """``n`` evenly spaced blocks ending with the last (4, 8, 12 of 12; 1, 2 of 2)."""
+    n = max(1, min(n, depth))
+    return sorted({round(depth * (i + 1) / n) - 1 for i in range(n)})
+
+
+def trunk_feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Named ``[N, C, h, w]`` stages, finest first: timm's ``feature_info`` stages for conv trunks;
+    for a ViT the patch tokens (prefix tokens dropped) of :func:`vit_stage_indices`, reshaped by timm's
+    ``forward_intermediates`` onto the patch grid."""
+    if not is_vit(model):
+        return timm_feature_maps(model, x)
+    indices = vit_stage_indices(len(model.blocks))
+    maps = model.forward_intermediates(x, indices=indices, intermediates_only=True, output_fmt="NCHW")
+    return {f"blocks.{i}": m for i, m in zip(indices, maps)}

@@ -33,6 +33,7 @@ def test_quick_grid_crosses_axes():
     ("quick", 40, 0),    # above
     ("cradl", 20, 0),    # 1 dataset x 2 encoders x 5 heads x 2 map kinds
     ("seeds", 32, 16),   # 2 datasets x (2 encoders x 4 heads + 8 detectors)
+    ("families", 264, 0),  # 2 datasets x 3 seeds x 11 encoders x 4 heads (issue 26)
 ])
 def test_shipped_grid_sizes(name, n_cells, n_detector_cells):
     cells = load_grid(name).cells()

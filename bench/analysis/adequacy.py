@@ -20,6 +20,16 @@ test image, no label of an anomalous case), so it can gate claims without peekin
 * **Collapse** — the effective rank (Roy & Vetterli 2007) of the validation normals' embeddings
   is below :data:`COLLAPSE_RANK`, or below :data:`COLLAPSE_FRACTION` of the same measure under
   the encoder's own untrained weights.
+* **Collapsed dimensions** (encoders whose loss declares no chance level: BYOL, SimSiam, Barlow
+  Twins, VICReg, LeJEPA, MAE, the VAE; DINO declares ``ln K``, its uniform collapse over K prototypes) — these losses can be low *because* the representation
+  collapsed (SimSiam without its predictor reaches its minimum with a constant output, Chen & He
+  2021 §4.1), so a falling loss says nothing by itself. Their verdict adds the per-dimension spread
+  SimSiam uses to show collapse: the mean over dimensions of the standard deviation of the
+  L2-normalised validation embeddings, times ``sqrt(D)`` (≈ 1 for an isotropic cloud, 0 when
+  every image maps to one direction). Below :data:`COLLAPSE_STD`, or below
+  :data:`COLLAPSE_FRACTION` of the same measure under the untrained weights, fails. Together with
+  the effective rank (a scale-free measure that misses "all images in a tiny cone") and the
+  normal-fit test below, this is what "trained" means for a loss without a chance level.
 * **No better than untrained on validation normals** — the *normal-fit ratio*: mean squared
   distance (L2-normalised, as the alignment of Wang & Isola 2020) from each validation normal to
   its nearest training embedding, divided by the mean squared distance between training
@@ -60,6 +70,9 @@ CHANCE_PROGRESS = 0.25
 COLLAPSE_RANK = 2.0
 #: ... as is an effective rank below this share of the untrained weights' one.
 COLLAPSE_FRACTION = 0.25
+#: Per-dimension spread (``sqrt(D)`` x mean std of L2-normalised embeddings) below this is collapse:
+#: the validation normals lie within about 1 % of the isotropic spread around one direction.
+COLLAPSE_STD = 0.01
 #: Validation normals used for the representation checks (a seeded subsample beyond that).
 MAX_EMBEDDINGS = 2000
 
@@ -137,9 +150,38 @@ def normal_fit_ratio(train: np.ndarray, val_normals: np.ndarray, max_points: int
     return to_nearest / spread if spread > 1e-12 else float("nan")
 
 
+def dimension_spread(z: np.ndarray) -> float:
+    """``sqrt(D)`` x the mean per-dimension std of the L2-normalised rows (1 isotropic, 0 collapsed)."""
+    z = np.asarray(z, dtype=np.float64)
+    return float(l2_normalize(z).std(axis=0).mean() * math.sqrt(z.shape[1]))
+
+
+def spread_checks(val_normals: np.ndarray, untrained_val: np.ndarray | None = None) -> tuple[list[str], dict]:
+    """The per-dimension collapse check of encoders without a chance level (module docstring)."""
+    val = np.asarray(val_normals, dtype=np.float64)[:MAX_EMBEDDINGS]
+    spread = dimension_spread(val)
+    measures = {"dimension_spread": spread}
+    reasons = []
+    base = None
+    if untrained_val is not None and len(untrained_val) >= 2 and np.isfinite(untrained_val).all():
+        base = dimension_spread(np.asarray(untrained_val, dtype=np.float64)[:MAX_EMBEDDINGS])
+        measures["untrained_dimension_spread"] = base
+        if base < COLLAPSE_STD:
+            base = None                 # degenerate untrained weights: no reference
+    if spread < COLLAPSE_STD:
+        reasons.append(f"collapsed: per-dimension spread {spread:.4f} of the validation normals' L2-normalised "
+                       f"embeddings (sqrt(D) x mean std; below {COLLAPSE_STD:g}, 1 = isotropic)")
+    elif base is not None and spread < COLLAPSE_FRACTION * base:
+        reasons.append(f"collapsed: per-dimension spread {spread:.4f}, below {100 * COLLAPSE_FRACTION:.0f} % of the "
+                       f"untrained weights' {base:.4f}")
+    return reasons, measures
+
+
 def representation_checks(train: np.ndarray, val_normals: np.ndarray, *, untrained_train: np.ndarray | None = None,
-                          untrained_val: np.ndarray | None = None) -> tuple[list[str], dict]:
-    """Collapse and normal-fit checks on embeddings of normal images (training and validation)."""
+                          untrained_val: np.ndarray | None = None,
+                          dimension_collapse: bool = False) -> tuple[list[str], dict]:
+    """Collapse and normal-fit checks on embeddings of normal images (training and validation);
+    ``dimension_collapse`` adds :func:`spread_checks` (encoders without a chance level)."""
     reasons, measures = [], {}
     val = np.asarray(val_normals, dtype=np.float64)
     if val.ndim != 2 or len(val) < 2 or not np.isfinite(val).all():
@@ -164,6 +206,10 @@ def representation_checks(train: np.ndarray, val_normals: np.ndarray, *, untrain
     elif base_rank is not None and rank < COLLAPSE_FRACTION * base_rank:
         reasons.append(f"collapsed: effective rank {rank:.2f}, below {100 * COLLAPSE_FRACTION:.0f} % of the "
                        f"untrained weights' {base_rank:.2f}")
+    if dimension_collapse:
+        part_reasons, part = spread_checks(val, untrained_val)
+        reasons += [r for r in part_reasons if not any(r2.startswith("collapsed") for r2 in reasons)]
+        measures.update(part)
     if base_ratio is not None and math.isfinite(ratio) and math.isfinite(base_ratio) and ratio >= base_ratio:
         reasons.append(f"no better than untrained on validation normals: normal-fit ratio {ratio:.3f} vs "
                        f"{base_ratio:.3f} under the untrained weights (lower is better)")
@@ -172,12 +218,13 @@ def representation_checks(train: np.ndarray, val_normals: np.ndarray, *, untrain
 
 def assess(history=None, *, chance: float | None = None, floor: float | None = None, trained: bool = True,
            train_embeddings=None, val_normal_embeddings=None, untrained_train=None, untrained_val=None,
-           histories: Mapping[str, Sequence[float]] | None = None) -> dict:
+           histories: Mapping[str, Sequence[float]] | None = None, dimension_collapse: bool = False) -> dict:
     """The guard's verdict for one fit: ``{passed, judged, trained, reasons, measures}``.
 
     ``history`` is one loss history (``chance``/``floor`` apply to it); ``histories`` several named
     ones (a detector's networks), each judged for its trend. Embeddings are optional: without them
-    only the losses are judged.
+    only the losses are judged. ``dimension_collapse`` adds the per-dimension spread check
+    (:func:`spread_checks`) to the representation checks.
     """
     if not trained:
         return {"passed": True, "judged": False, "trained": False, "reasons": [], "measures": {}}
@@ -194,7 +241,8 @@ def assess(history=None, *, chance: float | None = None, floor: float | None = N
         measures.update(part)
     if val_normal_embeddings is not None and train_embeddings is not None:
         part_reasons, part = representation_checks(train_embeddings, val_normal_embeddings,
-                                                   untrained_train=untrained_train, untrained_val=untrained_val)
+                                                   untrained_train=untrained_train, untrained_val=untrained_val,
+                                                   dimension_collapse=dimension_collapse)
         reasons += part_reasons
         measures.update(part)
     if not judged:
@@ -219,7 +267,9 @@ def assess_encoder(encoder, history, val_normal_embeddings=None, *, train_embedd
     ``loss_floor(batch)`` (methods.encoders); the batch is the one training used,
     ``min(batch_size, n_train)``. ``history`` is its ``history_`` (mean loss per epoch).
     Embeddings are numpy arrays of normal images: ``train_embeddings``, ``val_normal_embeddings``
-    and, optionally, the same images under the untrained initial weights.
+    and, optionally, the same images under the untrained initial weights. An encoder that declares
+    no chance level is also checked for collapsed dimensions (:func:`spread_checks`): for its loss,
+    "trained" means no collapse, a loss no longer falling and a better normal fit than untrained.
     """
     if not getattr(encoder, "trainable", False):
         return assess(trained=False)
@@ -228,9 +278,13 @@ def assess_encoder(encoder, history, val_normal_embeddings=None, *, train_embedd
         batch = min(int(batch), int(n_train))
     chance = _declared(encoder, "chance_loss", batch) if batch else None
     floor = _declared(encoder, "loss_floor", batch) if batch else None
-    return assess(history, chance=chance, floor=floor, train_embeddings=train_embeddings,
-                  val_normal_embeddings=val_normal_embeddings, untrained_train=untrained_train,
-                  untrained_val=untrained_val)
+    verdict = assess(history, chance=chance, floor=floor, train_embeddings=train_embeddings,
+                     val_normal_embeddings=val_normal_embeddings, untrained_train=untrained_train,
+                     untrained_val=untrained_val, dimension_collapse=chance is None)
+    verdict["measures"]["criteria"] = ("chance level, trend, collapse, normal fit" if chance is not None else
+                                       "no chance level: trend, collapse (effective rank, per-dimension spread), "
+                                       "normal fit")
+    return verdict
 
 
 def detector_histories(detector) -> dict[str, list[float]]:

@@ -12,6 +12,10 @@
     throughput inside the suite (mixed precision, channels-last) vs a bare loop over the same
     model, batch and ``training_step``; gradient-map throughput, suite vs bare; peak GPU memory.
 
+(g) ``--families [GRID]``: training throughput (images/s inside ``Encoder.fit``) of SimCLR and every
+    self-supervised family at the encoder settings of GRID (default ``families``: the same trunk and
+    image size for all but MAE's ViT), each over the same number of optimiser steps.
+
 (f) ``--executor ray``: the quick grid's wall time under Ray divided by the local executor's, each
 with a fresh cache (target <= 1.15 on a 2-core machine). ``--estimate GRID --gpus N [--run DIR]``:
 the estimated wall time of a grid on N GPUs from the timings of existing records
@@ -234,6 +238,31 @@ def per_encoder(device: str, image_size: int, batch_size: int, steps: int) -> No
               f"{maps_suite / maps_bare:.3f}{mem}")
 
 
+def family_throughput(grid_name: str, device: str, steps: int, image_size: int | None = None) -> list[tuple]:
+    """(g): ``(name, images/s, batch, seconds)`` of SimCLR and every family's ``fit`` at ``grid_name``'s
+    encoder settings, ``steps`` optimiser steps each (epochs sized so, no warm-up) on synthetic images."""
+    from bench.run.grid import load_grid
+    from methods.encoders._ssl import SSLEncoder
+    from methods.registry import ENCODERS, create_encoder
+
+    grid = load_grid(grid_name, [])
+    size = image_size or int(grid.data.get("defaults", {}).get("dataset", {}).get("image_size", 64))
+    settings = grid.data.get("encoder", {})
+    names = ["simclr"] + [e.name for e in ENCODERS.entries() if not e.family and isinstance(e.factory, type)
+                          and issubclass(e.factory, SSLEncoder)]
+    rows = []
+    for name in names:
+        kwargs = {k: v for k, v in settings.get(name, {}).items() if k not in ("epochs", "warmup_epochs")}
+        batch = int(kwargs.pop("batch_size", 64))
+        dataset = _synthetic(4 * batch, size)
+        steps_per_epoch = len(dataset.train) // batch
+        encoder = create_encoder(name, in_chans=1, image_size=size, batch_size=batch, warmup_epochs=0,
+                                 epochs=max(1, steps // steps_per_epoch), **kwargs)
+        encoder.fit(dataset.train, seed=0, device=device)
+        rows.append((name, encoder.images_seen_ / encoder.fit_seconds_, batch, encoder.fit_seconds_))
+    return rows
+
+
 def main(args) -> int:
     import torch
 
@@ -251,6 +280,14 @@ def main(args) -> int:
             print(line)
         return 0
     device = resolve_device(args.device)
+    if getattr(args, "families", None):
+        print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"(g) training throughput at grid '{args.families}' settings, {args.steps} steps each:")
+        rows = family_throughput(args.families, device, args.steps)
+        base = rows[0][1]
+        for name, rate, batch, seconds in rows:
+            print(f"  {name:13s} {rate:7.1f} img/s  (batch {batch}, {seconds:.1f} s)  x{rate / base:.2f} of simclr")
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if getattr(args, "executor", "local") == "ray":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from methods.backbones import ImageNetInput, create_backbone, input_stats, timm_feature_maps
+from methods.backbones import ImageNetInput, create_backbone, input_stats, trunk_feature_maps
 from methods.base import Encoder
 from methods.registry import register_encoder
 
@@ -30,13 +30,16 @@ class FrozenTimmEncoder(Encoder):
 
     trainable = False
     dense = True
+    #: fixed weights, no fitting: the same features every run (issue 23's declaration)
+    deterministic_fit = True
 
     def __init__(self, model_name: str, in_chans: int = 1, image_size: int = 64, *, pretrained: bool = True,
                  weights: str | None = None, input_size: int | None = None, input_norm: str = "weights"):
         super().__init__(in_chans, image_size)
         self.model_name = model_name
         self.pretrained, self.weights = pretrained, weights
-        self.backbone = create_backbone(model_name, pretrained=pretrained, weights=weights, num_classes=0)
+        self.backbone = create_backbone(model_name, pretrained=pretrained, weights=weights, num_classes=0,
+                                        **fixed_size_args(model_name))
         self.input_norm = input_norm
         self.normalize = ImageNetInput(*input_stats(self.backbone, input_norm, f"imagenet/{model_name}"))
         self.input_size = input_size
@@ -62,13 +65,30 @@ class FrozenTimmEncoder(Encoder):
         return self.backbone(self._inputs(x))
 
     def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """timm's ``feature_info`` stages of the same frozen backbone (``act1``/``layer1..4``, ``blocks.*``)."""
-        return timm_feature_maps(self.backbone, self._inputs(x))
+        """timm's ``feature_info`` stages of the same frozen backbone (``act1``/``layer1..4``); for a ViT
+        (DINOv2, CLIP towers) the patch tokens of three blocks on the patch grid (``blocks.*``)."""
+        return trunk_feature_maps(self.backbone, self._inputs(x))
+
+
+def fixed_size_args(model_name: str) -> dict:
+    """Build arguments for models with a fixed input size (timm's ``pretrained_cfg.fixed_input_size``:
+    ViTs such as DINOv2 at 518 px or CLIP at 224 px): timm interpolates the weights' position
+    embeddings to the input's patch grid at run time (``dynamic_img_size``) and pads a side that is
+    not a multiple of the patch (``dynamic_img_pad``), so a 64 px image gives a 5 x 5 grid of 14 px
+    patches. Convolutional trunks need nothing."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not getattr(cfg, "fixed_input_size", False):
+        return {}
+    return {"dynamic_img_size": True, "dynamic_img_pad": True}
 
 
 @register_encoder("imagenet", family=True, member="timm name", example="tf_efficientnet_lite0")
 def imagenet(model_name: str, **kwargs) -> FrozenTimmEncoder:
-    """Frozen timm backbone with ImageNet weights (offline: tf_efficientnet_lite0)."""
+    """Frozen timm backbone with pre-trained weights: ImageNet classifiers (offline: tf_efficientnet_lite0),
+    and any timm tag with other weights, e.g. DINOv2 (``vit_small_patch14_dinov2.lvd142m``) or CLIP's
+    image tower (``vit_base_patch16_clip_224.openai``), from the hub or a local file (``weights=``)."""
     return FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
 
 
