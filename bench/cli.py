@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--resamples", type=int, default=None, metavar="B",
                         help="bootstrap resamples (default: enough for the number of comparisons, 2000-20000)")
 
+    sel = sub.add_parser("select", help="label-free selection of a configuration, graded with the run's test labels")
+    sel.add_argument("run_dir")
+    sel.add_argument("--dataset", default=None, metavar="NAME",
+                     help="a dataset without labels (your own): print the configuration each criterion recommends "
+                          "and which criterion the run's labelled datasets favour")
+    sel.add_argument("--out", default=None, help="folder for selection.md/.csv/.tex (default: reports/<run name>)")
+    sel.add_argument("--resamples", type=int, default=1000, metavar="B", help="bootstrap resamples of the regret intervals")
+    sel.add_argument("--examples", default=None, metavar="DATASET",
+                     help="also draw the generator examples figure from DATASET's validation normals (needs torch)")
+    sel.add_argument("--data-root", default=None, help="with --examples: folder with the datasets")
+
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
     perf.add_argument("--encoders", type=int, default=2, help="E, the number of encoders in the cache benchmark")
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
-                "perf": cmd_perf, "claims": cmd_claims}[args.command](args)
+                "perf": cmd_perf, "claims": cmd_claims, "select": cmd_select}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
         return 130
@@ -370,6 +381,33 @@ def cmd_claims(args) -> int:
     print(render_text(result))
     paths = write_claims(result, out)
     print(f"claims: {paths[0]}")
+    return 0
+
+
+def cmd_select(args) -> int:
+    """Grade the label-free criteria on a run (issue 25); with --dataset, advise on an unlabelled dataset."""
+    from bench.selection.grade import select_run
+    from bench.selection.render import advice, generator_examples, render_markdown, write_selection
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records").is_dir():
+        raise UsageError(f"{run_dir} is not a run directory (no records/ folder)")
+    table, cells = select_run(run_dir, n_resamples=args.resamples)
+    if cells.empty or not cells["has_synth"].any():
+        print(f"note: no record of {run_dir} holds synthetic-validation scores (run the grid with selection = true); "
+              "only the label-free criteria without them (adequacy normal fit) and the baselines are graded")
+    if args.dataset:
+        print(advice(table, cells, args.dataset))
+        return 0
+    out = Path(args.out) if args.out else report_dir_for(run_dir, "reports")
+    paths = write_selection(table, cells, out)
+    if args.examples:
+        from datasets import create_dataset
+
+        val = create_dataset(args.examples, root=args.data_root).val
+        paths += generator_examples(val, out / "figures" / "selection_generators")
+    print(render_markdown(table))
+    print(f"selection: {paths[0]}")
     return 0
 
 
