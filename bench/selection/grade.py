@@ -130,10 +130,15 @@ def regret_interval(dataset: str, metric: str, pairs: Sequence[tuple[Mapping, Ma
     claim = C.Claim(id=f"selection-regret:{dataset}:{metric}", source="label-free selection",
                     statement="best configuration minus the selected one", metrics=(metric,), a={}, b={})
     comp = C.Comparison(claim, dataset, metric)
-    comp.pairs = [(C.CellInfo(dict(a), C.cell_attributes(a)), C.CellInfo(dict(b), C.cell_attributes(b)), s)
-                  for a, b, s in pairs]
-    diffs = [true_metric(a, arrays_of(a["cell_id"]), metric) - true_metric(b, arrays_of(b["cell_id"]), metric)
-             for a, b, _ in pairs]
+
+    def info(rec: Mapping):
+        """The cell as claims see it, its metric the graded one (from the arrays, like the resamples)."""
+        rec = {**rec, "metrics": {**(rec.get("metrics") or {}), metric: true_metric(rec, arrays_of(rec["cell_id"]),
+                                                                                    metric)}}
+        return C.CellInfo(rec, C.cell_attributes(rec))
+
+    comp.pairs = [(info(a), info(b), s) for a, b, s in pairs]
+    diffs = [a.record["metrics"][metric] - b.record["metrics"][metric] for a, b, _ in comp.pairs]
     comp.effect = float(np.nanmean(diffs)) if diffs else float("nan")
     if all(a["cell_id"] == b["cell_id"] for a, b, _ in pairs):
         return comp.effect, 0.0, 0.0, ""                 # the best was selected: a difference of nothing
