@@ -102,7 +102,7 @@ def test_permuting_test_labels_changes_grades_and_no_criterion(tmp_path):
     grid = load_grid("quick", ['datasets=["synthetic"]', "seeds=[0]", "defaults.dataset.image_size=32",
                                "dataset.synthetic.n_train=32", "dataset.synthetic.n_val=16",
                                "dataset.synthetic.n_test=24", "dataset.synthetic.n_pool=8",
-                               'encoders=["vae", "random/resnet18"]', "encoder.vae.epochs=1", "encoder.vae.batch_size=16",
+                               'encoders=["vae"]', "encoder.vae.epochs=1", "encoder.vae.batch_size=16",
                                'heads=["gaussian", "knn", "patch_gaussian"]', 'localization=["gradient"]',
                                "selection.per_generator=4", "selection.mv_reference=16",
                                'selection.generators=["cutpaste", "fpi", "perlin"]'])
