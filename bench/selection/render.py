@@ -121,9 +121,9 @@ def scatter_figure(table: pd.DataFrame, cells: pd.DataFrame, stem: Path) -> list
                 if chosen in both.index:
                     ax.scatter([both.loc[chosen].iloc[0]], [both.loc[chosen].iloc[1]], s=30, facecolors="none",
                                edgecolors="#EE6677")
-                ax.set_title(f"{dataset} {target[:3]}. τ={_f(row['tau'].iloc[0], '+.2f')}", fontsize=6)
+                ax.set_title(f"{dataset}: {metric} (y), τ={_f(row['tau'].iloc[0], '+.2f')}", fontsize=5)
                 if j == 0:
-                    ax.set_ylabel(f"{crit}\n{metric}", fontsize=5)
+                    ax.set_ylabel(crit, fontsize=5)
                 ax.tick_params(labelsize=5)
         fig.tight_layout()
         return save_figure(fig, stem)
