@@ -125,3 +125,22 @@ def test_permuting_test_labels_changes_grades_and_no_criterion(tmp_path):
     detection_p = grades_p.xs("detection", level="target")
     assert not np.allclose(detection["best_metric"], detection_p["best_metric"])   # the grades did
     assert (detection["selected"].fillna("") == detection_p["selected"].fillna("")).all()
+
+
+def test_pixel_summaries_give_pixel_ap_and_mass_volume_is_the_reference_mass():
+    from sklearn.metrics import average_precision_score
+
+    from bench.run.synth import pixel_summaries
+    from bench.selection.criteria import binned_ap, mass_volume_area
+
+    rng = np.random.default_rng(0)
+    masks = rng.uniform(size=(6, 16, 16)) < 0.1
+    maps = rng.normal(size=(6, 16, 16)) + 1.5 * masks
+    s = pixel_summaries(maps, masks, bins=256)
+    assert s["synth_pix_pos"].sum() == masks.sum() and s["synth_pix_neg"].sum() == (~masks).sum()
+    exact = average_precision_score(masks.ravel(), maps.ravel())
+    assert binned_ap(s["synth_pix_pos"].sum(0), s["synth_pix_neg"].sum(0)) == pytest.approx(exact, abs=0.01)
+    # half the reference below every normal, half above: the normal region holds half its mass at every level
+    normal = np.arange(100.0)
+    assert mass_volume_area(normal, np.r_[np.full(50, -1.0), np.full(50, 1e3)]) == pytest.approx(0.5)
+    assert mass_volume_area(normal, np.full(10, 1e3)) == 0.0
