@@ -11,6 +11,13 @@ Three extra inputs, all made without a test image or label, scored through the c
 
 A cell stores its scores on them and, for synthetic maps, per-case binned pixel counts inside and
 outside the synthetic mask (``synth_pix_*``): enough for pixel AP per generator from the record alone.
+
+Record arrays (the ``synth_*`` prefix is reserved for these): ``synth_scores`` float32 ``[S]``,
+``synth_generator`` str ``[S]``, ``synth_source`` int ``[S]`` (index in ``val``); with maps
+``synth_pix_edges`` float32 ``[K+1]``, ``synth_pix_pos`` / ``synth_pix_neg`` int32 ``[S, K]``;
+``synth_mv_scores`` float32 ``[R]``; ``synth_pool_scores`` float32 ``[P]`` where the dataset has a pool.
+Record field ``selection``: generators, cap, set key, counts (or ``error``); timing ``synth_predict_s``
+(part of ``predict_s``).
 """
 
 from __future__ import annotations
