@@ -144,3 +144,16 @@ def test_pixel_summaries_give_pixel_ap_and_mass_volume_is_the_reference_mass():
     normal = np.arange(100.0)
     assert mass_volume_area(normal, np.r_[np.full(50, -1.0), np.full(50, 1e3)]) == pytest.approx(0.5)
     assert mass_volume_area(normal, np.full(10, 1e3)) == 0.0
+
+
+def test_cost_estimate_counts_the_synthetic_scoring():
+    from bench.cost.estimate import cell_seconds
+
+    plain = {"kind": "latent", "n_val": 100, "n_test": 200, "timings": {"fit_s": 1.0, "predict_s": 3.0}}
+    settings = {"generators": ["cutpaste", "fpi"], "per_generator": 50, "mv_reference": 50}
+    # extra images 2 x min(100, 50) + 50 = 150 over 300 scored: predict time x 1.5
+    assert cell_seconds(plain, settings, adjust=True) == pytest.approx(4.0 + 1.5)
+    assert cell_seconds(plain, None, adjust=True) == pytest.approx(4.0)
+    measured = {**plain, "timings": {"fit_s": 1.0, "predict_s": 3.0, "synth_predict_s": 1.0}}
+    assert cell_seconds(measured, settings, adjust=True) == pytest.approx(4.0)       # already inside predict_s
+    assert cell_seconds(measured, None, adjust=True) == pytest.approx(3.0)           # a grid without selection
