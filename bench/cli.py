@@ -396,6 +396,9 @@ def cmd_select(args) -> int:
     if cells.empty or not cells["has_synth"].any():
         print(f"note: no record of {run_dir} holds synthetic-validation scores (run the grid with selection = true); "
               "only the label-free criteria without them (adequacy normal fit) and the baselines are graded")
+    if not cells.empty:
+        for (dataset, error), part in cells.dropna(subset=["selection_error"]).groupby(["dataset", "selection_error"]):
+            print(f"note: {dataset}: {len(part)} cell(s) have no synthetic scores: {error}")
     if args.dataset:
         print(advice(table, cells, args.dataset))
         return 0

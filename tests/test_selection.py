@@ -87,7 +87,7 @@ def _permuted(arrays_of, seed: int = 1):
 
 def _criteria_and_grades(table, cells):
     measures = [c for c in cells.columns if c not in ("cell_id", "dataset", "label", "seed", "has_synth",
-                                                       "image_auroc", "pixel_ap")]
+                                                       "selection_error", "image_auroc", "pixel_ap")]
     return cells.set_index("cell_id")[measures].sort_index(), table.set_index(["dataset", "target", "criterion"])
 
 
@@ -157,3 +157,34 @@ def test_cost_estimate_counts_the_synthetic_scoring():
     measured = {**plain, "timings": {"fit_s": 1.0, "predict_s": 3.0, "synth_predict_s": 1.0}}
     assert cell_seconds(measured, settings, adjust=True) == pytest.approx(4.0)       # already inside predict_s
     assert cell_seconds(measured, None, adjust=True) == pytest.approx(3.0)           # a grid without selection
+
+
+@pytest.mark.parametrize("item, message", [
+    ('selection.generators=["cutpaste", "nope"]', "not a registered generator"),
+    ("selection.per_generator=-1", "whole number"),
+    ("selection.colour=1", "unknown key"),
+])
+def test_selection_settings_are_validated(item, message):
+    from bench.run.grid import GridError, load_grid
+    from bench.run.validate import validate_grid
+
+    with pytest.raises(GridError, match=message):
+        validate_grid(load_grid("quick", [item]))
+    from bench.run.synth import selection_settings
+
+    assert selection_settings(None) is None and selection_settings({"enabled": False}) is None
+    assert selection_settings(True)["per_generator"] == 200
+
+
+def test_advice_for_an_unlabelled_dataset_names_the_criterion_the_labelled_ones_favour():
+    from bench.selection.render import advice, render_markdown
+
+    records, arrays = constructed_run(datasets=("d1", "d2"))
+    table, cells = selection_table(records, arrays.__getitem__, intervals=False)
+    prior = table[(table["criterion"] == "prior") & (table["dataset"] == "d2")].iloc[0]
+    assert prior["selected"] == "a"                      # best on d1, the other dataset
+    text = advice(table, cells, "d2")
+    assert "synth_auroc[g]                   a" in text and "lowest mean regret" in text
+    assert "### d1 — detection" in render_markdown(table)
+    with pytest.raises(ValueError, match="no scored cells"):
+        advice(table, cells, "elsewhere")

@@ -57,7 +57,8 @@ def cell_table(records: Sequence[Mapping], arrays_of: Callable[[str], Mapping]) 
             continue
         arrays = arrays_of(rec["cell_id"])
         row = {"cell_id": rec["cell_id"], "dataset": rec.get("dataset"), "label": method_label(dict(rec)),
-               "seed": rec.get("seed"), "has_synth": "synth_scores" in arrays}
+               "seed": rec.get("seed"), "has_synth": "synth_scores" in arrays,
+               "selection_error": (rec.get("selection") or {}).get("error")}
         for metric in TARGETS.values():
             row[metric] = true_metric(rec, arrays, metric)
         row.update(cell_measures(rec, arrays))
@@ -68,7 +69,7 @@ def cell_table(records: Sequence[Mapping], arrays_of: Callable[[str], Mapping]) 
 def config_means(cells: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Mean over seeds per configuration (index: label) of the metrics and measures of ``dataset``."""
     part = cells[cells["dataset"] == dataset]
-    numeric = part.drop(columns=["cell_id", "dataset", "seed", "has_synth"]).set_index("label")
+    numeric = part.drop(columns=["cell_id", "dataset", "seed", "has_synth", "selection_error"]).set_index("label")
     return numeric.apply(pd.to_numeric, errors="coerce").groupby(level=0, sort=True).mean()
 
 
