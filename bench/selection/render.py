@@ -44,7 +44,7 @@ def render_markdown(table: pd.DataFrame, title: str = "Label-free selection") ->
         metric = part["metric"].iloc[0]
         lines += [f"### {dataset} — {target} ({metric}; best: {part['best'].iloc[0]} = "
                   f"{_f(part['best_metric'].iloc[0])}; {int(part['n_configs'].iloc[0])} configurations, "
-                  f"{int(part['n_seeds'].iloc[0])} seeds)", "",
+                  f"{int(part['n_seeds'].iloc[0])} seed(s))", "",
                   "| criterion | selected | its metric | tau | regret [95% CI] | top 3 | note |",
                   "|---|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
