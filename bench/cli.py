@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--data-root", default=None, help="folder with the datasets (the cell's training data)")
     pred.add_argument("--device", default="auto")
 
+    sel = sub.add_parser("select", help="label-free selection of a configuration, graded with the run's test labels")
+    sel.add_argument("run_dir")
+    sel.add_argument("--dataset", default=None, metavar="NAME",
+                     help="a dataset without labels (your own): print the configuration each criterion recommends "
+                          "and which criterion the run's labelled datasets favour")
+    sel.add_argument("--out", default=None, help="folder for selection.md/.csv/.tex (default: reports/<run name>)")
+    sel.add_argument("--resamples", type=int, default=1000, metavar="B", help="bootstrap resamples of the regret intervals")
+    sel.add_argument("--examples", default=None, metavar="DATASET",
+                     help="also draw the generator examples figure from DATASET's validation normals (needs torch)")
+    sel.add_argument("--data-root", default=None, help="with --examples: folder with the datasets")
+
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
     perf.add_argument("--encoders", type=int, default=2, help="E, the number of encoders in the cache benchmark")
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
-                "perf": cmd_perf, "claims": cmd_claims, "predict": cmd_predict}[args.command](args)
+                "perf": cmd_perf, "claims": cmd_claims, "predict": cmd_predict, "select": cmd_select}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; finished cells are kept, rerun the same command to resume", file=sys.stderr)
         return 130
@@ -434,6 +445,36 @@ def cmd_predict(args) -> int:
     threshold = "no validation threshold" if result.threshold is None else f"validation threshold {result.threshold:.6g}"
     maps = f", {result.n_maps} maps + overlays" if result.n_maps else ""
     print(f"{result.n_images} images scored ({threshold}{maps}): {result.scores_csv}")
+    return 0
+
+
+def cmd_select(args) -> int:
+    """Grade the label-free criteria on a run (issue 25); with --dataset, advise on an unlabelled dataset."""
+    from bench.selection.grade import select_run
+    from bench.selection.render import advice, generator_examples, render_markdown, write_selection
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records").is_dir():
+        raise UsageError(f"{run_dir} is not a run directory (no records/ folder)")
+    table, cells = select_run(run_dir, n_resamples=args.resamples)
+    if cells.empty or not cells["has_synth"].any():
+        print(f"note: no record of {run_dir} holds synthetic-validation scores (run the grid with selection = true); "
+              "only the label-free criteria without them (adequacy normal fit) and the baselines are graded")
+    if not cells.empty:
+        for (dataset, error), part in cells.dropna(subset=["selection_error"]).groupby(["dataset", "selection_error"]):
+            print(f"note: {dataset}: {len(part)} cell(s) have no synthetic scores: {error}")
+    if args.dataset:
+        print(advice(table, cells, args.dataset))
+        return 0
+    out = Path(args.out) if args.out else report_dir_for(run_dir, "reports")
+    paths = write_selection(table, cells, out)
+    if args.examples:
+        from datasets import create_dataset
+
+        val = create_dataset(args.examples, root=args.data_root).val
+        paths += generator_examples(val, out / "figures" / "selection_generators")
+    print(render_markdown(table))
+    print(f"selection: {paths[0]}")
     return 0
 
 

@@ -55,10 +55,32 @@ def encoder_seconds(rec: dict) -> float:
     return _t(rec, "dataset_s") + fit + _t(rec, "embed_s")
 
 
-def cell_seconds(rec: dict) -> float:
+def synth_seconds(rec: dict, selection: dict | None) -> float:
+    """Seconds label-free selection (issue 25) adds to a cell of a grid with ``selection`` settings:
+    the record's own ``synth_predict_s`` when it was run with selection, else its ``predict_s`` scaled by
+    the extra images (generators x min(validation size, cap) + Mass-Volume reference + pool) over val + test;
+    negative (removed) when the record has it and the grid does not."""
+    measured = _t(rec, "synth_predict_s")
+    if selection is None:
+        return -measured
+    if measured:
+        return 0.0
+    from bench.run.synth import DEFAULTS
+    from datasets.generators._synthset import DEFAULT_GENERATORS
+
+    n_val, n_test = int(rec.get("n_val") or 0), int(rec.get("n_test") or 0)
+    generators = len(selection.get("generators") or DEFAULT_GENERATORS)
+    extra = (generators * min(n_val, int(selection.get("per_generator", DEFAULTS["per_generator"])))
+             + int(selection.get("mv_reference", DEFAULTS["mv_reference"])))
+    return _t(rec, "predict_s") * extra / max(n_val + n_test, 1)
+
+
+def cell_seconds(rec: dict, selection: dict | None = None, *, adjust: bool = False) -> float:
+    """A cell's seconds; with ``adjust``, plus (or minus) what label-free selection adds (:func:`synth_seconds`)."""
+    extra = synth_seconds(rec, selection) if adjust else 0.0
     if rec.get("kind") == "detector":
-        return _t(rec, "total_s") or sum(_t(rec, k) for k in ("dataset_s", "fit_s", "predict_s", "metrics_s"))
-    return sum(_t(rec, k) for k in CELL_PART)
+        return extra + (_t(rec, "total_s") or sum(_t(rec, k) for k in ("dataset_s", "fit_s", "predict_s", "metrics_s")))
+    return extra + sum(_t(rec, k) for k in CELL_PART)
 
 
 def _ratio(target: dict, source: dict, keys: tuple, notes: list, what: str) -> float:
@@ -124,6 +146,9 @@ def _pick(candidates: list, cell) -> dict | None:
 
 
 def estimate_units(plan, records: list[dict]) -> list[UnitEstimate]:
+    from bench.run.synth import selection_settings
+
+    selection = selection_settings(plan.grid.data.get("selection"))     # issue 25: synthetic scoring
     usable = [r for r in records if r.get("timings") and r.get("status") in ("ok", "degenerate")]
     for r in usable:
         r["config"] = _with_defaults(r.get("config") or {})
@@ -149,7 +174,7 @@ def estimate_units(plan, records: list[dict]) -> list[UnitEstimate]:
         if kind == "detector":
             rec = hits[0]
             if rec is not None:
-                out.append(UnitEstimate(label, cell_seconds(rec), "measured"))
+                out.append(UnitEstimate(label, cell_seconds(rec, selection, adjust=True), "measured"))
                 continue
             src = _pick(by_detector.get(comp.id, []), cells[0])
             if src is None:
@@ -157,7 +182,7 @@ def estimate_units(plan, records: list[dict]) -> list[UnitEstimate]:
                 continue
             scale = _ratio(_with_defaults(cells[0].config()), src["config"],
                            ("detector.epochs", "dataset.n_train", "pixels"), notes, comp.id)
-            out.append(UnitEstimate(label, cell_seconds(src) * scale, "extrapolated", notes))
+            out.append(UnitEstimate(label, cell_seconds(src, selection, adjust=True) * scale, "extrapolated", notes))
             continue
         # encoder group: the encoder once, then every head cell
         measured = [h for h in hits if h is not None]
@@ -180,7 +205,7 @@ def estimate_units(plan, records: list[dict]) -> list[UnitEstimate]:
             total += _t(src, "embed_s") * _ratio(target, src_cfg, ("images", "pixels"), notes, f"{comp.id} embedding")
         for cell, hit in zip(cells, hits):
             if hit is not None:
-                total += cell_seconds(hit)
+                total += cell_seconds(hit, selection, adjust=True)
                 continue
             candidates = (by_pair.get((comp.id, cell.head.id)) or by_pair.get((comp.id, f"name:{cell.head.name}"))
                           or [r for (e, _), rs in by_pair.items() if e == comp.id for r in rs])

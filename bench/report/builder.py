@@ -27,6 +27,7 @@ from bench.report.answer import answer_text
 from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
 from bench.report.tables import Table, _cells_frame, aggregate_cell, write_table
+from bench.report.selection import SelectionParts
 from bench.report.sensitivity import SensitivityParts
 from bench.report.verdicts import ClaimParts
 from bench.report.views import ViewParts
@@ -48,7 +49,7 @@ class IndexEntry:
     headline: bool = False  # figures shown inline in the README, not only linked
 
 
-class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, SensitivityParts):
+class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, SelectionParts, SensitivityParts):
     """Builds the report of one run directory; :func:`bench.report.build_report` is the entry point.
 
     ``strict=True`` re-raises the first error of any report part instead of listing it in the
@@ -232,6 +233,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Sensitiv
             if self.full:
                 self.part_b()
                 self.attempt("claims and verdicts", self.claims_part)
+                self.attempt("label-free selection", self.selection_part)
         readme = self.write_readme()
         answer = self.out_dir / ANSWER
         atomic_write_text(answer, self.attempt("the answer on screen", answer_text, self) or "", sync=False)

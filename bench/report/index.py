@@ -54,6 +54,8 @@ class IndexParts:
                  "does not exist; – = not applicable.", ""]
         if getattr(self, "claims_markdown", None):            # the answers first (bench.report.verdicts)
             lines += [self.claims_markdown, ""]
+        if getattr(self, "selection_markdown", None):         # right after the verdicts (bench.report.selection)
+            lines += [self.selection_markdown, ""]
         if self.skipped:
             lines += ["## Records skipped (unreadable)", "",
                       "Reported with `--skip-bad`: these record files could not be read and are left out.", ""]

@@ -23,7 +23,7 @@ from bench.run.grid import DEFAULT_MAP_KIND, SECTIONS, Component, Grid, GridErro
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
              "defaults", "require_masks", "resources", "amp", "deterministic", "maps", "claims",
-             *SECTIONS.values()}
+             "selection", *SECTIONS.values()}
 #: Arguments the runner passes itself; a grid never sets them.
 RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),
                "detector": {"in_chans", "image_size"}}
@@ -169,6 +169,28 @@ def _check_runtime(data: dict) -> None:
                                 f"(e.g. 0.5: two tasks share a GPU) or a whole number of GPUs")
 
 
+def _check_selection(data: dict) -> None:
+    """``selection = true`` or a ``[selection]`` table (issue 25): known keys, registered generators."""
+    from bench.run.synth import selection_settings
+    from datasets.generators import GENERATORS
+
+    try:
+        settings = selection_settings(data.get("selection"))
+    except ValueError as exc:
+        raise GridError(str(exc)) from None
+    if settings is None:
+        return
+    for g in settings.get("generators") or ():
+        name = g if isinstance(g, str) else (g.get("name") if isinstance(g, dict) else None)
+        if not isinstance(name, str) or name not in GENERATORS:
+            raise GridError(f"selection.generators: {g!r} is not a registered generator "
+                            f"({', '.join(GENERATORS.names())})")
+    for key in ("per_generator", "mv_reference", "pool"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise GridError(f"selection.{key} = {value!r}: expected a whole number >= 0")
+
+
 def component_registries() -> dict:
     """The registry of each grid role that names components (dataset, encoder, head, detector)."""
     from datasets import DATASETS
@@ -188,6 +210,7 @@ def validate_grid(grid: Grid) -> None:
     _check_name(grid)
     _check_seeds(grid)
     _check_runtime(data)
+    _check_selection(data)
     if "claims" in data:                     # claim files the report will read (bench.analysis.claims)
         from bench.analysis.claims import ClaimError, grid_claims
 

@@ -92,6 +92,8 @@ class RunContext:
     channels_last: bool | None = None
     #: which executor ran the unit (recorded in each record's host info).
     executor: str = "local"
+    #: label-free selection settings (``bench.run.synth.selection_settings``); None: off.
+    selection: dict | None = None
 
     @classmethod
     def for_grid(cls, grid: Grid, **kwargs) -> "RunContext":
@@ -102,6 +104,9 @@ class RunContext:
         # over threads, so this is what makes a Ray run give the local run's bits by default.
         resources = grid.data.get("resources", {})
         threads = resources.get("cpus_per_task") or torch.get_num_threads()
+        from bench.run.synth import selection_settings
+
+        kwargs.setdefault("selection", selection_settings(grid.data.get("selection")))
         return cls(grid.name, **kwargs, threads=threads, amp=grid.data.get("amp"),
                    deterministic=bool(grid.data.get("deterministic", False)))
 
@@ -266,7 +271,7 @@ def degenerate_reason(test_scores: np.ndarray, test_maps: np.ndarray | None) -> 
 
 def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_scores, val_scores, test_maps,
                val_maps, timings: dict, t_start: float, stamp: str, extra: dict | None = None,
-               degenerate: str | None = None) -> Outcome:
+               degenerate: str | None = None, synth: dict | None = None) -> Outcome:
     """Metrics, the record and its arrays for one cell whose scores (and maps) are computed."""
     from bench.metrics import evaluate
     from bench.metrics.pixel import NO_VALIDATION
@@ -314,6 +319,7 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
         if test_maps.size <= MAX_STORED_PIXELS:
             arrays["test_maps"] = test_maps
             arrays["test_masks"] = test.masks[:, 0]
+    arrays.update(synth or {})          # label-free selection (issue 25): ``synth_*`` keys only
     return Outcome(cell, status, record, arrays)
 
 
@@ -325,17 +331,26 @@ def case_ids(split) -> np.ndarray:
     return np.asarray([str(i) for i in ids])
 
 
-def predict_splits(detector, dataset, device: str) -> dict:
+def predict_splits(detector, dataset, device: str, extra: dict | None = None) -> dict:
     """``score_cell``'s inputs from a fitted Detector: test (and, when there is one, validation)
-    scores, and maps only where masks can score them (validation maps where it has anomalous pixels)."""
+    scores, and maps only where masks can score them (validation maps where it has anomalous pixels).
+
+    ``extra``: named extra splits ``{name: (images, want maps)}`` scored by the same ``predict``
+    (label-free selection's synthetic set); their predictions come back under ``"extra"``."""
     test, val = dataset.test, dataset.val
     want_test_maps = test.has_masks
     want_val_maps = want_test_maps and len(val) > 0 and val.has_masks and bool(val.masks.any())
     test_pred = detector.predict(test.images, device=device, with_maps=want_test_maps)
     val_pred = detector.predict(val.images, device=device, with_maps=want_val_maps) if len(val) else None
-    return {"test_scores": test_pred.scores, "val_scores": val_pred.scores if val_pred is not None else np.zeros(0),
-            "test_maps": test_pred.maps if want_test_maps else None,
-            "val_maps": val_pred.maps if want_val_maps else None}
+    out = {"test_scores": test_pred.scores, "val_scores": val_pred.scores if val_pred is not None else np.zeros(0),
+           "test_maps": test_pred.maps if want_test_maps else None,
+           "val_maps": val_pred.maps if want_val_maps else None}
+    if extra is not None:
+        t0 = time.perf_counter()
+        out["extra"] = {name: detector.predict(images, device=device, with_maps=maps)
+                        for name, (images, maps) in extra.items()}
+        out["extra_s"] = time.perf_counter() - t0
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,17 +385,29 @@ def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outc
         detector, extra = plan.fit(detector)
         timings["fit_s"] = time.perf_counter() - t0
         stage = f"{plan.label} predict"
+        inputs = None
+        if ctx.selection is not None:               # label-free selection (issue 25): bench.run.synth
+            from bench.run.synth import inputs_for
+
+            inputs = inputs_for(dataset, cell.seed, ctx.selection, ctx.cache_dir)
         t0 = time.perf_counter()
-        predicted = predict_splits(detector, dataset, ctx.fit_device)
+        predicted = predict_splits(detector, dataset, ctx.fit_device,
+                                   inputs.splits(dataset.test.has_masks) if inputs is not None else None)
         timings["predict_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
         return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
     extra = {"setting": detector.setting, **extra}
+    synth = None
+    if inputs is not None:
+        from bench.run.synth import synth_arrays
+
+        timings["synth_predict_s"] = predicted.pop("extra_s")
+        synth, extra["selection"] = synth_arrays(inputs, predicted.pop("extra"))
     depends = getattr(detector, "map_depends_on_head", None)
     if depends is not None:
         extra["map_head_dependent"] = depends
     return score_cell(cell, dataset, ctx, fingerprint, **predicted, timings=timings, t_start=t_start, stamp=stamp,
-                      degenerate=plan.degenerate, extra=extra)
+                      degenerate=plan.degenerate, extra=extra, synth=synth)
 
 
 class EncoderGroup:
