@@ -365,7 +365,8 @@ def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outc
         timings["predict_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
         return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
-    extra = {"setting": detector.setting, **extra}
+    extra = {"setting": detector.setting, "deterministic_fit": bool(getattr(detector, "deterministic_fit", False)),
+             **extra}
     depends = getattr(detector, "map_depends_on_head", None)
     if depends is not None:
         extra["map_head_dependent"] = depends

@@ -69,7 +69,9 @@ class FrozenTimmEncoder(Encoder):
 @register_encoder("imagenet", family=True, member="timm name", example="tf_efficientnet_lite0")
 def imagenet(model_name: str, **kwargs) -> FrozenTimmEncoder:
     """Frozen timm backbone with ImageNet weights (offline: tf_efficientnet_lite0)."""
-    return FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
+    encoder = FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
+    encoder.deterministic_fit = True          # frozen ImageNet weights: the same features for every seed
+    return encoder
 
 
 @register_encoder("random", family=True, member="timm name", example="resnet18")
