@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--out", default=None, help="folder for claims.md/.csv/.tex (default: reports/<run name>)")
     claims.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of the Holm correction")
     claims.add_argument("--resamples", type=int, default=None, metavar="B",
-                        help="bootstrap resamples (default: enough for the number of comparisons, 2000-20000)")
+                        help="case-bootstrap resamples for the test variance of non-AUROC metrics (default 2000)")
 
     perf = sub.add_parser("perf", help="measure training throughput, the head-reuse cache and peak memory")
     perf.add_argument("--device", default="auto")
