@@ -161,7 +161,7 @@ def test_bad_claims_are_one_line_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Verdicts
 # ---------------------------------------------------------------------------------------------
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def test_supported_contradicted_inconclusive(tmp_path):
@@ -169,7 +169,7 @@ def test_supported_contradicted_inconclusive(tmp_path):
                                        for s in SEEDS])
     row = verdict_of(strong).iloc[0]
     assert row["verdict"] == "supported" and row["effect"] > 0.3 and row["p_holm"] < 0.05
-    assert row["ci_low"] > 0 and row["test"].startswith("DeLong") and row["n_pairs"] == 3
+    assert row["ci_low"] > 0 and row["test"].startswith("DeLong") and row["n_pairs"] == len(SEEDS)
 
     reverse = run_with(tmp_path / "r", [("d1", e, "g", s, sig) for e, sig in (("good", 0.0), ("ctrl", 2.0))
                                         for s in SEEDS])
