@@ -191,8 +191,11 @@ def test_interval_is_the_one_the_test_inverts(tmp_path):
     assert row["ci_low"] == pytest.approx(row["effect"] - half) and row["ci_high"] == pytest.approx(row["effect"] + half)
     assert row["p"] == pytest.approx(2 * student.sf(abs(row["effect"]) / row["se"], row["df"]))
     assert row["se"] ** 2 == pytest.approx(row["v_test"] + row["v_seed"]) and row["v_seed"] > 0
-    assert 2 <= row["df"] <= 39                              # between S - 1 and min(I10, I01) - 1 (40 patients)
+    assert 4 <= row["df"] <= 19                  # Satterthwaite from 5 seeds: between S - 1 and min(I10, I01) - 1
     assert (row["ci_low"] > 0) == (row["p"] < 0.05)
+    three = run_with(tmp_path / "three", [("d1", e, "g", s, sig) for e, sig in (("good", 0.6), ("ctrl", 0.3))
+                                          for s in SEEDS[:3]])
+    assert verdict_of(three).iloc[0]["df"] == 2                # fewer than 5 seeds: Hsu's min(df_test, S - 1)
 
 
 def test_one_seed_of_a_stochastic_fit_is_inconclusive(tmp_path):

@@ -451,12 +451,13 @@ def _gates(sanity: Sequence[Comparison], family_size: int, alpha: float) -> dict
 
 
 def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_of, *, alpha: float = 0.05,
-                    n_resamples: int | None = None, seed: int = 0, reference: str = "satterthwaite") -> ClaimsResult:
+                    n_resamples: int | None = None, seed: int = 0, reference: str = "auto") -> ClaimsResult:
     """Verdicts for ``claims`` on ``records``; ``arrays_of(cell_id)`` returns a cell's stored arrays.
 
     ``n_resamples``: case-bootstrap resamples for the test variance of non-AUROC metrics (default
-    :data:`bench.analysis.inference.DEFAULT_RESAMPLES`); ``reference``: ``satterthwaite`` (default) or
-    ``seeds`` (df = S - 1 wherever the seeds vary), for the calibration's comparison."""
+    :data:`bench.analysis.inference.DEFAULT_RESAMPLES`); ``reference``: ``auto`` (Hsu's df below 5 seeds,
+    Satterthwaite's from 5; :mod:`bench.analysis.inference`), ``satterthwaite`` or ``hsu`` everywhere (the
+    calibration compares them)."""
     if not 0 < alpha < 1:
         raise ClaimError(f"alpha must be in (0, 1), got {alpha}")
     cells = [CellInfo(dict(r), cell_attributes(r)) for r in records if r.get("cell_id")]

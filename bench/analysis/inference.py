@@ -76,6 +76,8 @@ TINY_VARIANCE = 1e-12
 EXACT_UNITS, PERMUTATIONS = 12, 5000
 #: from this many seeds Satterthwaite's df; below, Hsu's conservative min(df_test, S - 1) (calibration)
 SATTERTHWAITE_MIN_SEEDS = 5
+#: "auto" (the rule above), or one of the two everywhere (for the calibration's comparisons)
+REFERENCES = ("auto", "satterthwaite", "hsu")
 ONE_SEED = "one seed: training variance unknown"
 PIXEL_ARRAYS = ("test_maps", "test_masks")
 SPLIT_NAMES = {"test": "test", "val": "validation"}
@@ -367,7 +369,7 @@ def permutation_p(comp: Comparison, samples: SplitSamples) -> tuple[float, str]:
 # ---------------------------------------------------------------------------------------------
 # One comparison
 # ---------------------------------------------------------------------------------------------
-def test_comparison(comp: Comparison, samples: SplitSamples, reference: str = "satterthwaite") -> None:
+def test_comparison(comp: Comparison, samples: SplitSamples, reference: str = "auto") -> None:
     """Effect, variance components, df, the interval and the two-sided p of ``comp``; a comparison that
     cannot be tested gets its reason, one that cannot be decided from one seed its ``undecided`` text."""
     comp.data_split = samples.split
@@ -406,7 +408,10 @@ def test_comparison(comp: Comparison, samples: SplitSamples, reference: str = "s
     df_test = max(min(i10, i01) - 1, 1)
     variance = comp.v_test + comp.v_seed
     stochastic = not all(deterministic(c) for a, b, _ in comp.pairs for c in (a, b))
-    if stochastic and 1 < n_seeds and (reference == "seeds" or n_seeds < SATTERTHWAITE_MIN_SEEDS):
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    hsu = reference == "hsu" or (reference == "auto" and n_seeds < SATTERTHWAITE_MIN_SEEDS)
+    if stochastic and 1 < n_seeds and hsu:
         comp.df = float(min(df_test, n_seeds - 1))           # Hsu's conservative df: the smaller component's
     else:
         comp.df = satterthwaite(comp.v_test, df_test, comp.v_seed, n_seeds)

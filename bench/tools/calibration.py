@@ -135,14 +135,16 @@ def true_effects(design: Design, null: bool) -> dict[str, float]:
     return {"image_auroc": auroc(MU_B + DELTA) - auroc(MU_B), "image_ap": ap(MU_B + DELTA) - ap(MU_B)}
 
 
-def run_design(design: Design, replicates: int, seed: int, resamples: int, reference: str | None) -> dict:
+def run_design(design: Design, replicates: int, seed: int, resamples: int, reference: str | None,
+               settings: tuple[bool, ...] = (True, False)) -> dict:
+    """``{null: (rows per metric [(verdict, covered)], any verdict per run, true effects)}`` for each setting."""
     from bench.analysis.claims import evaluate_claims, parse_claim
 
     claim = parse_claim({"id": "a-beats-b", "statement": "A beats B", "metrics": list(METRICS),
                          "a": {"encoder": "A"}, "b": {"encoder": "B"}, "match": ["seed", "head"]}, "calibration")
     kwargs = {"reference": reference} if reference else {}
     out = {}
-    for null in (True, False):
+    for null in settings:
         truth = true_effects(design, null)
         rows = {m: [] for m in METRICS}
         any_verdict = []
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--designs", default=None, help="comma-separated design names (default: all), e.g. u200-s2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=200, help="case-bootstrap resamples per comparison")
-    parser.add_argument("--reference", default=None, help="evaluate_claims' reference (satterthwaite, seeds)")
+    parser.add_argument("--reference", default=None, help="evaluate_claims' reference: auto (default), satterthwaite, hsu")
     parser.add_argument("--quick", action="store_true", help="100 replicates of u200-s2, c12-s3 and u200-det-s1")
     args = parser.parse_args(argv)
     designs = {d.name: d for d in all_designs()}
