@@ -408,7 +408,7 @@ def _row(c: Comparison) -> dict:
     n_excluded = sum(len(seeds) for items in c.excluded.values() for seeds in items.values())
     notes = [n for n in (c.exclusion_text() if c.excluded else "", c.note_extra) if n]
     return {"claim": c.claim.id, "family": c.family, "dataset": c.dataset, "metric": c.metric, "split": c.split,
-            "tested_on": SPLIT_NAMES.get(c.data_split, c.data_split) if c.verdict != "not testable" or c.pairs else "",
+            "tested_on": SPLIT_NAMES.get(c.data_split, c.data_split) if c.pairs or c.claim.sanity else "",
             "effect": c.effect if c.pairs else float("nan"), "ci_low": c.ci_low, "ci_high": c.ci_high, "se": c.se,
             "df": c.df, "p": c.p, "p_holm": c.p_holm, "verdict": c.verdict,
             "reason": c.reason if c.verdict == "not testable" else c.undecided,
@@ -477,6 +477,8 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
 
     b = n_resamples or DEFAULT_RESAMPLES
     sanity = [comp for claim in claims if claim.sanity for comp in build_comparisons(claim, cells)]
+    for comp in sanity:
+        comp.data_split = "val"
     _test_all(sanity, "val", cached_arrays, arrays_of, b, seed, reference)
     others = [c for c in claims if not c.sanity]
     # the largest family: every sanity row with a p plus every claim row that could get one with all gates open

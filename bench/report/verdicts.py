@@ -101,13 +101,13 @@ def render_latex(result: ClaimsResult) -> str:
 def render_text(result: ClaimsResult) -> str:
     """A plain table for the terminal."""
     table = result.table
-    rows = [("claim", "dataset", "metric", "effect [95% CI]", "p(Holm)", "verdict", "reason")]
+    rows = [("claim", "dataset", "metric", "on", "effect [95% CI]", "p(Holm)", "verdict", "reason")]
     for _, row in table.iterrows():
         why = str(row["reason"] or row["note"] or "")
-        rows.append((_name(row), str(row["dataset"]), str(row["metric"]), effect_text(row), _p(row["p_holm"]),
-                     str(row["verdict"]), why[:110] + ("…" if len(why) > 110 else "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
+        rows.append((_name(row), str(row["dataset"]), str(row["metric"]), str(row.get("tested_on") or "–"),
+                     effect_text(row), _p(row["p_holm"]), str(row["verdict"]), why[:110] + ("…" if len(why) > 110 else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(7)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
     return "\n".join(out + [f"{len(table)} comparisons: {counts_line(table)}"])
 
 
