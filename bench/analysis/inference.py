@@ -34,8 +34,10 @@ with a closed-form head, where ``V_seed = 0`` holds by construction) are decided
 zero, the t reference is not trusted and an exact permutation test takes over (Monte Carlo with
 ``PERMUTATIONS`` draws where there are more than ``2**EXACT_UNITS`` patterns): within every patient
 (case) the rank-transformed scores of A and B are swapped or not, the same swap for every pair of the
-comparison; rank-invariant image metrics are recomputed on every pattern. The permutation test covers
-the test-set sampling only, so where ``V_seed > 0`` the larger of its p and the t p decides.
+comparison (Venkatraman & Begg 1996, Biometrika 83, for paired ROC curves); rank-invariant image
+metrics are recomputed on every pattern. With U patients its smallest two-sided p is 2 / 2**U (3 + 3
+cases: 1/32, never 0). It covers the test-set sampling only, so where the t p exists (V > 0: it holds
+the seed part) the larger of the two decides. Pixel metrics have no such fallback (not testable).
 
 **Direction.** ``sign`` is +1 when the claim expects ``A - B > 0``; metrics declared ``lower_is_better``
 (FPR95) flip it, so "A better than B" means a lower value for them.
