@@ -9,7 +9,8 @@ variance ``V = V_test + V_seed`` has two parts:
   AUROC DeLong's covariance of the correlated AUROCs (Obuchowski's cluster version where the split has
   patients, with her exact small-sample factors, :func:`bench.analysis.stats.delong`); for every other
   metric the variance of the effect over case-bootstrap resamples (whole patients), the seeds held fixed
-  (resampling S seeds with replacement would shrink the seed part by ``(S - 1) / S``);
+  (resampling S seeds with replacement would shrink the seed part by ``(S - 1) / S``), times I / (I - 1)
+  for I patients (cases);
 * ``V_seed = s^2 / S``, from the spread ``s`` of the S per-seed effects.
 
 **Reference.** Student t. Its degrees of freedom combine ``df_test = min(I10, I01) - 1`` (I10, I01:
@@ -290,7 +291,10 @@ def test_variance(comp: Comparison, samples: SplitSamples) -> tuple[float, int]:
     effects = effects[np.isfinite(effects)]
     if effects.size < 2:
         raise KeyError("no resample has both normal and anomalous cases")
-    return float(np.var(effects, ddof=1)), int(effects.size)
+    # the bootstrap's plug-in variance divides by I units where the unbiased one divides by I - 1 (the same
+    # small-sample factor as Obuchowski's); it matters with a dozen patients (calibration: c12-det-s1)
+    units = len(np.unique(samples.groups))
+    return float(np.var(effects, ddof=1)) * units / (units - 1), int(effects.size)
 
 
 def seed_effects(comp: Comparison, samples: SplitSamples) -> tuple[float, list[float]]:
