@@ -59,7 +59,8 @@ def write_cell(store: ResultStore, dataset: str, encoder: str, head: str, seed: 
                  "metrics": metrics if status != "failed" else {},
                  "metrics_unavailable": dict(metrics.unavailable) if status != "failed" else {},
                  "config": {"encoder.name": encoder, "head.name": head, **(config or {})},
-                 "adequacy": adequacy or PASSED, **({} if deterministic is None else {"deterministic_fit": deterministic})},
+                 "adequacy": adequacy or PASSED,
+                 **({} if deterministic is None else {"deterministic_fit": deterministic})},
                 arrays if status != "failed" else None)
     return cell_id
 
@@ -188,7 +189,8 @@ def test_interval_is_the_one_the_test_inverts(tmp_path):
     store = run_with(tmp_path, [("d1", e, "g", s, sig) for e, sig in (("good", 0.6), ("ctrl", 0.3)) for s in SEEDS])
     row = verdict_of(store).iloc[0]
     half = student.ppf(0.975, row["df"]) * row["se"]
-    assert row["ci_low"] == pytest.approx(row["effect"] - half) and row["ci_high"] == pytest.approx(row["effect"] + half)
+    assert row["ci_low"] == pytest.approx(row["effect"] - half)
+    assert row["ci_high"] == pytest.approx(row["effect"] + half)
     assert row["p"] == pytest.approx(2 * student.sf(abs(row["effect"]) / row["se"], row["df"]))
     assert row["se"] ** 2 == pytest.approx(row["v_test"] + row["v_seed"]) and row["v_seed"] > 0
     assert 4 <= row["df"] <= 19                  # Satterthwaite from 5 seeds: between S - 1 and min(I10, I01) - 1
@@ -206,7 +208,8 @@ def test_one_seed_of_a_stochastic_fit_is_inconclusive(tmp_path):
 
 
 def test_one_seed_of_deterministic_fits_is_decided(tmp_path):
-    store = run_with(tmp_path, [("d1", e, "g", 0, sig, {"deterministic": True}) for e, sig in (("good", 3.0), ("ctrl", 0.0))])
+    store = run_with(tmp_path, [("d1", e, "g", 0, sig, {"deterministic": True})
+                                for e, sig in (("good", 3.0), ("ctrl", 0.0))])
     row = verdict_of(store).iloc[0]
     assert row["verdict"] == "supported" and row["v_seed"] == 0 and row["deterministic"]
     assert row["df"] == 19                                   # min(I10, I01) - 1: 20 patients per class

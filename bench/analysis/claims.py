@@ -490,7 +490,8 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
     _test_all(comparisons, "test", cached_arrays, arrays_of, b, seed, reference)
     decide([*sanity, *comparisons], alpha)
     for comp in sanity:
-        if comp.verdict == "supported" and any((comp.dataset, a.attrs.get("encoder")) in gates for a, _, _ in comp.pairs):
+        closed = any((comp.dataset, a.attrs.get("encoder")) in gates for a, _, _ in comp.pairs)
+        if comp.verdict == "supported" and closed:
             comp.note_extra = (f"gate kept closed: not supported with Holm over the run's largest family "
                                f"(m = {largest})")
     table = pd.DataFrame([_row(c) for c in [*sanity, *comparisons]], columns=COLUMNS)

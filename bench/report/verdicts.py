@@ -105,7 +105,8 @@ def render_text(result: ClaimsResult) -> str:
     for _, row in table.iterrows():
         why = str(row["reason"] or row["note"] or "")
         rows.append((_name(row), str(row["dataset"]), str(row["metric"]), str(row.get("tested_on") or "–"),
-                     effect_text(row), _p(row["p_holm"]), str(row["verdict"]), why[:110] + ("…" if len(why) > 110 else "")))
+                     effect_text(row), _p(row["p_holm"]), str(row["verdict"]),
+                     why[:110] + ("…" if len(why) > 110 else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(7)]
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
     return "\n".join(out + [f"{len(table)} comparisons: {counts_line(table)}"])

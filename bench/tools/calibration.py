@@ -149,8 +149,8 @@ def run_design(design: Design, replicates: int, seed: int, resamples: int, refer
         rows = {m: [] for m in METRICS}
         any_verdict = []
         for r in range(replicates):
-            rng = np.random.default_rng([seed, r, int(null), design.seeds, len(design.testset), int(design.deterministic),
-                                         TESTSETS[design.testset] or 0])
+            rng = np.random.default_rng([seed, r, int(null), design.seeds, len(design.testset),
+                                         int(design.deterministic), TESTSETS[design.testset] or 0])
             records, arrays = simulate_run(design, null, rng)
             table = evaluate_claims(records, [claim], arrays.__getitem__, n_resamples=resamples, seed=r, **kwargs).table
             decided = table["verdict"].isin(["supported", "contradicted"])
@@ -204,7 +204,8 @@ def main(argv=None) -> int:
     parser.add_argument("--designs", default=None, help="comma-separated design names (default: all), e.g. u200-s2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=200, help="case-bootstrap resamples per comparison")
-    parser.add_argument("--reference", default=None, help="evaluate_claims' reference: auto (default), satterthwaite, hsu")
+    parser.add_argument("--reference", default=None,
+                        help="evaluate_claims' reference: auto (default), satterthwaite, hsu")
     parser.add_argument("--quick", action="store_true", help="100 replicates of u200-s2, c12-s3 and u200-det-s1")
     args = parser.parse_args(argv)
     designs = {d.name: d for d in all_designs()}
