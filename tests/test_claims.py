@@ -352,6 +352,20 @@ def test_the_gate_is_decided_on_validation(tmp_path):
         assert plain.loc["sanity", column] == shuffled.loc["sanity", column], column
 
 
+def test_no_anomalies_on_validation_closes_the_gate(tmp_path):
+    store, claims = _gate_run(tmp_path, weak_test=3.0, weak_val=3.0)
+
+    def normals_only(cell_id):
+        arrays = dict(store.arrays(cell_id))
+        arrays["val_labels"] = np.zeros_like(arrays["val_labels"])
+        return arrays
+
+    rows = evaluate_claims(store.records(), claims, normals_only, n_resamples=200).table.set_index("claim")
+    assert rows.loc["sanity", "verdict"] == "not testable" and "validation" in rows.loc["sanity", "reason"]
+    gated = rows.loc["weak-vs-ctrl2"]
+    assert gated["verdict"] == "not testable" and "not testable on validation" in gated["reason"]
+
+
 def test_one_holm_over_the_whole_run(tmp_path):
     sanity = {**CLAIM, "id": "sanity", "sanity": True, "a": {"encoder": "good"}, "b": {"encoder": "ctrl"}}
     second = {**CLAIM, "id": "mid-beats-ctrl", "a": {"encoder": "mid"}, "metrics": ["image_auroc", "image_ap"]}
