@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--out", default=None, help="folder for claims.md/.csv/.tex (default: reports/<run name>)")
     claims.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of the Holm correction")
     claims.add_argument("--resamples", type=int, default=None, metavar="B",
-                        help="bootstrap resamples (default: enough for the number of comparisons, 2000-20000)")
+                        help="case-bootstrap resamples for the test variance of non-AUROC metrics (default 2000)")
 
     pred = sub.add_parser("predict", help="apply one cell of a finished run to a folder of images (scores, maps)")
     pred.add_argument("run_dir")

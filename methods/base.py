@@ -49,6 +49,9 @@ class Encoder(nn.Module):
     reconstructs: bool = False
     #: implements ``feature_maps(x) -> dict[str, Tensor[N, C, h, w]]`` (named stages, finest first)
     dense: bool = False
+    #: The fit gives the same encoder whatever the seed (frozen pretrained weights): claims may then
+    #: decide a comparison from one seed (bench.analysis.inference). False for trained or random-init ones.
+    deterministic_fit: bool = False
     #: Mean training loss per epoch, filled by ``fit`` (empty for frozen encoders).
     history_: tuple[float, ...] | list[float] = ()
 
@@ -107,6 +110,8 @@ class DensityHead(nn.Module):
     """
 
     default_preprocess: str = "none"
+    #: The fit is closed-form and uses no random numbers (seed-independent); see ``Encoder.deterministic_fit``.
+    deterministic_fit: bool = False
     #: a patch head (``methods/heads/_patch.py``) fits feature maps, not vectors; declared, never probed
     dense: bool = False
 
@@ -191,6 +196,8 @@ class Detector:
     """
 
     setting: str = "uad"
+    #: The fit gives the same detector whatever the seed; False unless a detector knows better.
+    deterministic_fit: bool = False
     needs_pool: bool = False
     needs_workdir: bool = False
     predict_params: tuple[str, ...] = ()

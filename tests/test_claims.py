@@ -1,4 +1,5 @@
-"""Claims (bench.analysis.claims): matching, DeLong, Holm, verdicts, the CLI and user claim files."""
+"""Claims (bench.analysis.claims, bench.analysis.inference): matching, DeLong, Holm, verdicts, the one-seed
+rule, the permutation fallback, the gate on validation, the CLI and user claim files."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from bench.analysis.claims import (
     evaluate_claims,
     load_claims,
     parse_claim,
-    resamples_for,
 )
+from bench.analysis.inference import DEFAULT_RESAMPLES, ONE_SEED
 from bench.metrics import evaluate
 from bench.run.store import ResultStore
 
@@ -30,15 +31,21 @@ GROUPS = np.arange(N) // 2
 SIDE = 12
 MASKS = np.zeros((N, SIDE, SIDE), np.uint8)
 MASKS[LABELS == 1, 3:8, 4:9] = 1
+N_VAL = 40
+VAL_LABELS = np.r_[np.zeros(N_VAL // 2, int), np.ones(N_VAL // 2, int)]
 PASSED = {"passed": True, "judged": True, "trained": True, "reasons": [], "measures": {}}
 
 
 def write_cell(store: ResultStore, dataset: str, encoder: str, head: str, seed: int, signal: float, *,
-               adequacy: dict | None = None, status: str = "ok", maps: bool = False, config: dict | None = None):
-    """One latent cell whose scores separate the classes by ``signal`` (seeded by its name)."""
+               adequacy: dict | None = None, status: str = "ok", maps: bool = False, config: dict | None = None,
+               val_signal: float | None = None, deterministic: bool | None = None):
+    """One latent cell whose scores separate the classes by ``signal`` on test and ``val_signal`` (default:
+    the same) on validation (seeded by its name); ``deterministic``: its record's ``deterministic_fit``."""
     rng = np.random.default_rng(stats.stable_seed(dataset, encoder, head, seed))
     scores = rng.normal(size=N) + signal * LABELS
-    arrays = {"test_scores": scores, "test_labels": LABELS, "test_groups": GROUPS.astype(str)}
+    val_scores = rng.normal(size=N_VAL) + (signal if val_signal is None else val_signal) * VAL_LABELS
+    arrays = {"test_scores": scores, "test_labels": LABELS, "test_groups": GROUPS.astype(str),
+              "val_scores": val_scores, "val_labels": VAL_LABELS}
     if maps:
         test_maps = (rng.normal(size=MASKS.shape) + signal * MASKS).astype(np.float32)
         metrics = evaluate(scores, LABELS, test_maps, MASKS)
@@ -52,7 +59,9 @@ def write_cell(store: ResultStore, dataset: str, encoder: str, head: str, seed: 
                  "metrics": metrics if status != "failed" else {},
                  "metrics_unavailable": dict(metrics.unavailable) if status != "failed" else {},
                  "config": {"encoder.name": encoder, "head.name": head, **(config or {})},
-                 "adequacy": adequacy or PASSED}, arrays if status != "failed" else None)
+                 "adequacy": adequacy or PASSED,
+                 **({} if deterministic is None else {"deterministic_fit": deterministic})},
+                arrays if status != "failed" else None)
     return cell_id
 
 
@@ -105,13 +114,6 @@ def test_holm_hand_computed():
     assert stats.holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
 
 
-def test_resamples_resolve_the_correction():
-    assert resamples_for(1, 0.05) == 2000
-    b = resamples_for(40, 0.05)
-    assert 40 / (b + 1) < 0.05 / 10                     # Holm's smallest threshold is resolvable
-    assert resamples_for(10_000, 0.05) == 20000
-
-
 # ---------------------------------------------------------------------------------------------
 # Matching
 # ---------------------------------------------------------------------------------------------
@@ -160,24 +162,102 @@ def test_bad_claims_are_one_line_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Verdicts
 # ---------------------------------------------------------------------------------------------
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def test_supported_contradicted_inconclusive(tmp_path):
     strong = run_with(tmp_path / "s", [("d1", e, "g", s, sig) for e, sig in (("good", 2.0), ("ctrl", 0.0))
                                        for s in SEEDS])
     row = verdict_of(strong).iloc[0]
-    assert row["verdict"] == "supported" and row["effect"] > 0.3 and row["p_holm"] < 1e-4
-    assert row["ci_low"] > 0 and row["test"].startswith("DeLong") and row["n_pairs"] == 3
+    assert row["verdict"] == "supported" and row["effect"] > 0.3 and row["p_holm"] < 0.05
+    assert row["ci_low"] > 0 and row["test"].startswith("DeLong") and row["n_pairs"] == len(SEEDS)
 
     reverse = run_with(tmp_path / "r", [("d1", e, "g", s, sig) for e, sig in (("good", 0.0), ("ctrl", 2.0))
                                         for s in SEEDS])
-    row = verdict_of(reverse).iloc[0]
-    assert row["verdict"] == "contradicted" and row["effect"] < -0.3 and row["p_holm"] > 0.5
+    row = verdict_of(reverse).iloc[0]            # one two-sided test: its sign says which verdict
+    assert row["verdict"] == "contradicted" and row["effect"] < -0.3 and row["p_holm"] < 0.05
+    assert row["ci_high"] < 0 and "p_holm_opposite" not in row
 
     equal = run_with(tmp_path / "e", [("d1", e, "g", s, 1.0) for e in ("good", "ctrl") for s in SEEDS])
     row = verdict_of(equal).iloc[0]
     assert row["verdict"] == "inconclusive" and row["ci_low"] < 0 < row["ci_high"]
+
+
+def test_interval_is_the_one_the_test_inverts(tmp_path):
+    from scipy.stats import t as student
+
+    store = run_with(tmp_path, [("d1", e, "g", s, sig) for e, sig in (("good", 0.6), ("ctrl", 0.3)) for s in SEEDS])
+    row = verdict_of(store).iloc[0]
+    half = student.ppf(0.975, row["df"]) * row["se"]
+    assert row["ci_low"] == pytest.approx(row["effect"] - half)
+    assert row["ci_high"] == pytest.approx(row["effect"] + half)
+    assert row["p"] == pytest.approx(2 * student.sf(abs(row["effect"]) / row["se"], row["df"]))
+    assert row["se"] ** 2 == pytest.approx(row["v_test"] + row["v_seed"]) and row["v_seed"] > 0
+    assert 4 <= row["df"] <= 19                  # Satterthwaite from 5 seeds: between S - 1 and min(I10, I01) - 1
+    assert (row["ci_low"] > 0) == (row["p"] < 0.05)
+    three = run_with(tmp_path / "three", [("d1", e, "g", s, sig) for e, sig in (("good", 0.6), ("ctrl", 0.3))
+                                          for s in SEEDS[:3]])
+    assert verdict_of(three).iloc[0]["df"] == 2                # fewer than 5 seeds: Hsu's min(df_test, S - 1)
+
+
+def test_one_seed_of_a_stochastic_fit_is_inconclusive(tmp_path):
+    store = run_with(tmp_path, [("d1", e, "g", 0, sig) for e, sig in (("good", 3.0), ("ctrl", 0.0))])
+    row = verdict_of(store).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["reason"] == ONE_SEED and row["effect"] > 0.4
+    assert math.isnan(row["p_holm"]) and math.isnan(row["ci_low"])
+
+
+def test_one_seed_of_deterministic_fits_is_decided(tmp_path):
+    store = run_with(tmp_path, [("d1", e, "g", 0, sig, {"deterministic": True})
+                                for e, sig in (("good", 3.0), ("ctrl", 0.0))])
+    row = verdict_of(store).iloc[0]
+    assert row["verdict"] == "supported" and row["v_seed"] == 0 and row["deterministic"]
+    assert row["df"] == 19                                   # min(I10, I01) - 1: 20 patients per class
+    # one deterministic and one stochastic cell: still one seed of a stochastic fit
+    store = run_with(tmp_path / "mixed", [("d1", "good", "g", 0, 3.0, {"deterministic": True}),
+                                          ("d1", "ctrl", "g", 0, 0.0, {"deterministic": False})])
+    assert verdict_of(store).iloc[0]["reason"] == ONE_SEED
+
+
+def test_lower_is_better_metrics_flip_the_direction(tmp_path):
+    store = run_with(tmp_path, [("d1", e, "g", s, sig) for e, sig in (("good", 2.5), ("ctrl", 0.0)) for s in SEEDS])
+    rows = verdict_of(store, {**CLAIM, "metrics": ["image_auroc", "image_fpr95"]}).set_index("metric")
+    assert rows.loc["image_fpr95", "effect"] < 0 < rows.loc["image_auroc", "effect"]
+    assert rows.loc["image_auroc", "verdict"] == "supported" and rows.loc["image_fpr95", "verdict"] == "supported"
+    rows = verdict_of(store, {**CLAIM, "metrics": ["image_fpr95"], "direction": "less"})
+    assert rows.iloc[0]["verdict"] == "contradicted"
+
+
+def test_permutation_fallback_with_three_plus_three_cases():
+    """A perfect against a constant score on 3 + 3 cases: DeLong's variance is 0 (the old p was 0). The
+    exact swap test (Venkatraman & Begg 1996): of the 2**6 swap patterns only the identity and the full
+    swap reach |AUROC(A) - AUROC(B)| = 0.5, so p = 2 / 64."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    arrays = {"a": {"test_scores": np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), "test_labels": labels},
+              "b": {"test_scores": np.full(6, 0.5), "test_labels": labels}}
+    records = [{"cell_id": cid, "status": "ok", "dataset": "d", "kind": "latent", "encoder": enc, "head": "g",
+                "seed": 0, "metrics": {"image_auroc": evaluate(arrays[cid]["test_scores"], labels)["image_auroc"]},
+                "deterministic_fit": True, "adequacy": PASSED} for cid, enc in (("a", "good"), ("b", "ctrl"))]
+    row = evaluate_claims(records, [parse_claim(CLAIM, "t")], arrays.__getitem__).table.iloc[0]
+    assert row["effect"] == pytest.approx(0.5) and row["test"].startswith("exact permutation (64")
+    assert row["p"] == pytest.approx(2 / 64) and row["p"] > 0
+    # B no longer constant: the t p is available too, but 3 cases per class still hand over to the permutation
+    arrays["b"]["test_scores"] = np.array([0.5, 0.1, 0.9, 0.2, 0.6, 0.3])
+    records[1]["metrics"]["image_auroc"] = evaluate(arrays["b"]["test_scores"], labels)["image_auroc"]
+    row = evaluate_claims(records, [parse_claim(CLAIM, "t")], arrays.__getitem__).table.iloc[0]
+    assert "permutation" in row["test"] and row["p"] >= 2 / 64
+
+
+def test_obuchowski_factors_hand_computed():
+    # clusters c0: (anomalous 0.9, normal 0.2), c1: (anomalous 0.6), c2: (normal 0.7, normal 0.1), c3: (anomalous 0.8)
+    # V10 = 1, 2/3, 1; V01 = 1, 2/3, 1; AUROC = 8/9; per-cluster a = 1/9, -2/9, 0, 1/9 and b = 1/9, 0, -1/9, 0
+    # I = 4, I10 = 3, I01 = 2: S10 = 3/(2*3) * 6/81, S01 = 2/(1*3) * 2/81, S11 = 4/3 * 1/81
+    # var = S10/3 + S01/3 + 2 S11/9 = 47/2187 (one factor I/(I-1) for all three would give 40/2187)
+    scores = [0.9, 0.2, 0.6, 0.7, 0.1, 0.8]
+    labels = [1, 0, 1, 0, 0, 1]
+    groups = ["c0", "c0", "c1", "c2", "c2", "c3"]
+    auc, cov = stats.delong(scores, labels, groups)
+    assert auc[0] == pytest.approx(8 / 9) and cov[0, 0] == pytest.approx(47 / 2187)
 
 
 def test_pixel_metric_uses_a_resolving_bootstrap(tmp_path):
@@ -185,8 +265,8 @@ def test_pixel_metric_uses_a_resolving_bootstrap(tmp_path):
                                 for s in SEEDS])
     result = evaluate_claims(store.records(), [parse_claim({**CLAIM, "metrics": ["pixel_ap"]}, "t")], store.arrays)
     row = result.table.iloc[0]
-    assert row["test"].startswith("bootstrap") and row["n_resamples"] == resamples_for(1, 0.05)
-    assert row["verdict"] == "supported" and row["p"] == pytest.approx(1 / (row["n_resamples"] + 1))
+    assert row["test"].startswith("bootstrap variance") and row["n_resamples"] == DEFAULT_RESAMPLES
+    assert row["verdict"] == "supported" and row["ci_low"] > 0 and row["v_test"] > 0
 
 
 def test_not_testable_says_why(tmp_path):
@@ -234,6 +314,69 @@ def test_a_failed_sanity_claim_gates_the_encoder(tmp_path):
     gated = rows.loc[("weak-vs-good", "")]
     assert gated["verdict"] == "not testable" and "untrained control" in gated["reason"]
     assert set(result.table["family"]) == {"sanity", "claims"}
+    assert set(result.table[result.table["family"] == "sanity"]["tested_on"]) == {"validation"}
+    assert rows.loc[("sanity", "good"), "tested_on"] == "validation"
+
+
+def _gate_run(tmp_path, weak_test: float, weak_val: float) -> tuple:
+    sanity = {**CLAIM, "id": "sanity", "sanity": True, "a": {"encoder": "weak"}, "b": {"encoder": "ctrl"}}
+    other = {**CLAIM, "id": "weak-vs-ctrl2", "a": {"encoder": "weak"}, "b": {"encoder": "ctrl2"}}
+    store = run_with(tmp_path, [("d1", "weak", "g", s, weak_test, {"val_signal": weak_val}) for s in SEEDS]
+                     + [("d1", c, "g", s, 0.0) for c in ("ctrl", "ctrl2") for s in SEEDS])
+    return store, [parse_claim(sanity, "t"), parse_claim(other, "t")]
+
+
+def test_the_gate_is_decided_on_validation(tmp_path):
+    # strong on validation, nothing on test: the gate opens (and the test-set claim is judged on its own)
+    store, claims = _gate_run(tmp_path / "open", weak_test=0.0, weak_val=3.0)
+    rows = evaluate_claims(store.records(), claims, store.arrays, n_resamples=200).table.set_index("claim")
+    assert rows.loc["sanity", "verdict"] == "supported" and rows.loc["weak-vs-ctrl2", "verdict"] != "not testable"
+    # strong on test, nothing on validation: the gate stays closed
+    store, claims = _gate_run(tmp_path / "closed", weak_test=3.0, weak_val=0.0)
+    rows = evaluate_claims(store.records(), claims, store.arrays, n_resamples=200).table.set_index("claim")
+    assert rows.loc["sanity", "verdict"] == "inconclusive"
+    assert rows.loc["weak-vs-ctrl2", "verdict"] == "not testable" and "sanity" in rows.loc["weak-vs-ctrl2", "reason"]
+
+    # permuting the TEST labels (every cell alike) leaves the gate's row unchanged
+    store, claims = _gate_run(tmp_path / "perm", weak_test=1.0, weak_val=1.0)
+    order = np.random.default_rng(0).permutation(N)
+
+    def permuted(cell_id):
+        arrays = dict(store.arrays(cell_id))
+        arrays["test_labels"] = arrays["test_labels"][order]
+        return arrays
+
+    plain = evaluate_claims(store.records(), claims, store.arrays, n_resamples=200).table.set_index("claim")
+    shuffled = evaluate_claims(store.records(), claims, permuted, n_resamples=200).table.set_index("claim")
+    for column in ("effect", "p", "ci_low", "ci_high", "verdict"):
+        assert plain.loc["sanity", column] == shuffled.loc["sanity", column], column
+
+
+def test_no_anomalies_on_validation_closes_the_gate(tmp_path):
+    store, claims = _gate_run(tmp_path, weak_test=3.0, weak_val=3.0)
+
+    def normals_only(cell_id):
+        arrays = dict(store.arrays(cell_id))
+        arrays["val_labels"] = np.zeros_like(arrays["val_labels"])
+        return arrays
+
+    rows = evaluate_claims(store.records(), claims, normals_only, n_resamples=200).table.set_index("claim")
+    assert rows.loc["sanity", "verdict"] == "not testable" and "validation" in rows.loc["sanity", "reason"]
+    gated = rows.loc["weak-vs-ctrl2"]
+    assert gated["verdict"] == "not testable" and "not testable on validation" in gated["reason"]
+
+
+def test_one_holm_over_the_whole_run(tmp_path):
+    sanity = {**CLAIM, "id": "sanity", "sanity": True, "a": {"encoder": "good"}, "b": {"encoder": "ctrl"}}
+    second = {**CLAIM, "id": "mid-beats-ctrl", "a": {"encoder": "mid"}, "metrics": ["image_auroc", "image_ap"]}
+    store = run_with(tmp_path, [("d1", e, "g", s, sig) for e, sig in (("good", 2.5), ("mid", 0.5), ("ctrl", 0.0))
+                                for s in SEEDS])
+    table = evaluate_claims(store.records(), [parse_claim(c, "t") for c in (sanity, CLAIM, second)], store.arrays,
+                            n_resamples=300).table
+    live = table[np.isfinite(table["p"])]
+    assert len(live) == 4 and set(live["family"]) == {"sanity", "claims"}
+    assert live["p_holm"].to_numpy() == pytest.approx(stats.holm_adjust(live["p"].to_numpy()))
+    assert not any("opposite" in c for c in table.columns)
 
 
 # ---------------------------------------------------------------------------------------------

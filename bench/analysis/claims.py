@@ -29,27 +29,26 @@ names), ``family`` (``imagenet`` of ``imagenet/resnet18``), ``backbone`` (``enco
 (``"detector.score"``). An attribute a record does not state is ``defaults[attr]`` or missing.
 
 **What a verdict rests on.** For each claim, dataset and metric: the pairs (a, b) of cells with
-equal ``match`` attributes; the effect is the mean over pairs of ``metric(a) - metric(b)`` (the
-records' values). Its 95 % interval is a percentile bootstrap that resamples test cases (whole
-groups where the split has patient/volume ids: ``test_groups``) *and* seeds (pairs are weighted by
-how often their seed was drawn). The one-sided p-value in the claimed direction: for image AUROC
-DeLong's test on the contrast of the correlated AUROCs (clustered by group, Obuchowski 1997), its
-variance plus the between-seed variance of the per-seed effects; for every other metric the
-bootstrap p ``(#{resampled effect on the wrong side of 0} + 1) / (B + 1)`` with ``B`` large enough
-for the correction (``B >= 20 m / alpha`` for m comparisons, so Holm's smallest threshold is
-resolvable). p-values are Holm-corrected across the comparisons of the run (two families, below).
-Verdicts: **supported** (Holm p < alpha in the claimed direction), **contradicted** (Holm p <
-alpha in the opposite direction, that family of p-values corrected the same way), **inconclusive**
-otherwise, **not testable** with the reason: no cells or no matched pairs in the run, every pair
-rests on a failed, degenerate or *not adequately trained* cell (the label-free guard,
-:mod:`bench.analysis.adequacy`), on an encoder that did not beat the untrained control (a failed
-sanity claim), or the metric/arrays it needs do not exist. Pairs left out for these reasons are
-counted in the note of a testable row.
+equal ``match`` attributes (this module: selection of cells and pairing); the effect, its variance over
+test cases *and* seeds, a two-sided t test with Satterthwaite degrees of freedom (or a permutation test
+for few cases), the interval it inverts and one Holm over the run: :mod:`bench.analysis.inference`.
+Verdicts: **supported** / **contradicted** (Holm p < alpha, effect in / against the claimed
+direction), **inconclusive** otherwise (also: one seed of a stochastic fit), **not testable** with the
+reason: no cells or no matched pairs in the run, every pair rests on a failed, degenerate or *not
+adequately trained* cell (the label-free guard, :mod:`bench.analysis.adequacy`), on an encoder that did
+not pass the sanity gate, or the metric/arrays it needs do not exist. Pairs left out for these reasons
+are counted in the note of a testable row.
 
-**Sanity gate.** A claim with ``sanity = true`` ("every trained encoder beats the untrained
-control") is evaluated first, Holm-corrected within its own family; where its verdict for an
-encoder and dataset is not *supported*, every other claim's pairs involving that encoder on that
-dataset are not evidence and are left out. The other claims form the second family.
+**Sanity gate, decided on validation.** A claim with ``sanity = true`` ("every trained encoder beats
+the untrained control") is tested first on the **validation** split (the records' ``val_scores`` and
+``val_labels``), never on the test cases the gated claims use, so passing the gate is no selection on
+the test set. Its rows belong to the run's one Holm family; the gate opens for an encoder and dataset
+only where its row is supported with Holm taken over the largest family the run can have (every
+sanity row and every claim row testable with all gates open, the other p-values taken as 1), so an open
+gate is supported in the final table too. Where the row is not supported, is undecided (one seed), or
+is not testable on validation (no anomalous validation cases, no validation scores), the gate is
+closed: that encoder's pairs in other claims on that dataset are left out (conservative). A sanity
+claim with no pairs at all (no control in the run) gates nothing.
 
 Pure numpy/scipy/pandas: building claims never imports torch.
 """
@@ -68,9 +67,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from bench.analysis import stats
+from bench.analysis.inference import (
+    DEFAULT_RESAMPLES,
+    PIXEL_ARRAYS,
+    SPLIT_NAMES,
+    Comparison,
+    SplitSamples,
+    bounded_holm_open,
+    decide,
+    one_seed_problem,
+    test_comparison,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,14 +91,8 @@ DIRECTIONS = {"greater": 1.0, "less": -1.0}
 #: Keys a claim table may hold.
 CLAIM_KEYS = {"id", "source", "statement", "metrics", "metric", "direction", "where", "a", "b", "match", "split_by",
               "sanity", "defaults", "a_label", "b_label"}
-#: The resamples' resolution: B >= RESOLUTION * m / alpha, within [MIN_RESAMPLES, MAX_RESAMPLES].
-RESOLUTION, MIN_RESAMPLES, MAX_RESAMPLES = 20, 2000, 20000
-#: Resamples per block (bounds memory: a block of weights is block x N).
-BLOCK = 1000
-#: Thresholds of the pixel-count grid for pixel metrics in the bootstrap (bench.analysis.stats).
-PIXEL_THRESHOLDS = 256
 SCORED = ("ok", "degenerate")
-PIXEL_ARRAYS = ("test_maps", "test_masks")
+__all__ = ["Comparison", "ClaimsResult", "evaluate_claims", "evaluate_run"]
 
 
 class ClaimError(ValueError):
@@ -320,52 +322,6 @@ class CellInfo:
 # ---------------------------------------------------------------------------------------------
 # One comparison: pairs, exclusions, effect
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class Comparison:
-    claim: Claim
-    dataset: str
-    metric: str
-    split: str = ""
-    pairs: list = field(default_factory=list)          # [(cell a, cell b, seed)] usable
-    n_a: int = 0
-    n_b: int = 0
-    n_matched: int = 0
-    excluded: dict = field(default_factory=dict)       # category -> {(who, text): seeds}
-    effect: float = float("nan")
-    ci_low: float = float("nan")
-    ci_high: float = float("nan")
-    p: float = float("nan")
-    p_opposite: float = float("nan")
-    p_holm: float = float("nan")
-    p_holm_opposite: float = float("nan")
-    test: str = ""
-    n_resamples: int = 0
-    verdict: str = "not testable"
-    reason: str = ""
-    family: str = "claims"
-
-    @property
-    def testable(self) -> bool:
-        return bool(self.pairs) and not self.reason
-
-    @property
-    def sign_effect(self) -> float:
-        """The effect in the claimed direction (positive: as claimed)."""
-        return self.claim.sign * self.effect
-
-    def exclude(self, category: str, who: str, text: str, seed) -> None:
-        self.excluded.setdefault(category, {}).setdefault((who, text), set()).add(seed)
-
-    def exclusion_text(self, limit: int = 3) -> str:
-        parts = []
-        for category, items in self.excluded.items():
-            shown = [f"{who} (seed {', '.join(str(s) for s in sorted(seeds, key=str))}): {text}"
-                     for (who, text), seeds in list(items.items())[:limit]]
-            more = len(items) - limit
-            parts.append(f"{category}: " + "; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
-        return " | ".join(parts)
-
-
 def build_comparisons(claim: Claim, cells: Sequence[CellInfo], gates: Mapping | None = None) -> list[Comparison]:
     """Every (dataset, split value, metric) comparison of ``claim`` with its usable pairs."""
     gates = gates or {}
@@ -418,7 +374,7 @@ def pair_up(comp: Comparison, a_cells: Sequence[CellInfo], b_cells: Sequence[Cel
             gated = [c for c in (a, b) if (comp.dataset, c.attrs.get("encoder")) in gates]
             if gated and not claim.sanity:
                 c = gated[0]
-                comp.exclude("no better than the untrained control", c.who,
+                comp.exclude("sanity gate closed (not shown to beat the untrained control)", c.who,
                              gates[(comp.dataset, c.attrs.get("encoder"))], c.attrs.get("seed"))
                 continue
             comp.pairs.append((a, b, seed))
@@ -427,182 +383,9 @@ def pair_up(comp: Comparison, a_cells: Sequence[CellInfo], b_cells: Sequence[Cel
                        f"none share {', '.join(claim.match) or 'anything'}")
     elif not comp.pairs:
         comp.reason = comp.exclusion_text()
-    if comp.pairs:
-        diffs = [float(a.record["metrics"][comp.metric]) - float(b.record["metrics"][comp.metric])
-                 for a, b, _ in comp.pairs]
-        comp.effect = float(np.mean(diffs))
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------
-def resamples_for(m: int, alpha: float) -> int:
-    """Enough bootstrap resamples that Holm's smallest threshold ``alpha / m`` is resolvable."""
-    return int(min(MAX_RESAMPLES, max(MIN_RESAMPLES, math.ceil(RESOLUTION * max(m, 1) / alpha))))
-
-
-class DatasetSamples:
-    """Per-cell metrics on shared case resamples of one dataset (the same weights for every cell,
-    which is what makes differences paired); computed lazily, per cell and metric level."""
-
-    def __init__(self, dataset: str, arrays_of, load_all, n_resamples: int, seed: int = 0):
-        self.dataset, self.arrays_of, self.load_all = dataset, arrays_of, load_all
-        self.n_resamples, self.seed = n_resamples, seed
-        self.labels: np.ndarray | None = None
-        self.groups: np.ndarray | None = None
-        self._weights: list[np.ndarray] | None = None
-        self._cache: dict[tuple[str, str], np.ndarray] = {}
-
-    def reference(self, cell: CellInfo) -> str | None:
-        """Fix the test set from the first cell; a problem text for a cell whose test set differs."""
-        arrays = self.arrays_of(cell.id)
-        if "test_scores" not in arrays or "test_labels" not in arrays:
-            return f"cell {cell.id} has no stored test scores"
-        labels = np.asarray(arrays["test_labels"]).astype(int)
-        if self.labels is None:
-            self.labels = labels
-            groups = arrays.get("test_groups")
-            self.groups = np.asarray(groups).astype(str) if groups is not None else np.arange(len(labels)).astype(str)
-        elif not np.array_equal(labels, self.labels):
-            return f"cell {cell.id} was scored on another test set than the other cells of {self.dataset}"
-        return None
-
-    def weights(self) -> list[np.ndarray]:
-        if self._weights is None:
-            blocks, left, block = [], self.n_resamples, 0
-            while left > 0:
-                size = min(BLOCK, left)
-                blocks.append(stats.group_bootstrap_weights(self.groups, size,
-                                                            stats.stable_seed("claims", self.seed, self.dataset, block)))
-                left -= size
-                block += 1
-            self._weights = blocks
-        return self._weights
-
-    def samples(self, cell: CellInfo, metric: str) -> np.ndarray:
-        key = (cell.id, metric)
-        if key not in self._cache:
-            arrays = self.arrays_of(cell.id)
-            from bench.metrics import get_metric
-
-            if get_metric(metric).level == "image":
-                fn = stats.image_metrics_weighted().get(metric)
-                if fn is None:
-                    raise KeyError(f"{metric} has no case-weighted version for the bootstrap")
-                self._cache[key] = np.concatenate([np.atleast_1d(fn(arrays["test_scores"], self.labels, w))
-                                                   for w in self.weights()])
-            else:
-                full = self.load_all(cell.id)
-                counts = stats.pixel_counts(full["test_maps"], full["test_masks"], n_thresholds=PIXEL_THRESHOLDS)
-                del full
-                parts: dict[str, list] = defaultdict(list)
-                for w in self.weights():
-                    for name, values in stats.pixel_metric_samples(counts, w).items():
-                        parts[name].append(values)
-                for name, values in parts.items():
-                    self._cache[(cell.id, name)] = np.concatenate(values)
-                if key not in self._cache:
-                    raise KeyError(f"{metric} cannot be resampled from the stored maps")
-        return self._cache[key]
-
-
-def seed_resamples(seeds: Sequence, n_resamples: int, seed: int) -> np.ndarray:
-    """Multiplicity of each distinct seed per resample ``[B, S]`` (the seeds drawn with replacement)."""
-    unique = sorted(set(seeds), key=str)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(unique), size=(n_resamples, len(unique)))
-    counts = np.zeros((n_resamples, len(unique)))
-    np.add.at(counts, (np.repeat(np.arange(n_resamples), len(unique)), draws.ravel()), 1)
-    return counts
-
-
-def bootstrap_effect(comp: Comparison, samples: DatasetSamples) -> np.ndarray:
-    """The effect on every resample: pairs weighted by how often their seed was drawn."""
-    seeds = [s for _, _, s in comp.pairs]
-    unique = sorted(set(seeds), key=str)
-    seed_counts = seed_resamples(seeds, samples.n_resamples,
-                                 stats.stable_seed("seeds", comp.claim.id, comp.dataset, comp.metric, comp.split))
-    index = np.array([unique.index(s) for s in seeds])
-    weights = seed_counts[:, index]                                       # [B, P]
-    diffs = np.stack([samples.samples(a, comp.metric) - samples.samples(b, comp.metric)
-                      for a, b, _ in comp.pairs], axis=1)                  # [B, P]
-    ok = np.isfinite(diffs)
-    w = np.where(ok, weights, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(w.sum(1) > 0, np.sum(np.where(ok, diffs, 0.0) * w, axis=1) / w.sum(1), np.nan)
-
-
-def delong_p(comp: Comparison, samples: DatasetSamples) -> tuple[float, float]:
-    """One-sided p-values (claimed direction, opposite) of the mean AUROC difference: DeLong's
-    covariance of the correlated AUROCs (clustered by group) plus the between-seed variance."""
-    cells = list(dict.fromkeys([c.id for a, b, _ in comp.pairs for c in (a, b)]))
-    arrays = [samples.arrays_of(cid)["test_scores"] for cid in cells]
-    clustered = samples.groups is not None and len(np.unique(samples.groups)) < len(samples.groups)
-    _, cov = stats.delong(np.vstack(arrays), samples.labels, samples.groups if clustered else None)
-    contrast = np.zeros(len(cells))
-    for a, b, _ in comp.pairs:
-        contrast[cells.index(a.id)] += 1.0 / len(comp.pairs)
-        contrast[cells.index(b.id)] -= 1.0 / len(comp.pairs)
-    variance = float(contrast @ cov @ contrast)
-    per_seed: dict = defaultdict(list)
-    for a, b, s in comp.pairs:
-        per_seed[s].append(float(a.record["metrics"][comp.metric]) - float(b.record["metrics"][comp.metric]))
-    seed_effects = [np.mean(v) for v in per_seed.values()]
-    if len(seed_effects) > 1:
-        variance += float(np.var(seed_effects, ddof=1)) / len(seed_effects)
-    if variance <= 0:
-        return (0.5, 0.5) if comp.effect == 0 else ((0.0, 1.0) if comp.sign_effect > 0 else (1.0, 0.0))
-    z = comp.claim.sign * comp.effect / math.sqrt(variance)
-    return float(sps.norm.sf(z)), float(sps.norm.cdf(z))
-
-
-def test_comparison(comp: Comparison, samples: DatasetSamples) -> None:
-    """Interval, p-values and the test used; a comparison that cannot be resampled becomes not testable."""
-    for a, b, _ in comp.pairs:
-        for cell in (a, b):
-            problem = samples.reference(cell)
-            if problem:
-                comp.reason = problem
-                return
-            stored = set(samples.arrays_of(cell.id).get("available", []))
-            if comp.metric.startswith("pixel") and not set(PIXEL_ARRAYS) <= stored:
-                comp.reason = (f"per-case maps of {cell.id} were not stored with its record (too many pixels for "
-                               "the store's limit), so the pixel metric cannot be resampled")
-                return
-    try:
-        effects = bootstrap_effect(comp, samples)
-    except KeyError as exc:                       # e.g. a foreground metric: the store has no foreground
-        comp.reason = str(exc.args[0])
-        return
-    effects = effects[np.isfinite(effects)]
-    if effects.size == 0:
-        comp.reason = "no resample has both normal and anomalous cases"
-        return
-    comp.n_resamples = int(effects.size)
-    comp.ci_low, comp.ci_high = stats.percentile_interval(effects)
-    if comp.metric == "image_auroc":
-        comp.p, comp.p_opposite = delong_p(comp, samples)
-        comp.test = "DeLong (+ seed variance)"
-    else:
-        signed = comp.claim.sign * effects
-        comp.p = float((np.sum(signed <= 0) + 1) / (effects.size + 1))
-        comp.p_opposite = float((np.sum(signed >= 0) + 1) / (effects.size + 1))
-        comp.test = f"bootstrap ({effects.size} resamples)"
-
-
-def decide(comparisons: Sequence[Comparison], alpha: float) -> None:
-    """Holm within the given family, then the verdicts (see the module docstring)."""
-    live = [c for c in comparisons if c.testable and math.isfinite(c.p)]
-    if live:
-        holm = stats.holm_adjust([c.p for c in live])
-        holm_opp = stats.holm_adjust([c.p_opposite for c in live])
-        for c, ph, po in zip(live, holm, holm_opp, strict=True):
-            c.p_holm, c.p_holm_opposite = float(ph), float(po)
-            c.verdict = "supported" if ph < alpha else "contradicted" if po < alpha else "inconclusive"
-    for c in comparisons:
-        if not (c.testable and math.isfinite(c.p)):
-            c.verdict = "not testable"
-            c.reason = c.reason or "no usable pairs"
+    if comp.pairs:                      # the effect on the records' test metrics; inference recomputes it per split
+        comp.effect = float(np.mean([float(a.record["metrics"][comp.metric]) - float(b.record["metrics"][comp.metric])
+                                     for a, b, _ in comp.pairs]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,27 +399,65 @@ class ClaimsResult:
     n_resamples: dict
 
 
-COLUMNS = ["claim", "family", "dataset", "metric", "split", "effect", "ci_low", "ci_high", "p", "p_holm",
-           "p_holm_opposite", "verdict", "reason", "note", "n_pairs", "n_seeds", "n_excluded", "test", "n_resamples",
-           "direction", "group_a", "group_b", "match", "source", "statement"]
+COLUMNS = ["claim", "family", "dataset", "metric", "split", "tested_on", "effect", "ci_low", "ci_high", "se", "df",
+           "p", "p_holm", "verdict", "reason", "note", "n_pairs", "n_seeds", "n_excluded", "test", "n_resamples",
+           "v_test", "v_seed", "deterministic", "direction", "group_a", "group_b", "match", "source", "statement"]
 
 
 def _row(c: Comparison) -> dict:
     n_excluded = sum(len(seeds) for items in c.excluded.values() for seeds in items.values())
+    notes = [n for n in (c.exclusion_text() if c.excluded else "", c.note_extra) if n]
     return {"claim": c.claim.id, "family": c.family, "dataset": c.dataset, "metric": c.metric, "split": c.split,
-            "effect": c.effect if c.pairs else float("nan"), "ci_low": c.ci_low, "ci_high": c.ci_high, "p": c.p,
-            "p_holm": c.p_holm, "p_holm_opposite": c.p_holm_opposite, "verdict": c.verdict,
-            "reason": c.reason if c.verdict == "not testable" else "",
-            "note": c.exclusion_text() if c.verdict != "not testable" and c.excluded else "",
+            "tested_on": SPLIT_NAMES.get(c.data_split, c.data_split) if c.pairs or c.claim.sanity else "",
+            "effect": c.effect if c.pairs else float("nan"), "ci_low": c.ci_low, "ci_high": c.ci_high, "se": c.se,
+            "df": c.df, "p": c.p, "p_holm": c.p_holm, "verdict": c.verdict,
+            "reason": c.reason if c.verdict == "not testable" else c.undecided,
+            "note": " | ".join(notes) if c.verdict != "not testable" else c.note_extra,
             "n_pairs": len(c.pairs), "n_seeds": len({s for _, _, s in c.pairs}), "n_excluded": n_excluded,
-            "test": c.test, "n_resamples": c.n_resamples, "direction": c.claim.direction,
-            "group_a": c.claim.describe("a"), "group_b": c.claim.describe("b"),
+            "test": c.test, "n_resamples": c.n_resamples, "v_test": c.v_test, "v_seed": c.v_seed,
+            "deterministic": bool(c.pairs) and all(x.record.get("deterministic_fit") is True
+                                                   for a, b, _ in c.pairs for x in (a, b)),
+            "direction": c.claim.direction, "group_a": c.claim.describe("a"), "group_b": c.claim.describe("b"),
             "match": ", ".join(["dataset", *c.claim.match]), "source": c.claim.source, "statement": c.claim.statement}
 
 
+def _test_all(comparisons: Sequence[Comparison], split: str, cached_arrays, arrays_of, n_resamples: int,
+              seed: int, reference: str) -> None:
+    per_dataset: dict[str, SplitSamples] = {}
+    for comp in comparisons:
+        if comp.pairs and not comp.reason:
+            samples = per_dataset.setdefault(comp.dataset, SplitSamples(comp.dataset, cached_arrays, arrays_of,
+                                                                        n_resamples, seed, split))
+            test_comparison(comp, samples, reference)
+
+
+def _gates(sanity: Sequence[Comparison], family_size: int, alpha: float) -> dict:
+    """(dataset, encoder) -> why its gate is closed, from the sanity rows (see the module docstring)."""
+    opened = bounded_holm_open(sanity, family_size, alpha)
+    gates = {}
+    for i, comp in enumerate(sanity):
+        if not comp.pairs or i in opened:
+            continue
+        if comp.reason:
+            why = f"not testable on validation ({comp.reason})"
+        elif comp.undecided:
+            why = comp.undecided
+        else:
+            why = "not supported on validation"
+        for encoder in {a.attrs.get("encoder") for a, _, _ in comp.pairs} - {None}:
+            gates[(comp.dataset, encoder)] = (f"sanity claim '{comp.claim.id}' for {encoder} on {comp.dataset} "
+                                              f"({comp.metric}): {why}")
+    return gates
+
+
 def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_of, *, alpha: float = 0.05,
-                    n_resamples: int | None = None, seed: int = 0) -> ClaimsResult:
-    """Verdicts for ``claims`` on ``records``; ``arrays_of(cell_id)`` returns a cell's stored arrays."""
+                    n_resamples: int | None = None, seed: int = 0, reference: str = "auto") -> ClaimsResult:
+    """Verdicts for ``claims`` on ``records``; ``arrays_of(cell_id)`` returns a cell's stored arrays.
+
+    ``n_resamples``: case-bootstrap resamples for the test variance of non-AUROC metrics (default
+    :data:`bench.analysis.inference.DEFAULT_RESAMPLES`); ``reference``: ``auto`` (Hsu's df below 5 seeds,
+    Satterthwaite's from 5; :mod:`bench.analysis.inference`), ``satterthwaite`` or ``hsu`` everywhere (the
+    calibration compares them)."""
     if not 0 < alpha < 1:
         raise ClaimError(f"alpha must be in (0, 1), got {alpha}")
     cells = [CellInfo(dict(r), cell_attributes(r)) for r in records if r.get("cell_id")]
@@ -654,30 +475,27 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
             cache[cell_id]["available"] = np.array(sorted(arrays))
         return cache[cell_id]
 
-    rows, used = [], {}
-    gates: dict = {}
-    for family, members in (("sanity", [c for c in claims if c.sanity]), ("claims", [c for c in claims if not c.sanity])):
-        comparisons = [comp for claim in members for comp in build_comparisons(claim, cells, gates)]
-        m = sum(1 for c in comparisons if c.pairs and not c.reason)
-        b = n_resamples or resamples_for(m, alpha)
-        used[family] = b
-        per_dataset: dict[str, DatasetSamples] = {}
-        for comp in comparisons:
-            if comp.pairs and not comp.reason:
-                samples = per_dataset.setdefault(comp.dataset,
-                                                 DatasetSamples(comp.dataset, cached_arrays, arrays_of, b, seed))
-                test_comparison(comp, samples)
-        decide(comparisons, alpha)
-        if family == "sanity":      # a tested sanity claim that is not supported gates its encoders
-            for comp in comparisons:
-                if comp.verdict not in ("contradicted", "inconclusive"):
-                    continue
-                for encoder in {a.attrs.get("encoder") for a, _, _ in comp.pairs} - {None}:
-                    gates[(comp.dataset, encoder)] = (f"sanity claim '{comp.claim.id}' is {comp.verdict} for "
-                                                      f"{encoder} on {comp.dataset} ({comp.metric})")
-        rows += [_row(c) for c in comparisons]
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    return ClaimsResult(table, list(claims), alpha, used)
+    b = n_resamples or DEFAULT_RESAMPLES
+    sanity = [comp for claim in claims if claim.sanity for comp in build_comparisons(claim, cells)]
+    for comp in sanity:
+        comp.data_split = "val"
+    _test_all(sanity, "val", cached_arrays, arrays_of, b, seed, reference)
+    others = [c for c in claims if not c.sanity]
+    # the largest family: every sanity row with a p plus every claim row that could get one with all gates open
+    ungated = [comp for claim in others for comp in build_comparisons(claim, cells)]
+    largest = sum(c.in_family for c in sanity) + sum(1 for c in ungated if c.pairs and not c.reason
+                                                     and not one_seed_problem(c))
+    gates = _gates(sanity, largest, alpha)
+    comparisons = [comp for claim in others for comp in build_comparisons(claim, cells, gates)]
+    _test_all(comparisons, "test", cached_arrays, arrays_of, b, seed, reference)
+    decide([*sanity, *comparisons], alpha)
+    for comp in sanity:
+        closed = any((comp.dataset, a.attrs.get("encoder")) in gates for a, _, _ in comp.pairs)
+        if comp.verdict == "supported" and closed:
+            comp.note_extra = (f"gate kept closed: not supported with Holm over the run's largest family "
+                               f"(m = {largest})")
+    table = pd.DataFrame([_row(c) for c in [*sanity, *comparisons]], columns=COLUMNS)
+    return ClaimsResult(table, list(claims), alpha, {"bootstrap": b})
 
 
 def evaluate_run(run_dir: str | Path, extra: Iterable[str | Path] = (), *, builtin: bool = True, alpha: float = 0.05,

@@ -337,7 +337,8 @@ def delong(scores, labels, groups=None) -> tuple[np.ndarray, np.ndarray]:
     p-value of any contrast of them is exact to the normal approximation however small it is.
     Where ``groups`` puts several cases in one cluster (slices of a patient), the covariance is
     Obuchowski's (1997, Biometrics 53) cluster version: placement values are summed per cluster
-    and clusters are the independent units. Ties count one half.
+    and clusters are the independent units, with her factors I10/(I10-1), I01/(I01-1) and I/(I-1)
+    (clusters with an anomalous case, with a normal case, all clusters). Ties count one half.
     """
     s = np.atleast_2d(np.asarray(scores, dtype=float))
     y = np.asarray(labels).astype(bool).ravel()
@@ -372,8 +373,12 @@ def delong(scores, labels, groups=None) -> tuple[np.ndarray, np.ndarray]:
     n_k = np.bincount(clusters[~y], minlength=n_clusters)
     a = sum10 - m_k[None, :] * auc[:, None]
     b = sum01 - n_k[None, :] * auc[:, None]
-    factor = n_clusters / (n_clusters - 1)
-    s10, s01, s11 = factor / m * a @ a.T, factor / n * b @ b.T, factor * a @ b.T
+    # Obuchowski's small-sample factors: I10 clusters hold anomalous cases, I01 normal ones, I in all
+    i10, i01 = int(np.count_nonzero(m_k)), int(np.count_nonzero(n_k))
+    if i10 < 2 or i01 < 2:
+        raise ValueError(f"DeLong with clusters needs 2 clusters with each class, got {i10} and {i01}")
+    f10, f01, f11 = i10 / (i10 - 1), i01 / (i01 - 1), n_clusters / (n_clusters - 1)
+    s10, s01, s11 = f10 / m * a @ a.T, f01 / n * b @ b.T, f11 * a @ b.T
     return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
 

@@ -16,8 +16,9 @@ from bench.report.tables import latex_escape
 from bench.run.store import atomic_write_text
 
 CSV_COLUMNS = ["claim", "dataset", "metric", "split", "effect", "ci_low", "ci_high", "p", "p_holm", "verdict",
-               "reason", "note", "family", "p_holm_opposite", "test", "n_pairs", "n_seeds", "n_excluded",
-               "n_resamples", "direction", "group_a", "group_b", "match", "source", "statement"]
+               "reason", "note", "family", "tested_on", "se", "df", "test", "n_pairs", "n_seeds", "n_excluded",
+               "n_resamples", "v_test", "v_seed", "deterministic", "direction", "group_a", "group_b", "match", "source",
+               "statement"]
 MARK = {"supported": "✔ supported", "contradicted": "✘ contradicted", "inconclusive": "~ inconclusive",
         "not testable": "– not testable"}
 
@@ -54,14 +55,16 @@ def counts_line(table: pd.DataFrame) -> str:
 def render_markdown(result: ClaimsResult, title: str = "Claims") -> str:
     table = result.table
     lines = [f"## {title}", "",
-             f"{len(table)} comparisons: {counts_line(table)} (alpha = {result.alpha:g}, Holm-corrected per family; "
-             "effect = mean over matched pairs of metric(A) − metric(B) [95 % bootstrap CI over test cases and "
-             "seeds]; p = one-sided in the claimed direction).", "",
-             "| claim | dataset | metric | effect [95% CI] | p (Holm) | verdict | reason / note |",
-             "|:--|:--|:--|--:|--:|:--|:--|"]
+             f"{len(table)} comparisons: {counts_line(table)} (alpha = {result.alpha:g}; one two-sided test per "
+             "comparison, Holm over all of them; effect = mean over matched pairs of metric(A) − metric(B) with the "
+             "95 % interval the test inverts, over test cases and seeds; the sanity gate is decided on the "
+             "validation split, every other row on the test split: column 'on').", "",
+             "| claim | dataset | metric | on | effect [95% CI] | p (Holm) | verdict | reason / note |",
+             "|:--|:--|:--|:--|--:|--:|:--|:--|"]
     for _, row in table.iterrows():
         why = row["reason"] or row["note"] or ""
-        lines.append(f"| {_name(row)} | {row['dataset']} | {row['metric']} | {effect_text(row)} | {_p(row['p_holm'])} "
+        lines.append(f"| {_name(row)} | {row['dataset']} | {row['metric']} | {row.get('tested_on') or '–'} "
+                     f"| {effect_text(row)} | {_p(row['p_holm'])} "
                      f"| {MARK[row['verdict']]} | {str(why).replace('|', '/')} |")
     lines += ["", "### The claims", ""]
     for claim in result.claims:
@@ -72,12 +75,15 @@ def render_markdown(result: ClaimsResult, title: str = "Claims") -> str:
                      f"Source: {claim.source or 'n/a'} ({Path(claim.origin).name}).")
     lines += ["", "How to read it: a pair is two cells equal on every matched attribute; pairs resting on a failed, "
               "degenerate or not adequately trained cell (the label-free guard in each record's `adequacy`) or on "
-              "an encoder whose sanity claim is not supported are left out and listed in the note. Image AUROC "
-              "p-values come from DeLong's test on the correlated AUROCs (clustered by patient/group where the split "
-              f"has groups) plus the between-seed variance; other metrics from the bootstrap "
-              f"({', '.join(f'{k}: {v}' for k, v in result.n_resamples.items())} resamples). Supported = Holm p < "
-              "alpha in the claimed direction; contradicted = the same in the opposite direction; inconclusive "
-              "otherwise.", ""]
+              "an encoder whose sanity gate is closed are left out and listed in the note. The variance of an effect "
+              "is the test-set part (DeLong's covariance of the correlated AUROCs, clustered by patient where the "
+              "split has patients; a case bootstrap with the seeds fixed for other metrics, "
+              f"{', '.join(f'{v} resamples' for v in result.n_resamples.values())}) plus the between-seed part "
+              "s²/S; the reference is Student's t with Satterthwaite's degrees of freedom (column `df` of "
+              "claims.csv), and with fewer than 10 patients (cases) in a class or no variance an exact "
+              "permutation test. One seed of a stochastic fit leaves the training variance unknown: inconclusive. "
+              "Supported = Holm p < alpha with the effect in the claimed direction (lower for lower-is-better "
+              "metrics); contradicted = the same against it; inconclusive otherwise.", ""]
     return "\n".join(lines)
 
 
@@ -95,13 +101,14 @@ def render_latex(result: ClaimsResult) -> str:
 def render_text(result: ClaimsResult) -> str:
     """A plain table for the terminal."""
     table = result.table
-    rows = [("claim", "dataset", "metric", "effect [95% CI]", "p(Holm)", "verdict", "reason")]
+    rows = [("claim", "dataset", "metric", "on", "effect [95% CI]", "p(Holm)", "verdict", "reason")]
     for _, row in table.iterrows():
         why = str(row["reason"] or row["note"] or "")
-        rows.append((_name(row), str(row["dataset"]), str(row["metric"]), effect_text(row), _p(row["p_holm"]),
-                     str(row["verdict"]), why[:110] + ("…" if len(why) > 110 else "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
+        rows.append((_name(row), str(row["dataset"]), str(row["metric"]), str(row.get("tested_on") or "–"),
+                     effect_text(row), _p(row["p_holm"]), str(row["verdict"]),
+                     why[:110] + ("…" if len(why) > 110 else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(7)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
     return "\n".join(out + [f"{len(table)} comparisons: {counts_line(table)}"])
 
 

@@ -396,7 +396,8 @@ def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outc
         timings["predict_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
         return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
-    extra = {"setting": detector.setting, **extra}
+    extra = {"setting": detector.setting, "deterministic_fit": bool(getattr(detector, "deterministic_fit", False)),
+             **extra}
     synth = None
     if inputs is not None:
         from bench.run.synth import synth_arrays

@@ -63,6 +63,11 @@ class LatentDetector(Detector):
         self.memo = memo if memo is not None else SplitMemo()
 
     @property
+    def deterministic_fit(self) -> bool:
+        """Seed-independent when both its encoder and its head are (recorded for the claims' one-seed rule)."""
+        return bool(self.encoder.deterministic_fit and self.head.deterministic_fit)
+
+    @property
     def map_depends_on_head(self) -> bool | None:
         return None if self.kind is None else bool(self.kind.head_dependent)
 

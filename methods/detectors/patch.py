@@ -47,6 +47,11 @@ class PatchDetector(Detector):
         self.name = name
         self.build_encoder = build_encoder
 
+    @property
+    def deterministic_fit(self) -> bool:
+        """Seed-independent when both its encoder and its head are (recorded for the claims' one-seed rule)."""
+        return bool(self.encoder.deterministic_fit and self.head.deterministic_fit)
+
     def required_weights(self) -> list[tuple[str, bool, str | None]]:
         """The weights its encoder needs (an ImageNet backbone's; trained encoders need none)."""
         return self.encoder.required_weights()

@@ -30,8 +30,8 @@ class FrozenTimmEncoder(Encoder):
 
     trainable = False
     dense = True
-    #: fixed weights, no fitting: the same features every run (issue 23's declaration)
-    deterministic_fit = True
+    #: pre-trained weights are seed-independent (the ``imagenet`` factory sets True); random ones are not
+    deterministic_fit = False
 
     def __init__(self, model_name: str, in_chans: int = 1, image_size: int = 64, *, pretrained: bool = True,
                  weights: str | None = None, input_size: int | None = None, input_norm: str = "weights"):
@@ -89,7 +89,9 @@ def imagenet(model_name: str, **kwargs) -> FrozenTimmEncoder:
     """Frozen timm backbone with pre-trained weights: ImageNet classifiers (offline: tf_efficientnet_lite0),
     and any timm tag with other weights, e.g. DINOv2 (``vit_small_patch14_dinov2.lvd142m``) or CLIP's
     image tower (``vit_base_patch16_clip_224.openai``), from the hub or a local file (``weights=``)."""
-    return FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
+    encoder = FrozenTimmEncoder(model_name, pretrained=True, **kwargs)
+    encoder.deterministic_fit = True          # frozen pre-trained weights: the same features for every seed
+    return encoder
 
 
 @register_encoder("random", family=True, member="timm name", example="resnet18")

@@ -83,12 +83,17 @@ class PatchHead(nn.Module):
     """
 
     dense = True
+    #: seed-independent fit (see ``DensityHead.deterministic_fit``); a ``d_reduced`` channel subset is
+    #: drawn with the seed, so it makes any patch head stochastic (set per instance below)
+    deterministic_fit: bool = False
 
     def __init__(self, *, stages: Sequence[str | int] | None = None, strides: Sequence[int] = (4, 16),
                  d_reduced: int | None = None, aggregate: int = 1, count_include_pad: bool = False,
                  align: str = "nearest", preprocess: str = "none", variance: float = 0.99, sigma: float | None = None, score: str = "max",
                  top_k: float = 0.01):
         super().__init__()
+        if d_reduced is not None:
+            self.deterministic_fit = False
         who = type(self).__name__
         if align not in ALIGN:
             raise MethodError(f"{who}: align='{align}' is not one of {ALIGN}")

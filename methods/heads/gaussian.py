@@ -30,6 +30,8 @@ class GaussianHead(DensityHead):
             degenerate case where the shrinkage target is zero (one sample, or every feature constant).
     """
 
+    deterministic_fit = True       # closed form (mean, Ledoit-Wolf covariance): no random numbers
+
     def __init__(self, reg_covar: float = 1e-6, preprocess: str | None = None):
         super().__init__(preprocess)
         if reg_covar < 0:

@@ -30,6 +30,8 @@ class KNNHead(DensityHead):
         chunk_size: queries per distance block.
     """
 
+    deterministic_fit = True       # the training set itself, unless ``max_train`` subsamples it (seeded)
+
     def __init__(self, k: int = 5, max_train: int | None = None, chunk_size: int = 1024, preprocess: str | None = None):
         super().__init__(preprocess)
         if k < 1:
@@ -40,6 +42,8 @@ class KNNHead(DensityHead):
             raise ValueError(f"knn head: chunk_size must be >= 1, got {chunk_size}")
         self.k = k
         self.max_train = max_train
+        if max_train is not None:
+            self.deterministic_fit = False
         self.chunk_size = chunk_size
         self.k_: int | None = None
         self.register_buffer("train_", torch.zeros(0, 0))

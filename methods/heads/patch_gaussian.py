@@ -52,6 +52,8 @@ class PatchGaussianHead(PatchHead):
         d_reduced: random channel subset (PaDiM's 100 by default here); see :class:`PatchHead`.
     """
 
+    deterministic_fit = True       # closed-form Gaussians; a ``d_reduced`` channel subset makes it seeded
+
     def __init__(self, *, epsilon: float = 0.01, d_reduced: int | None = 100, **kwargs):
         super().__init__(d_reduced=d_reduced, **kwargs)
         if epsilon < 0:

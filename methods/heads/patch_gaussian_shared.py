@@ -20,6 +20,8 @@ from methods.registry import register_head
 class SharedPatchGaussianHead(PatchHead):
     """One Gaussian over all patch vectors (``Sigma + epsilon I``), Mahalanobis distance per patch."""
 
+    deterministic_fit = True       # closed-form Gaussians; a ``d_reduced`` channel subset makes it seeded
+
     def __init__(self, *, epsilon: float = 0.01, d_reduced: int | None = 100, **kwargs):
         super().__init__(d_reduced=d_reduced, **kwargs)
         if epsilon < 0:

@@ -113,6 +113,8 @@ class PatchKNNHead(PatchHead):
         strides, aggregate, align: PatchCore's (8, 16), 3 and bilinear by default.
     """
 
+    deterministic_fit = True       # a full memory bank; a coreset (ratio < 1) is drawn with the seed
+
     def __init__(self, *, coreset_ratio: float = 0.1, projection_dim: int | None = 128,
                  coreset_start_points: int = 10, num_neighbours: int = 1, metric: str = "squared",
                  pool_layers: bool = True, pretrain_embed_dim: int = 1024, target_embed_dim: int = 1024,
@@ -127,6 +129,8 @@ class PatchKNNHead(PatchHead):
             raise MethodError(f"patch_knn: pretrain_embed_dim and target_embed_dim must be >= 1, "
                               f"got {pretrain_embed_dim}, {target_embed_dim}")
         self.coreset_ratio = coreset_ratio
+        if coreset_ratio < 1:
+            self.deterministic_fit = False
         self.projection_dim = projection_dim
         self.coreset_start_points = coreset_start_points
         self.num_neighbours = num_neighbours
