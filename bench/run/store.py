@@ -25,7 +25,10 @@ Record schema (JSON)::
 
 Arrays (``.npz``): ``test_scores``, ``test_labels``, ``test_groups``, ``val_scores``,
 ``val_labels`` and, when the dataset has masks and the maps are small enough, ``test_maps``
-(float32 ``[N, H, W]``) and ``test_masks`` (uint8).
+(float32 ``[N, H, W]``) and ``test_masks`` (uint8). Where the cell has pixel metrics, at any map size,
+the compact per-case pixel summary ``test_pixsum_*`` (``bench.analysis.pixsum``: per-case and
+per-region counts on one threshold grid, TP/FP/FN at the Dice threshold) that resampled pixel
+metrics read.
 """
 
 from __future__ import annotations
@@ -215,6 +218,8 @@ def arrays_problem(path: Path, record: dict | None = None, *, full: bool = True)
             files = set(data.files)
             if "panel_maps" in files and record is not None and not has_pixel_metrics(record):
                 return f"{path.name} holds maps, but the record has no pixel metrics"
+            if any(k.startswith("test_pixsum_") for k in files) and record is not None and not has_pixel_metrics(record):
+                return f"{path.name} holds a pixel summary, but the record has no pixel metrics"
             if not full:
                 return None
             missing = [k for k in REQUIRED_ARRAYS if k not in files]
@@ -229,7 +234,10 @@ def arrays_problem(path: Path, record: dict | None = None, *, full: bool = True)
         return f"{path.name}: test_scores has shape {scores.shape}, the record says {n_test} test images"
     if scores.dtype.kind not in "fiu" or not np.isfinite(scores).all():
         return f"{path.name}: test_scores holds non-finite or non-numeric values"
-    return None
+    from bench.analysis.pixsum import summary_problem
+
+    problem = summary_problem(loaded, len(scores))
+    return f"{path.name}: {problem}" if problem else None
 
 
 def _json_default(obj: Any) -> Any:
