@@ -72,6 +72,7 @@ from scipy import stats as sps
 
 from bench.analysis import stats
 from bench.analysis.pixsum import has_pixel_data, pixel_counts_of
+from bench.analysis.rows import assign_rows
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -307,6 +308,9 @@ class CellInfo:
             return "failed", f"failed: {str(rec.get('error') or '').splitlines()[0][:160] if rec.get('error') else ''}"
         if status == "degenerate":
             return "degenerate", f"degenerate: {str(rec.get('error') or '')[:160]}"
+        if self.attrs.get("row_variant"):         # its seeds' configurations differ (bench.analysis.rows)
+            return ("another configuration than the other seeds of its row",
+                    f"{self.attrs['row_variant']}: re-run it with the grid's configuration")
         adequacy = rec.get("adequacy") or {}
         if adequacy.get("passed") is False:
             reasons = "; ".join(adequacy.get("reasons") or []) or "failed the adequacy guard"
@@ -641,7 +645,9 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
     """Verdicts for ``claims`` on ``records``; ``arrays_of(cell_id)`` returns a cell's stored arrays."""
     if not 0 < alpha < 1:
         raise ClaimError(f"alpha must be in (0, 1), got {alpha}")
-    cells = [CellInfo(dict(r), cell_attributes(r)) for r in records if r.get("cell_id")]
+    records = [r for r in records if r.get("cell_id")]
+    cells = [CellInfo(dict(r), {**cell_attributes(r), **row.attributes()})            # rows: issue 23 item 6
+             for r, row in zip(records, assign_rows(records), strict=True)]
     cache: dict[str, dict] = {}
 
     def cached_arrays(cell_id: str) -> dict:

@@ -270,6 +270,8 @@ class ResultStore:
         #: cell id -> record of every cell :meth:`done` found finished (until this store rewrites it):
         #: what a resumed run reports about the cells it did not recompute.
         self.finished: dict[str, dict] = {}
+        #: every record this store moved aside (``records/superseded/``, ``records/corrupt/``), as moved to
+        self.moved_aside: list[Path] = []
 
     def check_layout(self) -> None:
         """Refuse a run directory whose ``records`` (or itself) is a file, before any work."""
@@ -350,7 +352,14 @@ class ResultStore:
                 os.rename(path, target / name)
         except OSError as exc:
             raise storage_error(exc, target) from exc
+        self.moved_aside.append(target / (names[0] if sources else stem))
         return target / (names[0] if sources else stem)
+
+    def set_aside_counts(self) -> dict[Path, int]:
+        """Records kept aside so far, per folder (``records/superseded/``: another configuration or other data
+        of the same cell; ``records/corrupt/``: unreadable or unverified); none of them is reported."""
+        folders = (self.records_dir / name for name in ("superseded", "corrupt"))
+        return {f: n for f in folders if f.is_dir() and (n := sum(1 for _ in f.glob("*.json")))}
 
     def write(self, record: dict, arrays: dict[str, np.ndarray] | None = None) -> Path:
         """Arrays first, then the record: a record on disk always has its arrays.
