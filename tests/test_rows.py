@@ -8,6 +8,7 @@ import numpy as np
 
 from bench.analysis.claims import evaluate_claims, parse_claim
 from bench.analysis.rows import assign_rows, mixed_rows
+from bench.metrics import evaluate
 from bench.report.frames import cell_frame, entry_frame, seed_aggregate
 
 LABELS = np.r_[np.zeros(30, int), np.ones(30, int)]
@@ -67,8 +68,6 @@ def test_claims_pair_only_records_of_the_rows_own_configuration():
             k = 2 if (encoder == "good" and seed == 0) else 5
             rec = record(encoder, seed, k=k, finished=f"2026-0{2 - seed}-01T00:00:00+00:00")
             scores = rng.normal(size=60) + shift * LABELS
-            from bench.metrics import evaluate
-
             rec["metrics"] = dict(evaluate(scores, LABELS))
             records.append(rec)
             arrays[rec["cell_id"]] = {"test_scores": scores, "test_labels": LABELS,
