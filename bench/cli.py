@@ -296,6 +296,8 @@ def cmd_run(args) -> int:
     print(summary.line())
     for failure in summary.failures:
         print(f"  {failure}", file=sys.stderr)
+    for line in record_notes(out, summary.set_aside):
+        print(line)
     if not args.no_report:
         from bench.report import build_report
 
@@ -316,6 +318,28 @@ def print_answer(report_dir: Path) -> None:
     text = answer.read_text(encoding="utf-8").rstrip() if answer.is_file() else ""
     if text:
         print(text)
+
+
+def record_notes(run_dir: Path, moved: list | None = None) -> list[str]:
+    """What ``run`` and ``report`` say about records that are not aggregated with the rest: records kept aside
+    (by this run, with ``moved``; else all so far) and labels whose seeds hold different configurations."""
+    from bench.analysis.rows import mixed_rows
+    from bench.report.sensitivity import registered_default
+    from bench.run.store import ResultStore
+
+    store = ResultStore(run_dir)
+    if moved is not None:
+        folders: dict = {}
+        for path in moved:
+            folders[Path(path).parent] = folders.get(Path(path).parent, 0) + 1
+        when = "this run"
+    else:
+        folders, when = store.set_aside_counts(), "so far"
+    lines = [f"{n} {'older ' if folder.name == 'superseded' else ''}record{'s' if n > 1 else ''} set aside {when}, "
+             f"kept in {folder}/ (not reported: "
+             + ("another configuration or other data of the same cell)" if folder.name == "superseded"
+                else "unreadable or unverified)") for folder, n in folders.items()]
+    return lines + [f"note: {line}" for line in mixed_rows(store.records(skip_bad=True), registered_default)]
 
 
 def cmd_list(args) -> int:
@@ -412,6 +436,8 @@ def cmd_report(args) -> int:
     claim_report_dir(target, run_dir, hint="pass --out DIR to put this run's report elsewhere")
     out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad,
                        claim_files=tuple(args.claim_files))
+    for line in record_notes(run_dir):
+        print(line)
     print_answer(out)
     print(f"report: {out / 'README.md'}")
     return 0

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from bench.analysis.pixsum import pixel_counts_of
+from bench.analysis.stats import pixel_metric_samples
 from bench.run.grid import load_grid
 from bench.report import cell_frame
 from bench.run.plan import Plan
@@ -50,6 +52,10 @@ def test_tiny_grid_end_to_end(tmp_path):
         assert rec["deterministic_fit"] is rec["encoder"].startswith("imagenet/"), rec["cell_id"]
         arrays = store.arrays(rec["cell_id"])
         assert arrays["test_scores"].shape == (24,) and arrays["test_maps"].shape == (24, 32, 32)
+        # the compact pixel summary is stored too and gives back the record's Dice exactly (issue 23)
+        summary_samples = pixel_metric_samples(pixel_counts_of({k: v for k, v in arrays.items() if "pixsum" in k}))
+        assert summary_samples["pixel_dice"][0] == pytest.approx(m["pixel_dice"], abs=1e-9)
+        assert summary_samples["pixel_aupro"][0] == pytest.approx(m["pixel_aupro"], abs=0.01)
     frame = cell_frame(store.records())
     assert set(frame["method"]) >= {"vae × gaussian", "vae × knn [reconstruction]", "imagenet/tf_efficientnet_lite0 × knn"}
     # encoders were trained once: only the first cell of each encoder carries the fit time

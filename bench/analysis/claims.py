@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.analysis.rows import assign_rows
 from bench.analysis.inference import (
     DEFAULT_RESAMPLES,
     PIXEL_ARRAYS,
@@ -308,6 +309,9 @@ class CellInfo:
             return "failed", f"failed: {str(rec.get('error') or '').splitlines()[0][:160] if rec.get('error') else ''}"
         if status == "degenerate":
             return "degenerate", f"degenerate: {str(rec.get('error') or '')[:160]}"
+        if self.attrs.get("row_variant"):         # its seeds' configurations differ (bench.analysis.rows)
+            return ("another configuration than the other seeds of its row",
+                    f"{self.attrs['row_variant']}: re-run it with the grid's configuration")
         adequacy = rec.get("adequacy") or {}
         if adequacy.get("passed") is False:
             reasons = "; ".join(adequacy.get("reasons") or []) or "failed the adequacy guard"
@@ -460,7 +464,9 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
     calibration compares them)."""
     if not 0 < alpha < 1:
         raise ClaimError(f"alpha must be in (0, 1), got {alpha}")
-    cells = [CellInfo(dict(r), cell_attributes(r)) for r in records if r.get("cell_id")]
+    records = [r for r in records if r.get("cell_id")]
+    cells = [CellInfo(dict(r), {**cell_attributes(r), **row.attributes()})            # one configuration per row
+             for r, row in zip(records, assign_rows(records), strict=True)]
     cache: dict[str, dict] = {}
 
     def cached_arrays(cell_id: str) -> dict:
@@ -471,7 +477,8 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
                 arrays = dict(arrays_of(cell_id))
             except (OSError, ValueError):
                 arrays = {}
-            cache[cell_id] = {k: v for k, v in arrays.items() if k not in PIXEL_ARRAYS}
+            cache[cell_id] = {k: v for k, v in arrays.items()                 # maps and pixel summaries are
+                              if k not in PIXEL_ARRAYS and not k.startswith("test_pixsum_")}  # read when resampled
             cache[cell_id]["available"] = np.array(sorted(arrays))
         return cache[cell_id]
 

@@ -64,6 +64,7 @@ import numpy as np
 from scipy import stats as sps
 
 from bench.analysis import stats
+from bench.analysis.pixsum import has_pixel_data, pixel_counts_of
 
 #: bootstrap resamples for the variance of non-AUROC metrics (a variance, not a tail: 2000 is plenty)
 DEFAULT_RESAMPLES = 2000
@@ -230,9 +231,8 @@ class SplitSamples:
         return float(np.atleast_1d(_image_metric(metric)(self.scores(cell), self.labels, None))[0])
 
     def _pixel_counts(self, cell_id: str) -> stats.PixelCounts:
-        """The one place pixel counts of a cell come from (its stored full maps today)."""
-        full = self.load_all(cell_id)
-        return stats.pixel_counts(full["test_maps"], full["test_masks"], n_thresholds=PIXEL_THRESHOLDS)
+        """The one place pixel counts of a cell come from: its compact summary, else its stored full maps."""
+        return pixel_counts_of(self.load_all(cell_id), n_thresholds=PIXEL_THRESHOLDS)
 
     def samples(self, cell, metric: str) -> np.ndarray:
         """The metric of ``cell`` on every bootstrap resample ``[B]``."""
@@ -390,9 +390,10 @@ def test_comparison(comp: Comparison, samples: SplitSamples, reference: str = "a
                     comp.reason = f"{comp.metric}: no {SPLIT_NAMES[samples.split]} maps are stored"
                     return
                 stored = set(samples.arrays_of(cell.id).get("available", []))
-                if not set(PIXEL_ARRAYS) <= stored:
-                    comp.reason = (f"per-case maps of {cell.id} were not stored with its record (too many pixels for "
-                                   "the store's limit), so the pixel metric cannot be resampled")
+                if not has_pixel_data(stored):
+                    comp.reason = (f"neither a per-case pixel summary nor per-case maps were stored with {cell.id} (a "
+                                   "record written before summaries existed, with maps over the store's pixel limit), "
+                                   "so the pixel metric cannot be resampled; re-run the cell")
                     return
     try:
         comp.effect, per_seed = seed_effects(comp, samples)

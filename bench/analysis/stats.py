@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, stats
+from scipy import stats
 
 from bench.metrics import metrics
 from bench.metrics.weighted import (  # noqa: F401 - re-exported
@@ -161,77 +161,16 @@ def threshold_grid(values: np.ndarray, n_thresholds: int) -> np.ndarray:
     return np.unique(np.quantile(np.asarray(values).ravel(), _grid_levels(n_thresholds), method="inverted_cdf"))
 
 
-def _bin_pixels(flat: np.ndarray, n_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds (:func:`threshold_grid`) and the bin of every pixel (``thresholds[bin] <= value``)."""
-    thresholds = threshold_grid(flat, n_thresholds)
-    bins = np.clip(np.searchsorted(thresholds, flat, side="right") - 1, 0, thresholds.size - 1)
-    return thresholds, bins.astype(np.int32)
-
-
 def pixel_counts(maps, masks, n_thresholds: int = 512, dice_threshold: float | None = None) -> PixelCounts:
     """Bin anomaly maps ``[N, H, W]`` against ground-truth masks (``[N, H, W]`` or ``[N, 1, H, W]``).
 
     Regions for AUPRO are 8-connected components of each mask. Thresholds come from
-    :func:`threshold_grid`.
+    :func:`threshold_grid`. The binning is the compact per-case summary's (``bench.analysis.pixsum``),
+    so counts from full maps and from a stored summary are the same numbers.
     """
-    maps = np.asarray(maps, dtype=np.float32)  # the runner stores float32 maps
-    masks = np.asarray(masks)
-    if masks.ndim == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape != masks.shape:
-        raise ValueError(f"maps {maps.shape} and masks {masks.shape} must both be [N, H, W]")
-    if not np.all(np.isfinite(maps)):
-        raise ValueError("anomaly maps contain NaN or inf")
-    masks = masks > 0
-    n = maps.shape[0]
-    flat = maps.reshape(n, -1)
-    thresholds, bins = _bin_pixels(flat, n_thresholds)
-    n_t = thresholds.size
-    # int32 throughout: the runner stores up to 8M pixels, and int64 copies would be 64 MB each
-    cells = bins + (np.arange(n, dtype=np.int32) * np.int32(n_t))[:, None]
-    is_pos = masks.reshape(n, -1)
+    from bench.analysis.pixsum import counts_from_summary, summarize
 
-    def above(selected: np.ndarray, index: np.ndarray, rows: int) -> np.ndarray:
-        hist = np.bincount(index[selected], minlength=rows * n_t).reshape(rows, n_t)
-        return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
-
-    pos_above = above(is_pos, cells, n)
-    neg_above = above(~is_pos, cells, n)
-
-    structure = np.ones((3, 3), dtype=bool)
-    region_ids = np.zeros(flat.shape, dtype=np.int32)
-    region_image, offset = [], 0
-    for i in range(n):
-        labelled, count = ndimage.label(masks[i], structure=structure)
-        if count:
-            ids = labelled.ravel()
-            region_ids[i] = np.where(ids > 0, ids + offset, 0)
-            region_image.extend([i] * count)
-            offset += count
-    if offset:
-        in_region = region_ids > 0
-        region_cells = (region_ids.astype(np.int64) - 1) * n_t + bins
-        region_above = above(in_region, region_cells, offset)
-        region_overlap = region_above / region_above[:, :1]
-    else:
-        region_overlap = np.zeros((0, n_t))
-
-    dice_counts = None
-    if dice_threshold is not None and np.isfinite(dice_threshold):
-        pred = flat >= np.float64(dice_threshold)
-        tp = np.sum(pred & is_pos, axis=1)
-        fp = np.sum(pred & ~is_pos, axis=1)
-        fn = np.sum(~pred & is_pos, axis=1)
-        dice_counts = np.stack([tp, fp, fn], axis=1).astype(float)
-
-    return PixelCounts(thresholds=thresholds, pos_above=pos_above.astype(float),
-                       neg_above=neg_above.astype(float), pos_total=pos_above[:, 0].astype(float),
-                       neg_total=neg_above[:, 0].astype(float),
-                       region_image=np.asarray(region_image, dtype=np.int64),
-                       region_overlap=region_overlap.astype(float), dice_counts=dice_counts,
-                       dice_threshold=None if dice_counts is None else float(dice_threshold))
+    return counts_from_summary(summarize(maps, masks, dice_threshold=dice_threshold, n_thresholds=n_thresholds))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

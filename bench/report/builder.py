@@ -74,7 +74,12 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
         self.skipped = list(self.store.skipped)
         if not self.records:
             raise ValueError(f"{self.run_dir / 'records'}: no records to report on")
-        self.cells = cell_frame(self.records)
+        from bench.analysis.rows import mixed_rows
+        from bench.report.sensitivity import registered_default
+
+        self.set_aside = self.store.set_aside_counts()      # records kept aside, not reported
+        self.mixed_rows = mixed_rows(self.records, registered_default)
+        self.cells = cell_frame(self.records, registered_default)
         self.entries = entry_frame(self.cells)
         self.ok = self.entries[self.entries["status"].isin(SCORED)]
         self.agg = seed_aggregate(self.entries)

@@ -14,6 +14,7 @@ import pandas as pd
 from bench.analysis import stats
 from bench.metrics import image as metrics_image
 from bench.metrics import weighted as metrics_weighted
+from bench.analysis.pixsum import pixel_counts_of
 from bench.metrics import lower_is_better, metric_label, metric_names
 from bench.report.frames import _finite, _slug
 from bench.report.tables import Cell, Table, _cells_frame, aggregate_cell
@@ -50,7 +51,8 @@ class ComparisonParts:
                 continue
             samples, full = self.cached_cell_samples(row, arrays, labels, weights)
             if row.get("level") == "pixel":
-                for key in ("test_maps", "test_masks"):  # the largest arrays; nothing later needs them
+                for key in [k for k in arrays if k in ("test_maps", "test_masks") or k.startswith("test_pixsum_")]:
+                    # the largest arrays; nothing later needs them
                     arrays.pop(key, None)
             unreproduced |= {(row["label"], m) for m in self.check_consistency(dataset, row, full)}
             bucket = per_label.setdefault(row["label"], {})
@@ -103,10 +105,9 @@ class ComparisonParts:
                     for m, fn in stats.image_metrics_weighted(threshold).items()}
             return samples, full
         samples, full = {}, {}
-        if "test_maps" in arrays and "test_masks" in arrays and np.any(arrays["test_masks"]):
-            threshold = row.get("pixel_threshold")
-            counts = stats.pixel_counts(arrays["test_maps"], arrays["test_masks"],
-                                        dice_threshold=threshold if _finite(threshold) else None)
+        threshold = row.get("pixel_threshold")
+        counts = pixel_counts_of(arrays, dice_threshold=threshold if _finite(threshold) else None)  # summary or maps
+        if counts is not None and np.any(counts.pos_total):
             samples = stats.pixel_metric_samples(counts, weights)
             full = {m: float(v[0]) for m, v in stats.pixel_metric_samples(counts).items()}
         return samples, full

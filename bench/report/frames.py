@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import stats
+from bench.analysis.rows import assign_rows, method_label  # noqa: F401 - method_label re-exported
 from bench.metrics import metric_names
 from bench.run.grid import DEFAULT_MAP_KIND
 
@@ -64,28 +65,22 @@ def _slug(text: str) -> str:
     return keep.strip("_") or "unnamed"
 
 
-def method_label(record: dict) -> str:
-    """Table label of a cell: the record's ``method``, else "encoder × head", else the detector."""
-    if record.get("method"):
-        return str(record["method"])
-    if record.get("kind") == LATENT and record.get("encoder") and record.get("head"):
-        return f"{record['encoder']} × {record['head']}"
-    return str(record.get("detector") or record.get("cell_id") or "unknown")
-
-
 def _first_line(text) -> str:
     return text.strip().splitlines()[0][:300] if isinstance(text, str) and text.strip() else ""
 
 
-def cell_frame(records: list[dict]) -> pd.DataFrame:
+def cell_frame(records: list[dict], resolve=None) -> pd.DataFrame:
     """All records as a tidy frame: scalars, ``label``, metrics, ``time.*``, ``config.*``, ``versions.*``.
 
     ``image_label`` is the label without the map kind; ``pixel_label`` names the map (one per
     encoder for head-independent maps); ``unavailable`` is the record's ``metrics_unavailable`` (JSON).
+    A record whose configuration differs from its label's other seeds (``bench.analysis.rows``) is a row
+    of its own: every label gets the differing settings, e.g. ``... × knn [head.knn.k=5]``, and
+    ``row_variant`` holds them (``resolve`` names the defaults of unset settings).
     """
     settings = {r.get("setting") for r in records if r.get("setting")}
     rows = []
-    for rec in records:
+    for rec, where in zip(records, assign_rows(records, resolve), strict=True):
         row = {k: v for k, v in rec.items() if not isinstance(v, (dict, list)) and k != "traceback"}
         if isinstance(row.get("error"), str):
             row["error"] = _first_line(row["error"])
@@ -102,10 +97,14 @@ def cell_frame(records: list[dict]) -> pd.DataFrame:
             suffix = f" [{rec['setting']}]"
             label, image_label, pixel_label, row_name = (label + suffix, image_label + suffix, pixel_label + suffix,
                                                          row_name + suffix)
+        if where.variant:                   # another configuration than the label's own: a row of its own
+            suffix = f" [{where.variant}]"
+            label, image_label, pixel_label, row_name = (label + suffix, image_label + suffix, pixel_label + suffix,
+                                                         row_name + suffix)
         row.update(label=label, image_label=image_label, pixel_label=pixel_label,
                    matrix_row=row_name if latent else None,
                    map_row=(row_name + (f" [{loc}]" if other_map else "")) if latent else None,
-                   head_independent_map=bool(per_encoder),
+                   head_independent_map=bool(per_encoder), row_variant=where.variant or None,
                    unavailable=json.dumps(rec["metrics_unavailable"]) if rec.get("metrics_unavailable") else None)
         adequacy = rec.get("adequacy") or {}          # the label-free guard (bench.analysis.adequacy)
         row["inadequate"] = adequacy.get("passed") is False

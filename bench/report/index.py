@@ -60,6 +60,13 @@ class IndexParts:
             lines += ["## Records skipped (unreadable)", "",
                       "Reported with `--skip-bad`: these record files could not be read and are left out.", ""]
             lines += [f"- `{path.name}`: {reason}" for path, reason in self.skipped] + [""]
+        if self.set_aside or self.mixed_rows:
+            lines += ["## Records set aside, rows split by configuration", ""]
+            why = {"superseded": "another configuration or other data of the same cell",
+                   "corrupt": "unreadable or unverified"}
+            lines += [f"- {n} record(s) set aside in `{folder}`: not reported ({why.get(folder.name, folder.name)})"
+                      for folder, n in self.set_aside.items()]
+            lines += [f"- {line}" for line in self.mixed_rows] + [""]
         if not failed.empty:
             lines += ["## Failed cells", "", "| cell | dataset | method | seed | error |", "|:--|:--|:--|--:|:--|"]
             for _, row in failed.iterrows():

@@ -68,6 +68,7 @@ class RunSummary:
     not_applicable: int = 0
     wall_s: float = 0.0
     failures: list = field(default_factory=list)
+    set_aside: list = field(default_factory=list)      # paths of the records this run moved aside
 
     def count(self, outcome: Outcome) -> None:
         if outcome.status == "not_applicable":
@@ -199,6 +200,7 @@ class Runner:
             finally:
                 bar.close()
         summary.wall_s = time.perf_counter() - started
+        summary.set_aside = list(self.store.moved_aside)
         return summary
 
 

@@ -28,7 +28,10 @@ Record schema (JSON)::
 
 Arrays (``.npz``): ``test_scores``, ``test_labels``, ``test_groups``, ``val_scores``,
 ``val_labels``, ``test_ids`` (file name or case id) and, when the dataset has masks and the maps are small enough, ``test_maps``
-(float32 ``[N, H, W]``) and ``test_masks`` (uint8).
+(float32 ``[N, H, W]``) and ``test_masks`` (uint8). Where the cell has pixel metrics, at any map size,
+the compact per-case pixel summary ``test_pixsum_*`` (``bench.analysis.pixsum``: per-case and
+per-region counts on one threshold grid, TP/FP/FN at the Dice threshold) that resampled pixel
+metrics read.
 """
 
 from __future__ import annotations
@@ -218,6 +221,8 @@ def arrays_problem(path: Path, record: dict | None = None, *, full: bool = True)
             files = set(data.files)
             if "panel_maps" in files and record is not None and not has_pixel_metrics(record):
                 return f"{path.name} holds maps, but the record has no pixel metrics"
+            if any(k.startswith("test_pixsum_") for k in files) and record is not None and not has_pixel_metrics(record):
+                return f"{path.name} holds a pixel summary, but the record has no pixel metrics"
             if not full:
                 return None
             missing = [k for k in REQUIRED_ARRAYS if k not in files]
@@ -232,7 +237,10 @@ def arrays_problem(path: Path, record: dict | None = None, *, full: bool = True)
         return f"{path.name}: test_scores has shape {scores.shape}, the record says {n_test} test images"
     if scores.dtype.kind not in "fiu" or not np.isfinite(scores).all():
         return f"{path.name}: test_scores holds non-finite or non-numeric values"
-    return None
+    from bench.analysis.pixsum import summary_problem
+
+    problem = summary_problem(loaded, len(scores))
+    return f"{path.name}: {problem}" if problem else None
 
 
 def test_scores_csv(arrays: dict, threshold: float | None) -> str:
@@ -283,6 +291,8 @@ class ResultStore:
         #: cell id -> record of every cell :meth:`done` found finished (until this store rewrites it):
         #: what a resumed run reports about the cells it did not recompute.
         self.finished: dict[str, dict] = {}
+        #: every record this store moved aside (``records/superseded/``, ``records/corrupt/``), as moved to
+        self.moved_aside: list[Path] = []
 
     def check_layout(self) -> None:
         """Refuse a run directory whose ``records`` (or itself) is a file, before any work."""
@@ -366,7 +376,14 @@ class ResultStore:
                 os.rename(path, target / name)
         except OSError as exc:
             raise storage_error(exc, target) from exc
+        self.moved_aside.append(target / (names[0] if sources else stem))
         return target / (names[0] if sources else stem)
+
+    def set_aside_counts(self) -> dict[Path, int]:
+        """Records kept aside so far, per folder (``records/superseded/``: another configuration or other data
+        of the same cell; ``records/corrupt/``: unreadable or unverified); none of them is reported."""
+        folders = (self.records_dir / name for name in ("superseded", "corrupt"))
+        return {f: n for f in folders if f.is_dir() and (n := sum(1 for _ in f.glob("*.json")))}
 
     def write(self, record: dict, arrays: dict[str, np.ndarray] | None = None) -> Path:
         """Arrays first, then the record: a record on disk always has its arrays.

@@ -25,7 +25,8 @@ from bench.run.grid import DEFAULT_MAP_KIND, Cell, Component, Grid
 from bench.run.plan import Unit
 from bench.run.provenance import git_sha, host, versions
 
-#: Store full test maps with a record only up to this many pixels (float32, compressed .npz).
+#: Store full test maps with a record only up to this many pixels (float32, compressed .npz); the
+#: compact per-case summaries (``test_pixsum_*``, bench.analysis.pixsum) are stored at any size.
 MAX_STORED_PIXELS = 4_000_000
 #: Record statuses that count as finished (a degenerate result is a result; rerunning repeats it).
 FINISHED = ("ok", "degenerate")
@@ -277,6 +278,7 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
     from bench.metrics.pixel import NO_VALIDATION
 
     test, val = dataset.test, dataset.val
+    pixsum: dict = {}
     try:
         test_scores = np.asarray(test_scores, dtype=np.float64).reshape(-1)
         if len(test_scores) != len(test) or not np.isfinite(test_scores).all():
@@ -289,6 +291,10 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
                            test_foreground=test.foreground if test_maps is not None else None,
                            val_foreground=val.foreground if val_maps is not None else None,
                            val_scores=val_scores if len(val) else None, val_labels=val.labels)
+        if test_maps is not None and test.masks is not None:     # resampled pixel metrics at any image size
+            from bench.analysis.pixsum import summarize
+
+            pixsum = summarize(test_maps, test.masks, dice_threshold=metrics.get("pixel_threshold"))
         timings["metrics_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001
         return failed(cell, ctx, exc, "metrics", stamp, fingerprint, timings)
@@ -311,6 +317,7 @@ def score_cell(cell: Cell, dataset, ctx: RunContext, fingerprint: str, *, test_s
     arrays.update(panel_index=panel, panel_images=test.images[panel])
     if test.masks is not None:
         arrays["panel_masks"] = test.masks[panel, 0]
+    arrays.update(pixsum)
     if test_maps is not None:
         # float32 as computed: gradient maps span many orders of magnitude (a flow head's
         # outliers reach 1e5 while most pixels are tiny), so float16 would erase most of them.

@@ -121,11 +121,13 @@ def regret_interval(dataset: str, metric: str, pairs: Sequence[tuple[Mapping, Ma
                     ) -> tuple[float, float, float, str]:
     """(regret, low, high, reason) of the paired difference best - selected over ``pairs`` of records
     ``(best cell, selected cell, seed)`` matched on dataset and seed: the claims machinery's
-    comparison (case resamples by group, seeds resampled, as for a verdict) on the same arrays.
+    comparison (the verdicts' variance over test cases, by group, and seeds, and their t interval) on
+    the same arrays; with one seed of a stochastic fit the interval is unknown (NaN, with the reason).
 
     The only function here that touches :mod:`bench.analysis.claims`' API: re-point it, nothing else.
     """
     from bench.analysis import claims as C
+    from bench.analysis.inference import SplitSamples, test_comparison
 
     cache = {} if cache is None else cache
     claim = C.Claim(id=f"selection-regret:{dataset}:{metric}", source="label-free selection",
@@ -148,14 +150,15 @@ def regret_interval(dataset: str, metric: str, pairs: Sequence[tuple[Mapping, Ma
         key = ("arrays", cell_id)
         if key not in cache:
             arrays = dict(arrays_of(cell_id))
-            cache[key] = {k: v for k, v in arrays.items() if k not in C.PIXEL_ARRAYS}
+            cache[key] = {k: v for k, v in arrays.items()
+                          if k not in C.PIXEL_ARRAYS and not k.startswith("test_pixsum_")}
             cache[key]["available"] = np.array(sorted(arrays))
         return cache[key]
 
     samples = cache.setdefault(("samples", dataset, n_resamples, seed),
-                               C.DatasetSamples(dataset, cached_arrays, arrays_of, n_resamples, seed))
-    C.test_comparison(comp, samples)
-    return comp.effect, comp.ci_low, comp.ci_high, comp.reason
+                               SplitSamples(dataset, cached_arrays, arrays_of, n_resamples, seed))
+    test_comparison(comp, samples)
+    return comp.effect, comp.ci_low, comp.ci_high, comp.reason or comp.undecided
 
 
 # ---------------------------------------------------------------------------------------------
