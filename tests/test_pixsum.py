@@ -102,7 +102,7 @@ def _record(cell_id: str, encoder: str, maps, masks, labels, scores, **arrays_ex
     record = {"cell_id": cell_id, "status": "ok", "dataset": "d", "kind": "latent", "encoder": encoder, "head": "h",
               "localization": "gradient", "setting": "uad", "seed": 0, "metrics": dict(metrics),
               "metrics_unavailable": dict(metrics.unavailable), "config": {"encoder.name": encoder, "head.name": "h"},
-              "n_test": len(scores)}
+              "n_test": len(scores), "deterministic_fit": True}   # one seed decides only seed-independent fits
     arrays = {"test_scores": scores, "test_labels": labels, "test_groups": np.arange(len(labels)).astype(str),
               "val_scores": scores, "val_labels": labels, **arrays_extra}
     return record, arrays
