@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: units one after another in this process (default); ray: units as Ray tasks "
                           "on this machine or a cluster (the driver alone writes records)")
+    run.add_argument("--workers", default=None, type=lambda v: v if v == "auto" else int(v), metavar="N|auto",
+                     help="with the local executor: run up to N units (seeds, encoders) at once in worker processes, "
+                          "torch threads per unit = cores / N; auto: one per core (default: the grid's "
+                          "[resources] workers, else 1)")
     run.add_argument("--ray-address", default=None, metavar="ADDR",
                      help="with --executor ray: 'auto' or HOST:PORT joins a running cluster "
                           "(default: start a local Ray runtime sized to this machine)")
@@ -238,10 +242,17 @@ def cmd_run(args) -> int:
     check_run_folders(out, args.cache, None if args.no_report else args.reports)
     if not args.no_report:
         report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
-    executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel)
+    if args.workers is not None and args.executor != "local":
+        raise UsageError("--workers applies to --executor local; Ray runs as many tasks as its CPUs allow")
+    executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel,
+                             workers=args.workers)
     runner = Runner(plan, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
                     progress=not args.quiet, executor=executor)
-    print(f"grid '{grid.name}': {len(plan)} cells -> {out} (device {runner.device}, executor {args.executor})")
+    if hasattr(executor, "context"):            # threads per unit for parallel local workers
+        runner.context = executor.context(runner.context, grid.data.get("resources", {}).get("cpus_per_task"))
+    workers = getattr(executor, "workers", 1)
+    print(f"grid '{grid.name}': {len(plan)} cells -> {out} (device {runner.device}, executor {args.executor}"
+          + (f", {workers} units at once, {runner.context.threads} torch threads each" if workers > 1 else "") + ")")
     try:
         if not args.check:
             executor.start(plan, runner.context)   # Ray workers import and load data during the preflight
@@ -255,7 +266,7 @@ def cmd_run(args) -> int:
             return 2
         from bench.cost.measure import estimate_run        # cost before commitment (issue 15)
 
-        estimate = estimate_run(runner, checked, args.executor)
+        estimate = estimate_run(runner, checked, args.executor, slots=getattr(executor, "slots", None))
         print("\n".join(estimate.lines()))
         if args.budget is not None and estimate.exceeds(args.budget):
             print(f"error: planned wall time {estimate.seconds / 3600:.2f} h exceeds --budget {args.budget:g} h; "

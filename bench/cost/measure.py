@@ -464,7 +464,9 @@ def detector_unit_cost(unit, dataset, ctx, memo: dict, shared_fits: set) -> Unit
 # ---------------------------------------------------------------------------------------------
 # The grid
 # ---------------------------------------------------------------------------------------------
-def _slots(ctx, executor: str) -> int:
+def _slots(ctx, executor: str, slots: int | None = None) -> int:
+    if slots is not None:                                 # the executor says how many units run at once
+        return max(1, slots)
     if executor != "ray":
         return 1
     import os
@@ -476,7 +478,7 @@ def _slots(ctx, executor: str) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, ctx.threads or 1))
 
 
-def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local") -> Estimate:
+def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", slots: int | None = None) -> Estimate:
     """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
 
     ``records``: existing records; units whose cells they time (same configuration, or the same
@@ -513,7 +515,8 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
                 costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
             else:
                 costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
-    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor), notes)
+    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor, slots),
+                        notes)
     unestimated = [u.label for u in costs if u.how == "unestimated"]
     if unestimated:
         estimate.notes.append(f"{len(unestimated)} unit(s) not estimated (counted as 0 s): {', '.join(unestimated[:3])}")
@@ -521,9 +524,9 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
 
 
 
-def estimate_run(runner, checked, executor: str = "local") -> Estimate:
+def estimate_run(runner, checked, executor: str = "local", slots: int | None = None) -> Estimate:
     """The estimate ``bench run`` prints before its first step: the runner's pending units, planned from
     the run directory's records where they time them, measured on the runner's device otherwise."""
     units, _ = runner.pending(checked.fingerprints)
     records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
-    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor)
+    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor, slots=slots)

@@ -126,7 +126,7 @@ class RunContext:
         """What the record's host info says about how the unit ran (effective values)."""
         import torch
 
-        return {"executor": self.executor, "torch_threads": torch.get_num_threads(),
+        return {"executor": self.executor, "torch_threads": torch.get_num_threads(), "worker_pid": os.getpid(),
                 "amp": bool(self.cuda and self.amp is not False), "deterministic": self.deterministic,
                 "channels_last": bool(self.cuda and self.channels_last is not False)}
 
