@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+#: Wall-clock time this module was imported: ``bench perf --profile`` counts start-up up to here.
+IMPORTED_AT = time.time()
 
 LISTABLE = ("datasets", "encoders", "heads", "detectors", "grids")
 
@@ -96,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--executor", choices=["local", "ray"], default="local",
                       help="ray: only the quick grid's wall time under Ray / under the local executor")
     perf.add_argument("--set", dest="grid_set", action="append", default=[], metavar="KEY=VALUE",
-                      help="with --executor ray: overrides of the quick grid")
+                      help="with --executor ray or --profile: overrides of the grid")
+    perf.add_argument("--profile", default=None, metavar="GRID",
+                      help="run GRID as `bench run` does (fresh cache, with its report) and print where the wall "
+                           "time goes: start-up, data, training, embedding, head fits, maps, metrics, records, "
+                           "report (--set overrides, --workers N)")
+    perf.add_argument("--workers", default=None, metavar="N|auto", help="with --profile: passed to bench run")
     perf.add_argument("--estimate", "--plan", dest="estimate", default=None, metavar="GRID",
                       help="estimate GRID's wall time on --gpus N from existing records; trains nothing")
     perf.add_argument("--gpus", type=lambda v: [int(x) for x in v.split(",")], default=[1], metavar="N[,N...]",
@@ -227,6 +236,16 @@ def check_run_folders(out: Path, cache: Path | None, reports: str | None) -> Non
 
 
 def cmd_run(args) -> int:
+    from bench.cost.profile import Phases
+
+    phases = Phases.from_env(IMPORTED_AT)        # only when `bench perf --profile` asks for them
+    try:
+        return _cmd_run(args, phases)
+    finally:
+        phases.save()
+
+
+def _cmd_run(args, phases) -> int:
     from bench.run.executors import make_executor
     from bench.run.plan import Plan
     from bench.run.preflight import preflight
@@ -253,10 +272,12 @@ def cmd_run(args) -> int:
     workers = getattr(executor, "workers", 1)
     print(f"grid '{grid.name}': {len(plan)} cells -> {out} (device {runner.device}, executor {args.executor}"
           + (f", {workers} units at once, {runner.context.threads} torch threads each" if workers > 1 else "") + ")")
+    phases.mark("setup")
     try:
         if not args.check:
             executor.start(plan, runner.context)   # Ray workers import and load data during the preflight
         checked = preflight(plan, runner.context)
+        phases.mark("preflight")
         for note in checked.notes:
             print(f"  {note}")
         if checked.problems:
@@ -268,6 +289,7 @@ def cmd_run(args) -> int:
 
         estimate = estimate_run(runner, checked, args.executor, slots=getattr(executor, "slots", None))
         print("\n".join(estimate.lines()))
+        phases.mark("estimate", planned_s=estimate.seconds)
         if args.budget is not None and estimate.exceeds(args.budget):
             print(f"error: planned wall time {estimate.seconds / 3600:.2f} h exceeds --budget {args.budget:g} h; "
                   "nothing was run", file=sys.stderr)
@@ -276,6 +298,8 @@ def cmd_run(args) -> int:
             print("preflight: ok")
             return 0
         summary = runner.run(checked)
+        phases.mark("units", record_writing_s=runner.write_s, workers=getattr(executor, "workers", 1),
+                    threads=runner.context.threads)
     finally:
         executor.close()
     print(summary.line())
@@ -291,6 +315,7 @@ def cmd_run(args) -> int:
                   f"`python -m bench report {out} --out DIR`", file=sys.stderr)
             return 2
         print(f"report: {report_dir / 'README.md'}")
+        phases.mark("report")
     return 0 if summary.clean else 1
 
 
@@ -385,6 +410,10 @@ def cmd_claims(args) -> int:
 
 
 def cmd_perf(args) -> int:
+    if args.profile:
+        from bench.cost.profile import main as profile_main
+
+        return profile_main(args)
     from bench.cost.perf import main as perf_main
 
     return perf_main(args)
