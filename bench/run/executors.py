@@ -225,7 +225,8 @@ class LocalExecutor:
 
         task_ctx = replace(ctx, progress=False)             # worker bars would interleave
         spawn = multiprocessing.get_context("spawn")        # no forked torch/OpenMP state
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=spawn) as pool:
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=spawn,
+                                 initializer=adopt_datasets, initargs=(loaded_datasets(ctx),)) as pool:
             futures = {pool.submit(run_unit_task, unit, task_ctx): (unit, now()) for unit in units}
             try:
                 for future in as_completed(futures):
@@ -241,6 +242,32 @@ class LocalExecutor:
                 for future in futures:
                     future.cancel()
                 raise
+
+
+def loaded_datasets(ctx) -> dict:
+    """The datasets this process has loaded for ``ctx`` (the preflight's), to hand to worker processes."""
+    import pickle
+
+    from bench.run import work
+
+    out = {}
+    for key, value in work._DATASETS.items():
+        if key[1:] != (ctx.data_root, ctx.cache_dir):
+            continue
+        try:
+            pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a loader holding something unpicklable: the worker loads it itself
+            continue
+        out[key] = value
+    return out
+
+
+def adopt_datasets(datasets: dict) -> None:
+    """Pool initializer: a worker starts with the driver's loaded datasets (generated or decoded once per
+    run, not once per process; the arrays are the same, so are the results)."""
+    from bench.run import work
+
+    work._DATASETS.update(datasets)
 
 
 def run_unit_task(unit, ctx) -> list:
