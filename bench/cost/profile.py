@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def breakdown(records: list[dict]) -> dict[str, dict[str, float]]:
     return table
 
 
-def profile_lines(phases: dict, records: list[dict], wall_s: float, launched_at: float) -> list[str]:
+def profile_lines(phases: dict, records: list[dict], wall_s: float, launched_at: float,
+                  cpu_s: float | None = None) -> list[str]:
     from bench.cost.estimate import _fmt
 
     steps, info = phases.get("phases", {}), phases.get("info", {})
@@ -82,6 +84,8 @@ def profile_lines(phases: dict, records: list[dict], wall_s: float, launched_at:
     lines = [f"wall time {_fmt(wall_s)} ({len(records)} records; {workers} unit(s) at once, "
              f"{info.get('threads')} torch thread(s) each; planned {_fmt(float(info.get('planned_s') or 0))}; "
              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end)",
+             *([f"  CPU time (user + system) of the run and its worker processes: {_fmt(cpu_s)} "
+                "(on a shared machine the wall times below stretch, this does much less)"] if cpu_s else []),
              f"  start-up (interpreter, imports, grid, executor): {_fmt(startup)}",
              f"  preflight (datasets loaded/decoded, components built): {_fmt(steps.get('preflight', 0.0))}",
              f"  cost estimate: {_fmt(steps.get('estimate', 0.0))}",
@@ -116,13 +120,16 @@ def main(args) -> int:
         command += ["--workers", str(args.workers)]
     print("$ " + " ".join(command), flush=True)
     launched = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, env={**os.environ, ENV: str(phases_file)})
     wall = time.time() - launched
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if not phases_file.is_file():
         print(f"error: bench run exited with {result.returncode} before its phases were written", file=sys.stderr)
         return 2
     records = ResultStore(out / "run").records(skip_bad=True)
     print(f"profile of grid '{args.profile}' (exit status {result.returncode}):")
-    for line in profile_lines(json.loads(phases_file.read_text()), records, wall, launched):
+    for line in profile_lines(json.loads(phases_file.read_text()), records, wall, launched, cpu):
         print(line)
     return 0 if result.returncode in (0, 1) else result.returncode
