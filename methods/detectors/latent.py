@@ -87,6 +87,7 @@ class LatentDetector(Detector):
         if self.fit_encoder:
             self.encoder.fit(train, seed=seed, device=device, progress=progress)
         self.head.fit(self.embed(train.images, device), seed=seed, device=device, progress=progress)
+        self.fits_ = getattr(self, "fits_", 0) + 1         # maps memoised for an earlier fit are not reused
         if self.kind is not None and self.kind.head_dependent:
             self.memo.join(self._map_group(), self)     # its maps may share the encoder pass with its peers'
         return self
@@ -112,15 +113,15 @@ class LatentDetector(Detector):
         map kind and options) that has none for ``images`` yet: one encoder pass serves them all
         (``MapKind.make_many``), and no peer's maps are made twice."""
         group = self._map_group()
-        mine = (group, id(self.head))
+        mine = (group, id(self.head), getattr(self, "fits_", 0))
         if self.memo.has(mine, images):
             return self.memo.get(mine, images, lambda: None)
         peers = [p for p in self.memo.peers(group) if p is not self and p.encoder is self.encoder]
-        pending = [self] + [p for p in peers if not self.memo.has((group, id(p.head)), images)]
+        pending = [self] + [p for p in peers if not self.memo.has((group, id(p.head), p.fits_), images)]
         made = self.kind.make_many(self.encoder, [p.head for p in pending], images, device=device,
                                    batch_size=self.batch_size // 2, **self.map_options)
         for peer, maps in zip(pending, made):
-            self.memo.put((group, id(peer.head)), images, maps)
+            self.memo.put((group, id(peer.head), getattr(peer, "fits_", 0)), images, maps)
         return made[0]
 
     def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
