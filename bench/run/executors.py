@@ -218,6 +218,7 @@ class LocalExecutor:
 
     def _run_pool(self, units: list, ctx, on_outcome: Callable) -> None:
         import multiprocessing
+        import pickle
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from concurrent.futures.process import BrokenProcessPool
 
@@ -233,7 +234,8 @@ class LocalExecutor:
                     unit, started = futures[future]
                     try:
                         outcomes = future.result()
-                    except (BrokenProcessPool, OSError, EOFError) as exc:     # the worker process died
+                    except (BrokenProcessPool, OSError, EOFError, pickle.PicklingError) as exc:   # worker died, or
+                        # its outcomes could not travel back: the unit is recorded as failed, the grid goes on
                         outcomes = [failed(cell, task_ctx, exc, "worker", started, unit.fingerprint)
                                     for cell in unit.cells]
                     for outcome in outcomes:
