@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+#: Wall-clock time this module was imported: ``bench perf --profile`` counts start-up up to here.
+IMPORTED_AT = time.time()
 
 LISTABLE = ("datasets", "encoders", "heads", "detectors", "grids")
 
@@ -40,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: units one after another in this process (default); ray: units as Ray tasks "
                           "on this machine or a cluster (the driver alone writes records)")
+    run.add_argument("--workers", default=None, type=lambda v: v if v == "auto" else int(v), metavar="N|auto",
+                     help="with the local executor: run up to N units (seeds, encoders) at once in worker processes, "
+                          "torch threads per unit = cores / N; auto: one per core (default: the grid's "
+                          "[resources] workers, else 1)")
     run.add_argument("--ray-address", default=None, metavar="ADDR",
                      help="with --executor ray: 'auto' or HOST:PORT joins a running cluster "
                           "(default: start a local Ray runtime sized to this machine)")
@@ -117,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--executor", choices=["local", "ray"], default="local",
                       help="ray: only the quick grid's wall time under Ray / under the local executor")
     perf.add_argument("--set", dest="grid_set", action="append", default=[], metavar="KEY=VALUE",
-                      help="with --executor ray: overrides of the quick grid")
+                      help="with --executor ray or --profile: overrides of the grid")
+    perf.add_argument("--profile", default=None, metavar="GRID",
+                      help="run GRID as `bench run` does (fresh cache, with its report) and print where the wall "
+                           "time goes: start-up, data, training, embedding, head fits, maps, metrics, records, "
+                           "report (--set overrides, --workers N)")
+    perf.add_argument("--workers", default=None, metavar="N|auto", help="with --profile: passed to bench run")
     perf.add_argument("--estimate", "--plan", dest="estimate", default=None, metavar="GRID",
                       help="estimate GRID's wall time on --gpus N from existing records; trains nothing")
     perf.add_argument("--gpus", type=lambda v: [int(x) for x in v.split(",")], default=[1], metavar="N[,N...]",
@@ -249,6 +262,16 @@ def check_run_folders(out: Path, cache: Path | None, reports: str | None) -> Non
 
 
 def cmd_run(args) -> int:
+    from bench.cost.profile import Phases
+
+    phases = Phases.from_env(IMPORTED_AT)        # only when `bench perf --profile` asks for them
+    try:
+        return _cmd_run(args, phases)
+    finally:
+        phases.save()
+
+
+def _cmd_run(args, phases) -> int:
     from bench.run.executors import make_executor
     from bench.run.plan import Plan
     from bench.run.preflight import preflight
@@ -264,14 +287,23 @@ def cmd_run(args) -> int:
     check_run_folders(out, args.cache, None if args.no_report else args.reports)
     if not args.no_report:
         report_dir_for(out, args.reports, claim=False)      # refuse now, not after hours of training
-    executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel)
+    if args.workers is not None and args.executor != "local":
+        raise UsageError("--workers applies to --executor local; Ray runs as many tasks as its CPUs allow")
+    executor = make_executor(args.executor, grid, address=args.ray_address, max_parallel=args.max_parallel,
+                             workers=args.workers)
     runner = Runner(plan, out, data_root=args.data_root, device=args.device, cache_dir=args.cache,
                     progress=not args.quiet, executor=executor)
-    print(f"grid '{grid.name}': {len(plan)} cells -> {out} (device {runner.device}, executor {args.executor})")
+    if hasattr(executor, "context"):            # threads per unit for parallel local workers
+        runner.context = executor.context(runner.context, grid.data.get("resources", {}).get("cpus_per_task"))
+    workers = getattr(executor, "workers", 1)
+    print(f"grid '{grid.name}': {len(plan)} cells -> {out} (device {runner.device}, executor {args.executor}"
+          + (f", {workers} units at once, {runner.context.threads} torch threads each" if workers > 1 else "") + ")")
+    phases.mark("setup")
     try:
         if not args.check:
             executor.start(plan, runner.context)   # Ray workers import and load data during the preflight
         checked = preflight(plan, runner.context)
+        phases.mark("preflight")
         for note in checked.notes:
             print(f"  {note}")
         if checked.problems:
@@ -281,8 +313,9 @@ def cmd_run(args) -> int:
             return 2
         from bench.cost.measure import estimate_run        # cost before commitment (issue 15)
 
-        estimate = estimate_run(runner, checked, args.executor)
+        estimate = estimate_run(runner, checked, args.executor, slots=getattr(executor, "slots", None))
         print("\n".join(estimate.lines()))
+        phases.mark("estimate", planned_s=estimate.seconds)
         if args.budget is not None and estimate.exceeds(args.budget):
             print(f"error: planned wall time {estimate.seconds / 3600:.2f} h exceeds --budget {args.budget:g} h; "
                   "nothing was run", file=sys.stderr)
@@ -291,6 +324,8 @@ def cmd_run(args) -> int:
             print("preflight: ok")
             return 0
         summary = runner.run(checked)
+        phases.mark("units", record_writing_s=runner.write_s, workers=getattr(executor, "workers", 1),
+                    threads=runner.context.threads)
     finally:
         executor.close()
     print(summary.line())
@@ -309,6 +344,7 @@ def cmd_run(args) -> int:
             return 2
         print_answer(report_dir)
         print(f"report: {report_dir / 'README.md'}")
+        phases.mark("report")
     return 0 if summary.clean else 1
 
 
@@ -505,6 +541,10 @@ def cmd_select(args) -> int:
 
 
 def cmd_perf(args) -> int:
+    if args.profile:
+        from bench.cost.profile import main as profile_main
+
+        return profile_main(args)
     from bench.cost.perf import main as perf_main
 
     return perf_main(args)

@@ -73,7 +73,10 @@ def test_runtime_keys_reach_the_context():
     default = RunContext.for_grid(load_grid("quick"), data_root=None, cache_dir="c", device="cpu")
     # no [resources]: the driver's own thread count is pinned for every unit
     assert (default.threads, default.amp, default.deterministic) == (torch.get_num_threads(), None, False)
+    import os
+
     assert default.runtime() == {"executor": "local", "torch_threads": torch.get_num_threads(),
+                                 "worker_pid": os.getpid(),     # which process ran the unit (parallel workers)
                                  "amp": False, "deterministic": False, "channels_last": False}
 
 

@@ -56,3 +56,80 @@ def test_view_scale_multiplies_sampling_coordinates_as_batchgenerators():
         aug = ViewAugment(translate=0.0, rotate=0.0, scale=(s, s), brightness=(1.0, 1.0), noise=0.0)
         area[s] = float(aug(x, torch.Generator().manual_seed(0)).sum())
     assert area[1.25] < 256 < area[0.8]
+
+
+def _one_head_reference(encoder, head, images, *, batch_size, shifts=1, smooth_samples=0, noise=0.1, seed=0):
+    """The per-head path as it was before heads shared the encoder pass: a forward and a backward per head."""
+    from datasets.base import to_float
+    from methods.localization import postprocess
+
+    encoder.eval()
+    head.eval()
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start:start + batch_size], "cpu")
+        maps = torch.zeros_like(x[:, :1])
+        offsets = [(dy, dx) for dy in range(shifts) for dx in range(shifts)]
+        for dy, dx in offsets:
+            shifted = torch.roll(x, (dy, dx), dims=(2, 3))
+            inputs = [shifted] if smooth_samples == 0 else [
+                shifted + noise * torch.randn(x.shape, generator=generator) for _ in range(smooth_samples)]
+            grad = torch.zeros_like(x)
+            for noisy in inputs:
+                noisy = noisy.detach().requires_grad_(True)
+                (step,) = torch.autograd.grad(head(encoder(noisy)).sum(), noisy)
+                grad += step / len(inputs)
+            maps += torch.roll(grad.abs().mean(dim=1, keepdim=True), (-dy, -dx), dims=(2, 3)) / len(offsets)
+        out.append(postprocess(maps, x)[:, 0])
+    return torch.cat(out).numpy()
+
+
+@pytest.mark.parametrize("options", [{}, {"shifts": 2, "smooth_samples": 1, "noise": 0.2}])
+def test_heads_sharing_one_encoder_pass_give_each_heads_own_maps(options):
+    """Issue 27: the maps of 3 heads made from one encoder forward pass per batch equal, to 1e-5, each
+    head's maps made alone (forward + backward per head), with SmoothGrad noise and shifts too."""
+    from datasets import create_dataset
+    from methods.localization import gradient_maps_heads
+    from methods.registry import create_encoder, create_head
+
+    torch.manual_seed(0)
+    data = create_dataset("synthetic", image_size=64, n_train=24, n_val=2, n_test=2, n_pool=0)
+    encoder = create_encoder("random/resnet18", in_chans=1, image_size=64)
+    z = encoder.embed(data.train.images, batch_size=24)
+    heads = [create_head("gaussian").fit(z, seed=0), create_head("knn").fit(z, seed=0),
+             create_head("flow", n_blocks=1, hidden_features=8, epochs=1).fit(z, seed=0)]
+    shared = gradient_maps_heads(encoder, heads, data.test.images, batch_size=1, **options)
+    for head, maps in zip(heads, shared):
+        reference = _one_head_reference(encoder, head, data.test.images, batch_size=1, **options)
+        assert maps.shape == reference.shape == (2, 64, 64) and np.abs(reference).max() > 0
+        np.testing.assert_allclose(maps, reference, rtol=1e-5, atol=1e-5 * float(np.abs(reference).max()))
+    differ = np.abs(shared[0] - shared[1]).max() / np.abs(shared[0]).max()
+    assert differ > 1e-2, "each head gets its own maps, not the first head's"
+
+
+def test_latent_detectors_on_one_memo_make_every_heads_maps_in_one_pass(monkeypatch):
+    """Detectors of one encoder group fitted before predicting share one ``make_many`` call per split, and
+    each gets its own head's maps (as a detector with no peers makes them)."""
+    from datasets import create_dataset
+    from methods.detectors.latent import LatentDetector, SplitMemo
+    from methods.maps.gradient import GradientMaps
+    from methods.registry import create_encoder, create_head
+
+    torch.manual_seed(0)
+    data = create_dataset("synthetic", image_size=64, n_train=24, n_val=2, n_test=4, n_pool=0)
+    encoder = create_encoder("random/resnet18", in_chans=1, image_size=64)
+    memo = SplitMemo()
+    detectors = [LatentDetector(encoder, create_head(name), "gradient", batch_size=4, fit_encoder=False, memo=memo)
+                 .fit(data.train) for name in ("gaussian", "knn")]
+    calls = []
+    original = GradientMaps.make_many
+    monkeypatch.setattr(GradientMaps, "make_many",
+                        lambda self, enc, heads, images, **kw: calls.append(len(heads)) or original(self, enc, heads,
+                                                                                               images, **kw))
+    shared = [d.predict(data.test.images).maps for d in detectors]
+    assert calls == [2], "one call makes both heads' maps"
+    for det, maps in zip(detectors, shared):
+        alone = LatentDetector(encoder, det.head, "gradient", batch_size=4, fit_encoder=False).predict(data.test.images)
+        assert np.abs(alone.maps).max() > 0
+        np.testing.assert_allclose(maps, alone.maps, rtol=1e-5, atol=1e-5 * float(np.abs(alone.maps).max()))

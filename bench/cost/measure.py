@@ -255,12 +255,24 @@ def head_rates(cell, encoder, n_train: int, device: str) -> dict:
     return {"fit_s": times[0] * scale, "score_per_row": per_row, "head": head}
 
 
-def map_seconds_per_image(cell, encoder, head, dataset, device: str) -> float:
+def map_seconds_per_image(cell, encoder, head, dataset, device: str) -> tuple[float, float]:
+    """Seconds per image of the cell's maps for one head alone, and for each further head that shares the
+    encoder's pass (``MapKind.make_many``: a backward pass per gradient-map head)."""
     from methods.detectors.latent import LatentDetector
+    from methods.maps import map_kind
 
-    detector = LatentDetector(encoder, head, cell.localization, map_options=cell.map_kwargs)
+    kind = map_kind(cell.localization)
+    batch = LatentDetector(encoder, head, cell.localization).batch_size // 2     # as the runner's detectors
     probe = dataset.test.images[:PROBE_IMAGES]
-    return per_call(lambda: detector.maps(probe, device=device), device) / len(probe)
+
+    def make(heads):
+        return kind.make_many(encoder, heads, probe, device=device, batch_size=batch, **cell.map_kwargs)
+
+    one = per_call(lambda: make([head]), device) / len(probe)
+    if not kind.head_dependent:
+        return one, 0.0
+    two = per_call(lambda: make([head, head]), device) / len(probe)
+    return one, min(one, max(0.0, two - one))
 
 
 def patch_rates(cell, encoder, dataset, device: str, notes: list) -> dict:
@@ -335,14 +347,16 @@ def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
                                                                                           ctx.device))
             parts["heads_s"] += rates_h["fit_s"] + rates_h["score_per_row"] * n_scored
             if dataset.test.has_masks and cell.localization is not None:
-                kind = map_kind(cell.localization)
-                dependent = kind.head_dependent
-                key = ("maps", comp, cell.head.name if dependent else None, cell.localization, cell.map_options, shape)
-                if dependent or key not in shared_maps:
-                    shared_maps.add(key)
-                    per_image = _memo(memo, key, lambda: map_seconds_per_image(cell, encoder, rates_h["head"], dataset,
-                                                                                ctx.device))
-                    parts["maps_s"] += per_image * n_maps
+                # head-independent maps are made once per encoder; gradient maps of further heads share
+                # the encoder's forward pass (the runner fits every head first), so they cost a backward
+                dependent = map_kind(cell.localization).head_dependent
+                group = ("maps", comp, cell.localization, cell.map_options, shape)
+                if dependent or group not in shared_maps:
+                    first, further = _memo(memo, group + (cell.head.name if dependent else None,),
+                                           lambda: map_seconds_per_image(cell, encoder, rates_h["head"], dataset,
+                                                                         ctx.device))
+                    parts["maps_s"] += (further if group in shared_maps else first) * n_maps
+                    shared_maps.add(group)
         parts["metrics_s"] += metrics_seconds(dataset, memo)
         parts["cells"].append(cell.cell_id)
     seconds = sum(v for k, v in parts.items() if k != "cells")
@@ -464,7 +478,9 @@ def detector_unit_cost(unit, dataset, ctx, memo: dict, shared_fits: set) -> Unit
 # ---------------------------------------------------------------------------------------------
 # The grid
 # ---------------------------------------------------------------------------------------------
-def _slots(ctx, executor: str) -> int:
+def _slots(ctx, executor: str, slots: int | None = None) -> int:
+    if slots is not None:                                 # the executor says how many units run at once
+        return max(1, slots)
     if executor != "ray":
         return 1
     import os
@@ -476,7 +492,7 @@ def _slots(ctx, executor: str) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, ctx.threads or 1))
 
 
-def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local") -> Estimate:
+def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", slots: int | None = None) -> Estimate:
     """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
 
     ``records``: existing records; units whose cells they time (same configuration, or the same
@@ -513,7 +529,8 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
                 costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
             else:
                 costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
-    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor), notes)
+    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor, slots),
+                        notes)
     unestimated = [u.label for u in costs if u.how == "unestimated"]
     if unestimated:
         estimate.notes.append(f"{len(unestimated)} unit(s) not estimated (counted as 0 s): {', '.join(unestimated[:3])}")
@@ -521,9 +538,9 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
 
 
 
-def estimate_run(runner, checked, executor: str = "local") -> Estimate:
+def estimate_run(runner, checked, executor: str = "local", slots: int | None = None) -> Estimate:
     """The estimate ``bench run`` prints before its first step: the runner's pending units, planned from
     the run directory's records where they time them, measured on the runner's device otherwise."""
     units, _ = runner.pending(checked.fingerprints)
     records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
-    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor)
+    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor, slots=slots)

@@ -1,6 +1,7 @@
 """Executors run units of work (``bench.run.work.Unit``) and hand each cell's outcome to the driver.
 
-``LocalExecutor`` runs them one after another in this process (no extra dependency; the default).
+``LocalExecutor`` runs them one after another in this process (no extra dependency; the default), or
+several at once in spawned processes (``--workers N|auto`` or ``[resources] workers``).
 ``RayExecutor`` (``python -m bench run --executor ray``) ships the same units to Ray tasks on this
 machine or on a cluster. Both call :func:`bench.run.work.execute_unit`, which applies the unit's
 settings (torch threads = ``[resources] cpus_per_task``, deterministic algorithms, mixed precision)
@@ -157,23 +158,118 @@ def ray_node_resources(ray) -> dict[str, float]:
             "GPU": max((r.get("GPU", 0.0) for r in nodes), default=0.0)}
 
 
+def local_workers(workers: int | str | None, threads: int | None) -> int:
+    """Units run at once by the local executor: ``"auto"`` fills the machine's cores with units of
+    ``threads`` torch threads each (at least one unit), a number is taken as it is, None is 1."""
+    if workers in (None, 1):
+        return 1
+    if workers == "auto":
+        return max(1, (os.cpu_count() or 1) // max(1, threads or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ExecutorError(f"workers = {workers!r}: expected a whole number >= 1 or \"auto\"")
+    return workers
+
+
 class LocalExecutor:
-    """Units in grid order, in this process: today's behaviour and the reference for every other."""
+    """Units on this machine: one after another in this process (``workers=1``, the reference for every
+    other executor), or up to ``workers`` at once in a pool of spawned processes.
+
+    Why processes: units of different seeds (and encoders) are independent, and on a CPU a unit on
+    one core is often faster per core than the same unit on two (small convolutions scale poorly
+    with threads). Each unit runs with the context's pinned thread count (:func:`execute_unit`),
+    so a record is bit for bit the sequential run's at the same ``threads``; the pool returns each
+    unit's outcomes to this process, which alone writes records. A single pending unit runs here.
+    """
 
     name = "local"
 
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ExecutorError(f"--workers {workers}: expected N >= 1")
+        self.workers = workers
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    def context(self, ctx, cpus_per_task: int | None = None):
+        """``ctx`` with torch threads per unit so that ``workers`` units do not oversubscribe the cores
+        (unless the grid pins ``[resources] cpus_per_task``)."""
+        if self.workers <= 1 or cpus_per_task:
+            return ctx
+        return replace(ctx, threads=max(1, (os.cpu_count() or 1) // self.workers))
+
     def start(self, plan, ctx) -> None:
-        """Nothing to warm: units run in this process after the preflight."""
+        """Nothing to warm: units run after the preflight."""
 
     def close(self) -> None:
-        """Nothing to shut down."""
+        """Nothing to shut down (the pool lives only inside ``run``)."""
 
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
         from bench.run.work import execute_unit
 
-        for unit in units:
-            for outcome in execute_unit(unit, ctx):
-                on_outcome(outcome)
+        units = list(units)
+        if self.workers <= 1 or len(units) <= 1:
+            for unit in units:
+                for outcome in execute_unit(unit, ctx):
+                    on_outcome(outcome)
+            return
+        self._run_pool(units, ctx, on_outcome)
+
+    def _run_pool(self, units: list, ctx, on_outcome: Callable) -> None:
+        import multiprocessing
+        import pickle
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        from bench.run.work import failed, now
+
+        task_ctx = replace(ctx, progress=False)             # worker bars would interleave
+        spawn = multiprocessing.get_context("spawn")        # no forked torch/OpenMP state
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(units)), mp_context=spawn,
+                                 initializer=adopt_datasets, initargs=(loaded_datasets(ctx),)) as pool:
+            futures = {pool.submit(run_unit_task, unit, task_ctx): (unit, now()) for unit in units}
+            try:
+                for future in as_completed(futures):
+                    unit, started = futures[future]
+                    try:
+                        outcomes = future.result()
+                    except (BrokenProcessPool, OSError, EOFError, pickle.PicklingError) as exc:   # worker died, or
+                        # its outcomes could not travel back: the unit is recorded as failed, the grid goes on
+                        outcomes = [failed(cell, task_ctx, exc, "worker", started, unit.fingerprint)
+                                    for cell in unit.cells]
+                    for outcome in outcomes:
+                        on_outcome(outcome)
+            except BaseException:                # Ctrl-C or a failing write: drop the units not started
+                for future in futures:
+                    future.cancel()
+                raise
+
+
+def loaded_datasets(ctx) -> dict:
+    """The datasets this process has loaded for ``ctx`` (the preflight's), to hand to worker processes."""
+    import pickle
+
+    from bench.run import work
+
+    out = {}
+    for key, value in work._DATASETS.items():
+        if key[1:] != (ctx.data_root, ctx.cache_dir):
+            continue
+        try:
+            pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a loader holding something unpicklable: the worker loads it itself
+            continue
+        out[key] = value
+    return out
+
+
+def adopt_datasets(datasets: dict) -> None:
+    """Pool initializer: a worker starts with the driver's loaded datasets (generated or decoded once per
+    run, not once per process; the arrays are the same, so are the results)."""
+    from bench.run import work
+
+    work._DATASETS.update(datasets)
 
 
 def run_unit_task(unit, ctx) -> list:
@@ -350,7 +446,8 @@ class RayExecutor:
             self.close()
 
 
-def make_executor(name: str, grid=None, *, address: str | None = None, max_parallel: int | None = None):
+def make_executor(name: str, grid=None, *, address: str | None = None, max_parallel: int | None = None,
+                  workers: int | str | None = None):
     """The executor ``--executor NAME`` asks for, with the grid's ``[resources]`` table.
 
     Checked here, before the preflight: the per-task resources against this machine (local executor,
@@ -363,7 +460,8 @@ def make_executor(name: str, grid=None, *, address: str | None = None, max_paral
             raise ExecutorError("--ray-address and --max-parallel apply to --executor ray only")
         check_task_resources(resources.get("cpus_per_task", 1), resources.get("gpu_per_task", 0),
                              machine_resources(), "this machine")
-        return LocalExecutor()
+        workers = resources.get("workers") if workers is None else workers
+        return LocalExecutor(local_workers(workers, resources.get("cpus_per_task", 1)))
     if name == "ray":
         try:
             import ray  # noqa: F401

@@ -122,6 +122,7 @@ class Runner:
                                            cache_dir=str(self.cache_dir), device=self.device, progress=progress,
                                            embed_batch_size=embed_batch_size)
         self.executor = executor
+        self.write_s = 0.0              # seconds the driver spent writing records (``bench perf --profile``)
 
     def load_dataset(self, comp: Component):
         return load_dataset(comp, self.context)
@@ -161,7 +162,9 @@ class Runner:
         """Write one outcome (driver only) and count it."""
         summary.count(outcome)
         if outcome.record is not None:
+            t0 = time.perf_counter()
             self.store.write(outcome.record, outcome.arrays)
+            self.write_s += time.perf_counter() - t0
         if outcome.status in ("failed", "degenerate") and self.progress:
             from tqdm.auto import tqdm
 

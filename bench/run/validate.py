@@ -145,7 +145,9 @@ def _check_component(section: str, comp: Component, registry) -> None:
 
 #: ``[resources]``: what one unit of work (an encoder group or a detector cell) asks of a machine.
 RESOURCES = {"cpus_per_task": "CPU cores per task, also its torch thread count (int >= 1)",
-             "gpu_per_task": "GPUs per task under Ray: a fraction in (0, 1] shares a GPU, or a whole number"}
+             "gpu_per_task": "GPUs per task under Ray: a fraction in (0, 1] shares a GPU, or a whole number",
+             "workers": "units the local executor runs at once in worker processes (int >= 1 or \"auto\": "
+                        "cores / cpus_per_task)"}
 
 
 def _check_runtime(data: dict) -> None:
@@ -162,6 +164,9 @@ def _check_runtime(data: dict) -> None:
                             f"({'; '.join(f'{k}: {v}' for k, v in RESOURCES.items())})")
         if key == "cpus_per_task" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise GridError(f"resources.cpus_per_task = {value!r}: expected a whole number >= 1")
+        if key == "workers" and value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
+                                                      or value < 1):
+            raise GridError(f"resources.workers = {value!r}: expected a whole number >= 1 or \"auto\"")
         if key == "gpu_per_task":
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or value < 0 or (value > 1 and value != int(value)):

@@ -132,7 +132,7 @@ class RunContext:
         """What the record's host info says about how the unit ran (effective values)."""
         import torch
 
-        return {"executor": self.executor, "torch_threads": torch.get_num_threads(),
+        return {"executor": self.executor, "torch_threads": torch.get_num_threads(), "worker_pid": os.getpid(),
                 "amp": bool(self.cuda and self.amp is not False), "deterministic": self.deterministic,
                 "channels_last": bool(self.cuda and self.channels_last is not False)}
 
@@ -377,8 +377,27 @@ class CellPlan:
     degenerate: str | None = None        # a reason known before scoring (constant embeddings)
 
 
+@dataclass
+class FittedCell:
+    """A cell whose detector is fitted (or loaded): what :func:`finish_cell` needs to score it."""
+
+    plan: CellPlan
+    detector: object
+    extra: dict
+    timings: dict
+    stamp: str
+    fit_wall_s: float                    # build + fit: the part of the cell's total_s spent before predicting
+
+
 def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outcome:
     """Every cell, whatever its kind: fit (or load) -> predict on the splits -> metrics -> outcome."""
+    fitted = fit_cell(plan, ctx, fingerprint)
+    return fitted if isinstance(fitted, Outcome) else finish_cell(fitted, dataset, ctx, fingerprint)
+
+
+def fit_cell(plan: CellPlan, ctx: RunContext, fingerprint: str) -> FittedCell | Outcome:
+    """The first half of :func:`run_cell`: build and fit (or load) the cell's detector; a failed outcome
+    when that fails."""
     from methods.base import seed_everything
 
     cell, timings = plan.cell, dict(plan.timings)
@@ -391,6 +410,17 @@ def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outc
         t0 = time.perf_counter()
         detector, extra = plan.fit(detector)
         timings["fit_s"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+        return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
+    return FittedCell(plan, detector, extra, timings, stamp, time.perf_counter() - t_start)
+
+
+def finish_cell(fitted: FittedCell, dataset, ctx: RunContext, fingerprint: str) -> Outcome:
+    """The second half of :func:`run_cell`: predict on the splits, metrics, the outcome."""
+    plan, detector, timings = fitted.plan, fitted.detector, fitted.timings
+    cell, stamp = plan.cell, fitted.stamp
+    t_start = time.perf_counter() - fitted.fit_wall_s    # total_s: build, fit, predict, metrics of this cell
+    try:
         stage = f"{plan.label} predict"
         inputs = None
         if ctx.selection is not None:               # label-free selection (issue 25): bench.run.synth
@@ -404,7 +434,7 @@ def run_cell(plan: CellPlan, dataset, ctx: RunContext, fingerprint: str) -> Outc
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
         return failed(cell, ctx, exc, stage, stamp, fingerprint, timings)
     extra = {"setting": detector.setting, "deterministic_fit": bool(getattr(detector, "deterministic_fit", False)),
-             **extra}
+             **fitted.extra}
     synth = None
     if inputs is not None:
         from bench.run.synth import synth_arrays
@@ -493,15 +523,20 @@ class EncoderGroup:
         first_timings = {"dataset_s": load_s, "encoder_fit_s": info["encoder_fit_s"], "embed_s": info["embed_s"]}
         fields = {k: info.get(k) for k in ("encoder_cache", "encoder_cached", "encoder_history",
                                            "encoder_fit_s_original", "adequacy")}
-        first = True
+        # every head is fitted before any cell predicts, so that the gradient maps of all heads share
+        # the encoder's forward pass (``LatentDetector`` peers on ``memo``); same numbers as cell by cell
+        first, fitted = True, []
         for cell in self.unit.cells:
             plan = self.cell_plan(cell, encoder, memo, fields, constant)
             if plan is None:
-                yield Outcome(cell, "not_applicable")
+                fitted.append(Outcome(cell, "not_applicable"))
                 continue
             plan.timings = first_timings if first else {k: 0.0 for k in first_timings}
             first = False
-            yield run_cell(plan, self.dataset, self.ctx, self.unit.fingerprint)
+            fitted.append(fit_cell(plan, self.ctx, self.unit.fingerprint))
+        for item in fitted:
+            yield item if isinstance(item, Outcome) else finish_cell(item, self.dataset, self.ctx,
+                                                                     self.unit.fingerprint)
 
     def cell_plan(self, cell: Cell, encoder, memo, fields: dict, constant: str | None) -> CellPlan | None:
         """The detector of one head cell over the fitted encoder, or None where the cell does not apply."""

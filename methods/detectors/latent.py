@@ -23,6 +23,20 @@ class SplitMemo:
 
     def __init__(self):
         self._items: dict[tuple, tuple[np.ndarray, Any]] = {}
+        self._peers: dict[Any, list] = {}
+
+    def has(self, key: Any, images: np.ndarray) -> bool:
+        hit = self._items.get((key, id(images)))
+        return hit is not None and hit[0] is images
+
+    def join(self, group: Any, member: Any) -> None:
+        """Register ``member`` (a fitted detector) with the others of ``group`` that share work."""
+        peers = self._peers.setdefault(group, [])
+        if not any(p is member for p in peers):
+            peers.append(member)
+
+    def peers(self, group: Any) -> list:
+        return list(self._peers.get(group, []))
 
     def put(self, key: Any, images: np.ndarray, value: Any) -> None:
         self._items[(key, id(images))] = (images, value)
@@ -78,7 +92,13 @@ class LatentDetector(Detector):
         if self.fit_encoder:
             self.encoder.fit(train, seed=seed, device=device, progress=progress)
         self.head.fit(self.embed(train.images, device), seed=seed, device=device, progress=progress)
+        self.fits_ = getattr(self, "fits_", 0) + 1         # maps memoised for an earlier fit are not reused
+        if self.kind is not None and self.kind.head_dependent:
+            self.memo.join(self._map_group(), self)     # its maps may share the encoder pass with its peers'
         return self
+
+    def _map_group(self) -> tuple:
+        return ("maps", self.localization, tuple(sorted(self.map_options.items())), self.batch_size)
 
     def maps(self, images: np.ndarray, *, device: str = "cpu") -> np.ndarray | None:
         if self.kind is None:
@@ -89,9 +109,25 @@ class LatentDetector(Detector):
                                   **self.map_options)
 
         if self.kind.head_dependent:
-            return make()
+            return self._shared_maps(images, device)
         key = ("maps", self.localization, tuple(sorted(self.map_options.items())))
         return self.memo.get(key, images, make)
+
+    def _shared_maps(self, images: np.ndarray, device: str) -> np.ndarray:
+        """This head's maps, made together with those of every fitted peer on the same encoder (same
+        map kind and options) that has none for ``images`` yet: one encoder pass serves them all
+        (``MapKind.make_many``), and no peer's maps are made twice."""
+        group = self._map_group()
+        mine = (group, id(self.head), getattr(self, "fits_", 0))
+        if self.memo.has(mine, images):
+            return self.memo.get(mine, images, lambda: None)
+        peers = [p for p in self.memo.peers(group) if p is not self and p.encoder is self.encoder]
+        pending = [self] + [p for p in peers if not self.memo.has((group, id(p.head), p.fits_), images)]
+        made = self.kind.make_many(self.encoder, [p.head for p in pending], images, device=device,
+                                   batch_size=self.batch_size // 2, **self.map_options)
+        for peer, maps in zip(pending, made):
+            self.memo.put((group, id(peer.head), getattr(peer, "fits_", 0)), images, maps)
+        return made[0]
 
     def predict(self, images: np.ndarray, *, device: str = "cpu", with_maps: bool = True) -> Prediction:
         scores = self.head.score(self.embed(images, device), device=device)

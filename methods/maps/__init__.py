@@ -33,6 +33,12 @@ class MapKind:
              batch_size: int = 64) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def make_many(self, encoder: nn.Module, heads: list, images: np.ndarray, *, device: str = "cpu",
+                  batch_size: int = 64, **options) -> list[np.ndarray]:
+        """``make`` for several heads on one encoder, in head order; a kind whose heads can share work
+        (one encoder forward pass for every head's gradient) overrides it."""
+        return [self.make(encoder, head, images, device=device, batch_size=batch_size, **options) for head in heads]
+
 
 def map_kind(name: str | None) -> MapKind:
     return MAP_KINDS.create(DEFAULT if name is None else name)

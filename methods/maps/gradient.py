@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from methods.localization import gradient_maps
+from methods.localization import gradient_maps, gradient_maps_heads
 from methods.maps import MapKind, register_map_kind
 
 
@@ -22,3 +22,10 @@ class GradientMaps(MapKind):
              seed: int = 0) -> np.ndarray:
         return gradient_maps(encoder, head, images, batch_size=batch_size, device=device,
                              smooth_samples=smooth_samples, noise=noise, shifts=shifts, seed=seed)
+
+    def make_many(self, encoder: nn.Module, heads: list, images: np.ndarray, *, device: str = "cpu",
+                  batch_size: int = 64, smooth_samples: int = 0, noise: float = 0.1, shifts: int = 1,
+                  seed: int = 0) -> list[np.ndarray]:
+        """Every head's maps from one encoder forward pass per batch (one backward pass per head)."""
+        return gradient_maps_heads(encoder, heads, images, batch_size=batch_size, device=device,
+                                   smooth_samples=smooth_samples, noise=noise, shifts=shifts, seed=seed)
