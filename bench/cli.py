@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --estimate: GPU counts, e.g. 1,4,8 (default 1)")
     perf.add_argument("--run", default=None, metavar="RUN_DIR",
                       help="with --estimate: the run directory whose records give the timings (default runs/GRID)")
+    for command in (run, lst, show, rep, claims, perf):
+        command.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+                             help="import a module of your own methods/datasets/metrics first (a module name "
+                                  "importable from the current folder or a .py file; repeatable)")
     return parser
 
 
@@ -119,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {clash}", file=sys.stderr)
         return 2
     try:
+        from bench.plugins import load_entry_points, load_plugins
+
+        load_entry_points()                    # installed packages' uad_bench.plugins entry points
+        load_plugins(args.plugins)
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
                 "perf": cmd_perf, "claims": cmd_claims}[args.command](args)
     except KeyboardInterrupt:
@@ -140,10 +148,11 @@ def one_line_error(exc: BaseException) -> str | None:
     from bench.run.runner import DeviceError
     from bench.run.store import BadRecordError, RunLockedError, describe_os_error
     from bench.analysis.claims import ClaimError
+    from bench.plugins import PluginError
     from datasets._shared.registry import UnknownEntryError
 
     known = (GridError, UnknownEntryError, UsageError, RunLockedError, DeviceError, ExecutorError, BadRecordError,
-             ClaimError)
+             ClaimError, PluginError)
     try:
         from datasets.base import DatasetError
         from methods.base import MethodError

@@ -329,4 +329,5 @@ def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, v
               "pool_fraction": float(pool_fraction), "duplicates_dropped": int((~keep).sum()), **info}
     note = f"{int((~keep).sum())} pixel-identical duplicate(s) dropped"
     card = replace(CARD, notes=f"This build read {read}. {CARD.notes}")
-    return assemble("busi", arrays, labels, groups, tags, card, config, source=path, split_note=note)
+    return assemble("busi", arrays, labels, groups, tags, card, config, source=path, split_note=note,
+                    ids=raw["names"].astype(str))

@@ -34,7 +34,7 @@ from datasets._io import (
     require_dir,
     resolve_channels,
 )
-from datasets._splits import assemble, assign_by_group
+from datasets._splits import assemble, assign_by_group, file_ids
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
 from datasets.registry import register_dataset
 
@@ -113,4 +113,5 @@ def folders(root: str | Path | None = None, image_size: int = 64, channels: int 
     config = {"loader": "folders", "source": str(folder), "image_size": int(image_size), "channels": channels,
               "seed": int(seed), "train_fraction": float(train_fraction), "val_fraction": float(val_fraction),
               "group_pattern": group_pattern, **info}
-    return assemble("folders", arrays, labels, groups, tags, FOLDERS_CARD, config, source=folder)
+    return assemble("folders", arrays, labels, groups, tags, FOLDERS_CARD, config, source=folder,
+                    ids=file_ids(records, folder))

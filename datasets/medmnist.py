@@ -333,7 +333,7 @@ def medmnist(flag: str, root: str | Path, image_size: int = 28, size: int | None
         keep = index[stratified_subsample(is_anomalous[index].astype(np.int64), limits[split], rng)]
         groups = np.array([f"{flag}-{source}-{i:0{width}d}" for i in keep])
         return Split(to_nchw(images[keep], int(image_size), channels), is_anomalous[keep], None,
-                     groups, name=split)
+                     groups, name=split, ids=np.array([f"{source}-{i}" for i in keep]))
 
     anomalous = {s: ~_normal_mask(raw[s][1], normal, multilabel) for s in SPLITS}
     everything = {s: np.arange(len(raw[s][1])) for s in SPLITS}

@@ -295,7 +295,8 @@ class PhantomGenerator:
         for i in range(n):
             images[i, 0], masks[i, 0], foreground[i, 0] = self.subject_with_foreground(stream, i, bool(labels[i]))
         groups = np.array([f"syn-s{self.seed}-{stream}-{i:06d}" for i in range(n)])
-        return Split(images, labels, masks, groups, name=stream, foreground=foreground)
+        return Split(images, labels, masks, groups, name=stream, foreground=foreground,
+                     ids=np.array([f"case-{i}" for i in range(n)]))
 
 
 # -- registry entry ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from bench.run.grid import Component
 from bench.run.plan import Plan, Unit
+from bench.plugins import LOADED
 from bench.run.provenance import git_sha, versions
 from bench.run.store import ResultStore, RunLock
 from bench.run.work import FINISHED, Outcome, RunContext, failed, load_dataset, now
@@ -133,7 +134,8 @@ class Runner:
         info_path = self.store.run_dir / "run.json"
         info = {"grid": self.grid.name, "grid_file": str(self.grid.path) if self.grid.path else None,
                 "grid_source": self.grid.source, "overrides": self.grid.overrides, "argv": sys.argv,
-                "device": self.device, "cells": len(self.plan), "versions": versions(), "git_sha": git_sha()}
+                "device": self.device, "cells": len(self.plan), "versions": versions(), "git_sha": git_sha(),
+                "plugins": {p.module: p.fingerprint for p in LOADED.values()}}
         first = None
         if info_path.exists():
             try:

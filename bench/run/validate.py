@@ -22,7 +22,7 @@ from bench.run.grid import DEFAULT_MAP_KIND, SECTIONS, Component, Grid, GridErro
 
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
-             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", "claims",
+             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", "claims", "plugins",
              *SECTIONS.values()}
 #: Arguments the runner passes itself; a grid never sets them.
 RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),

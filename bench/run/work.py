@@ -92,6 +92,9 @@ class RunContext:
     channels_last: bool | None = None
     #: which executor ran the unit (recorded in each record's host info).
     executor: str = "local"
+    #: the driver's plugins as ``(spec, search_dir)`` pairs (``bench.plugins.worker_specs``): a worker
+    #: imports them before its first unit, so their entries are registered there too.
+    plugins: tuple = ()
 
     @classmethod
     def for_grid(cls, grid: Grid, **kwargs) -> "RunContext":
@@ -102,8 +105,10 @@ class RunContext:
         # over threads, so this is what makes a Ray run give the local run's bits by default.
         resources = grid.data.get("resources", {})
         threads = resources.get("cpus_per_task") or torch.get_num_threads()
+        from bench.plugins import worker_specs
+
         return cls(grid.name, **kwargs, threads=threads, amp=grid.data.get("amp"),
-                   deterministic=bool(grid.data.get("deterministic", False)))
+                   deterministic=bool(grid.data.get("deterministic", False)), plugins=worker_specs())
 
     @property
     def cuda(self) -> bool:
@@ -216,6 +221,9 @@ def unit_settings(ctx: RunContext):
 
 def execute_unit(unit: Unit, ctx: RunContext) -> Iterator[Outcome]:
     """Run one unit and yield one outcome per cell (module-level, so Ray can ship it)."""
+    from bench.plugins import ensure_plugins
+
+    ensure_plugins(ctx.plugins)
     with unit_settings(ctx):
         yield from _execute_unit(unit, ctx)
 
