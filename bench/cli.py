@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", type=float, default=None, metavar="HOURS",
                      help="refuse the grid, before any work, when its planned wall time exceeds HOURS")
     run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
+    run.add_argument("--claims", dest="claim_files", action="append", default=[], metavar="FILE",
+                     help="claims of your own (TOML [[claim]] tables) for the report's verdicts (repeatable); "
+                          "--set claims.builtin=false leaves the built-in ones out")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: units one after another in this process (default); ray: units as Ray tasks "
@@ -57,9 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
                       help="loader parameters, e.g. image_size=128")
 
-    rep = sub.add_parser("report", help="build tables and figures from a run directory")
-    rep.add_argument("run_dir")
-    rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>)")
+    rep = sub.add_parser("report", help="build tables and figures from a run directory (or several: one report "
+                                        "comparing them, cells matched by configuration)")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>, "
+                                                 "reports/<name>+<name> for several runs)")
+    rep.add_argument("--no-builtin", action="store_true", help="leave the built-in claims out of the verdicts")
     rep.add_argument("--fast", action="store_true", help="tables and heatmaps only (no bootstrap, no t-SNE)")
     rep.add_argument("--strict", action="store_true",
                      help="stop at the first error of any report part (default: list it in the README and go on)")
@@ -283,7 +289,7 @@ def cmd_run(args) -> int:
         from bench.report import build_report
 
         try:
-            report_dir = build_report(out, report_dir_for(out, args.reports))
+            report_dir = build_report(out, report_dir_for(out, args.reports), claim_files=tuple(args.claim_files))
         except OSError as exc:
             print(f"error: {one_line_error(exc)}; the records are complete, build the report elsewhere with "
                   f"`python -m bench report {out} --out DIR`", file=sys.stderr)
@@ -349,35 +355,45 @@ def cmd_show(args) -> int:
 def cmd_report(args) -> int:
     from bench.report import build_report
 
-    run_dir = Path(args.run_dir)
-    records = run_dir / "records"
-    if not records.is_dir():
-        what = f"its records {records} is a file" if records.exists() else "no records/ folder"
-        raise UsageError(f"{run_dir} is not a run directory ({what})")
-    if not any(records.glob("*.json")):
-        raise UsageError(f"{run_dir} has no records yet (records/ holds no <cell>.json); "
-                         f"run `python -m bench run --out {run_dir}` first")
-    target = Path(args.out) if args.out else Path("reports") / run_dir.name
+    run_dirs = [Path(d) for d in args.run_dirs]
+    for run_dir in run_dirs:
+        records = run_dir / "records"
+        if not records.is_dir():
+            what = f"its records {records} is a file" if records.exists() else "no records/ folder"
+            raise UsageError(f"{run_dir} is not a run directory ({what})")
+        if not any(records.glob("*.json")):
+            raise UsageError(f"{run_dir} has no records yet (records/ holds no <cell>.json); "
+                             f"run `python -m bench run --out {run_dir}` first")
+    if len({d.resolve() for d in run_dirs}) < len(run_dirs):
+        raise UsageError("the same run directory is given twice")
+    run_dir = run_dirs[0]
+    target = Path(args.out) if args.out else Path("reports") / "+".join(d.resolve().name for d in run_dirs)
     claim_report_dir(target, run_dir, hint="pass --out DIR to put this run's report elsewhere")
-    out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad,
-                       claim_files=tuple(args.claim_files))
+    out = build_report(run_dirs if len(run_dirs) > 1 else run_dir, target, full=not args.fast, strict=args.strict,
+                       skip_bad=args.skip_bad, claim_files=tuple(args.claim_files),
+                       builtin_claims=not args.no_builtin)
     print(f"report: {out / 'README.md'}")
     return 0
 
 
 def cmd_claims(args) -> int:
     """Print the verdict table and write claims.md/.csv/.tex and the forest plot (issue 15)."""
-    from bench.analysis.claims import evaluate_run
-    from bench.report.verdicts import render_text, write_claims
+    from bench.analysis.claims import claims_for_run, evaluate_claims
+    from bench.report.verdicts import absent_line, render_text, run_claim_settings, split_absent, write_claims
+    from bench.run.store import ResultStore
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "records").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
-    result = evaluate_run(run_dir, args.claim_files, builtin=not args.no_builtin, alpha=args.alpha,
-                          n_resamples=args.resamples)
+    builtin, files = run_claim_settings(run_dir)         # the run's --set claims.builtin=... / claims.files=[...]
+    store = ResultStore(run_dir)
+    records = store.records(skip_bad=True)
+    claims, absent = split_absent(claims_for_run(run_dir, [*files, *args.claim_files],
+                                                 builtin and not args.no_builtin), records)
+    result = evaluate_claims(records, claims, store.arrays, alpha=args.alpha, n_resamples=args.resamples)
     out = Path(args.out) if args.out else report_dir_for(run_dir, "reports")
-    print(render_text(result))
-    paths = write_claims(result, out)
+    print(render_text(result, absent_line(absent)))
+    paths = write_claims(result, out, absent_line(absent))
     print(f"claims: {paths[0]}")
     return 0
 

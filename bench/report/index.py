@@ -52,6 +52,8 @@ class IndexParts:
                  "‡ = some seeds degenerate (metrics included); § = the encoder/detector of some seeds failed the label-free "
                  "adequacy guard (not adequately trained at this scale); n/a (reason) = the records say why the metric "
                  "does not exist; – = not applicable.", ""]
+        if len(getattr(self, "sources", [])) > 0:            # several runs (bench.report.runs)
+            lines += ["## Runs combined", "", *[f"- {note}" for note in self.sources], ""]
         if getattr(self, "claims_markdown", None):            # the answers first (bench.report.verdicts)
             lines += [self.claims_markdown, ""]
         if self.skipped:

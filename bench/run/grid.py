@@ -280,11 +280,11 @@ def apply_override(data: dict, item: str) -> None:
         target[parts[-1]] = value
     elif len(parts) == 1:
         data[parts[0]] = value
-    elif parts[0] == "resources" and len(parts) == 2:      # resources.cpus_per_task=1
-        data.setdefault("resources", {})[parts[1]] = value
+    elif parts[0] in ("resources", "claims") and len(parts) == 2:      # resources.cpus_per_task=1, claims.builtin=false
+        data.setdefault(parts[0], {})[parts[1]] = value
     else:
         raise GridError(f"--set {key}: unknown section '{parts[0]}' "
-                        f"(dataset, encoder, head, detector, defaults, maps, resources)")
+                        f"(dataset, encoder, head, detector, defaults, maps, resources, claims)")
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:
