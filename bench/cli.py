@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 LISTABLE = ("datasets", "encoders", "heads", "detectors", "grids")
+#: What ``show dataset --load`` reports of a loader's config, where the loader records it.
+FOUND_KEYS = ("source", "native_sizes", "native_channels", "channels", "masks_found", "unused", "normal_dir",
+              "abnormal_dir", "normal_test_dir", "mask_dir", "extensions", "split_file", "groups_csv",
+              "group_pattern", "seed", "cache_hit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,22 +337,33 @@ def cmd_show(args) -> int:
     card = entry.tags.get("card")
     if callable(card):
         card = card(member) if entry.family else card()
+    dataset = None
+    if args.load:                              # the card of this build: its split sizes are appended
+        params: dict = {}
+        for item in args.params:
+            if "=" not in item:
+                raise UsageError(f"--set expects key=value, got {item!r}")
+            holder = {}
+            apply_override(holder, f"v{item[item.index('='):]}")
+            params[item.split("=", 1)[0].strip().removeprefix(f"dataset.{args.name}.")] = holder["v"]
+        dataset = create_dataset(args.name, root=args.data_root, **params)
+        card = dataset.card
     if card is not None:
         for key, value in card.as_dict().items():
             print(f"{key:12s} {value}")
     else:
         print(f"{args.name}: {entry.summary or 'no card'}")
-    if args.load:
-        params: dict = {}
-        for item in args.params:
-            holder = {}
-            apply_override(holder, f"v{item[item.index('='):]}")
-            params[item.split("=", 1)[0]] = holder["v"]
-        dataset = create_dataset(args.name, root=args.data_root, **params)
+    if dataset is not None:
         print("counts:")
         for split, counts in dataset.summary().items():
             print(f"  {split:6s} " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        print(f"  shape  {dataset.channels}x{dataset.image_size}x{dataset.image_size}")
+        print(f"  shape  {dataset.channels}x{dataset.image_size}x{dataset.image_size} (channels x height x width "
+              "as the benchmark holds them)")
+        print("found:")              # what the loader read, as it says in its config (datasets/<loader>.py)
+        for key in FOUND_KEYS:
+            value = dataset.config.get(key)
+            if value not in (None, "", [], {}):
+                print(f"  {key:16s} {value}")
     return 0
 
 
