@@ -244,7 +244,7 @@ def check_run_folders(out: Path, cache: Path | None, reports: str | None) -> Non
 def cmd_run(args) -> int:
     from bench.run.executors import make_executor
     from bench.run.plan import Plan
-    from bench.run.preflight import preflight
+    from bench.run.preflight import cells_line, preflight
     from bench.run.runner import Runner
     from bench.run.validate import validate_grid
 
@@ -267,6 +267,7 @@ def cmd_run(args) -> int:
         checked = preflight(plan, runner.context)
         for note in checked.notes:
             print(f"  {note}")
+        print(cells_line(plan, checked, runner.pending(checked.fingerprints)[1]))
         if checked.problems:
             for problem in checked.problems:
                 print(f"error: {problem}", file=sys.stderr)

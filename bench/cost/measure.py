@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.run.grid import DEFAULT_MAP_KIND
+
 #: Timed optimiser steps per trainable encoder (after one warm-up step).
 STEPS = 2
 #: Largest batch a step is timed with on a CPU (larger batches are scaled linearly).
@@ -86,7 +88,7 @@ class Estimate:
     def exceeds(self, hours: float) -> bool:
         return self.seconds > hours * 3600.0
 
-    def lines(self, top: int = 3) -> list[str]:
+    def lines(self, top: int | None = None) -> list[str]:
         from bench.cost.estimate import _fmt
 
         how = {u.how for u in self.units}
@@ -95,13 +97,16 @@ class Estimate:
                   "from the timings of existing records" if how == {"records"} else
                   "from existing records where they exist, else measured on this device and extrapolated")
         n_cells = sum(len(u.parts.get("cells", [])) for u in self.units)
-        lines = [f"cost: {len(self.units)} units ({n_cells} cells) pending on {self.device}"
+        lines = [f"cost: {len(self.units)} units ({n_cells} cells to compute) pending on {self.device}"
                  f"{f' ({self.threads} torch threads per unit)' if self.threads else ''}"
                  f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)} "
                  f"({source}; measuring took {_fmt(self.measure_s)})"]
         for unit in sorted(self.units, key=lambda u: -u.seconds)[:top]:
             parts = ", ".join(f"{k} {_fmt(v)}" for k, v in unit.parts.items() if isinstance(v, float) and v >= 0.05)
-            lines.append(f"  {unit.label}: {_fmt(unit.seconds)} ({parts})")
+            n = len(unit.parts.get("cells", []))
+            how = {"records": "from existing records", "unestimated": "not timed, counted as 0 s"}.get(unit.how, parts)
+            lines.append(f"  {unit.label}, {n} cell{'s' if n != 1 else ''}: {_fmt(unit.seconds)}"
+                         + (f" ({how})" if how else ""))
         notes = list(dict.fromkeys(self.notes + [n for u in self.units for n in u.notes]))
         lines += [f"  note: {n}" for n in notes[:8]]
         if len(notes) > 8:
@@ -308,6 +313,7 @@ def _memo(memo: dict, key, make):
 
 
 def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
+    from bench.run.work import not_applicable_reason
     from methods.maps import map_kind
     from methods.registry import is_patch_head
 
@@ -321,12 +327,9 @@ def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
     n_maps = len(dataset.test) + (len(dataset.val) if dataset.val.has_masks and dataset.val.masks.any() else 0)
     shared_maps: set = set()
     for cell in unit.cells:
-        redundant = cell.localization not in (None, "gradient") and not dataset.test.has_masks
-        if redundant or not map_kind(cell.localization or "gradient").applies(encoder):
+        if not_applicable_reason(cell, encoder, dataset.test.has_masks) is not None:     # the worker's rule
             continue
         if is_patch_head(cell.head.name):
-            if cell.localization not in (None, "gradient"):
-                continue
             rates_p = _memo(memo, ("patch", comp, cell.head, shape), lambda: patch_rates(cell, encoder, dataset,
                                                                                           ctx.device, notes))
             parts["heads_s"] += rates_p["fit_per_image"] * n_train + rates_p["predict_per_image"] * n_scored
@@ -334,8 +337,8 @@ def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
             rates_h = _memo(memo, ("head", comp, cell.head, n_train), lambda: head_rates(cell, encoder, n_train,
                                                                                           ctx.device))
             parts["heads_s"] += rates_h["fit_s"] + rates_h["score_per_row"] * n_scored
-            if dataset.test.has_masks and cell.localization is not None:
-                kind = map_kind(cell.localization)
+            if dataset.test.has_masks:
+                kind = map_kind(cell.localization or DEFAULT_MAP_KIND)
                 dependent = kind.head_dependent
                 key = ("maps", comp, cell.head.name if dependent else None, cell.localization, cell.map_options, shape)
                 if dependent or key not in shared_maps:

@@ -22,10 +22,24 @@ class PreflightResult:
     notes: list[str] = field(default_factory=list)             # facts worth a line, not errors
     fingerprints: dict = field(default_factory=dict)           # dataset component -> content hash
     dataset_errors: dict = field(default_factory=dict)         # dataset component -> exception
+    not_applicable: dict = field(default_factory=dict)         # cell id -> why it is not computed
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def cells_line(plan: Plan, checked: PreflightResult, done: int = 0) -> str:
+    """``N cells: n to compute, d already done, m not applicable (why: count; ...)`` for ``bench run``."""
+    why: dict[str, int] = {}
+    for reason in checked.not_applicable.values():
+        why[reason] = why.get(reason, 0) + 1
+    unloadable = sum(1 for c in plan.cells if c.dataset in checked.dataset_errors)
+    n_na = len(checked.not_applicable)
+    todo = len(plan) - n_na - done - unloadable
+    return (f"{len(plan)} cells: {todo} to compute" + (f", {done} already done" if done else "")
+            + (f", {unloadable} on datasets that do not load" if unloadable else "")
+            + (f", {n_na} not applicable (" + "; ".join(f"{w}: {n}" for w, n in why.items()) + ")" if n_na else ""))
 
 
 def _problem(exc: BaseException) -> str:
@@ -34,7 +48,7 @@ def _problem(exc: BaseException) -> str:
 
 def preflight(plan: Plan, ctx) -> PreflightResult:
     """Run every check on the cells of ``plan`` with the run's context (data root, cache, device)."""
-    from bench.run.work import dataset_fingerprint, load_dataset, unlabeled_pool_for
+    from bench.run.work import dataset_fingerprint, load_dataset, not_applicable_reason, unlabeled_pool_for
     from methods.backbones import weights_source
     from methods.registry import create_detector, create_encoder, create_head
 
@@ -70,9 +84,15 @@ def preflight(plan: Plan, ctx) -> PreflightResult:
         shape = {"in_chans": dataset.channels, "image_size": dataset.image_size}
         for enc in plan.encoders(comp):
             try:
-                create_encoder(enc.name, **shape, **enc.kwargs)
+                encoder = create_encoder(enc.name, **shape, **enc.kwargs)
             except Exception as exc:  # noqa: BLE001
                 result.problems.append(f"encoder.{enc.id} on {comp.id}: {_problem(exc)}")
+                continue
+            for cell in plan.cells:
+                if cell.dataset == comp and cell.encoder == enc:
+                    why = not_applicable_reason(cell, encoder, dataset.test.has_masks)
+                    if why is not None:
+                        result.not_applicable[cell.cell_id] = why
         for cell in plan.detector_cells(comp):
             det = cell.detector
             try:

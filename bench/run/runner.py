@@ -69,10 +69,12 @@ class RunSummary:
     not_applicable: int = 0
     wall_s: float = 0.0
     failures: list = field(default_factory=list)
+    why_not: dict = field(default_factory=dict)      # reason -> cells not applicable for it
 
     def count(self, outcome: Outcome) -> None:
         if outcome.status == "not_applicable":
             self.not_applicable += 1
+            self.why_not[outcome.why or "?"] = self.why_not.get(outcome.why or "?", 0) + 1
             return
         setattr(self, outcome.status, getattr(self, outcome.status) + 1)
         if outcome.status != "ok":
@@ -94,7 +96,8 @@ class RunSummary:
                 + (f", {self.degenerate} degenerate" if self.degenerate else "")
                 + f", {self.resumed} already done"
                 + (f" ({self.resumed_degenerate} of them degenerate)" if self.resumed_degenerate else "")
-                + (f", {self.not_applicable} not applicable" if self.not_applicable else "")
+                + (f", {self.not_applicable} not applicable ("
+                   + "; ".join(f"{why}: {n}" for why, n in self.why_not.items()) + ")" if self.not_applicable else "")
                 + f" — {self.wall_s:.1f} s")
 
 
