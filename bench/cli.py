@@ -264,19 +264,22 @@ def cmd_run(args) -> int:
     try:
         if not args.check:
             executor.start(plan, runner.context)   # Ray workers import and load data during the preflight
-        checked = preflight(plan, runner.context)
+        checked = preflight(plan, runner.context, plan_only=args.check)
         for note in checked.notes:
             print(f"  {note}")
         print(cells_line(plan, checked, runner.pending(checked.fingerprints)[1]))
-        if checked.problems:
-            for problem in checked.problems:
-                print(f"error: {problem}", file=sys.stderr)
+        for problem in checked.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if checked.problems and not args.check:
             print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
             return 2
         from bench.cost.measure import estimate_run        # cost before commitment (issue 15)
 
-        estimate = estimate_run(runner, checked, args.executor)
+        estimate = estimate_run(runner, checked, args.executor)     # --check: planned even with problems
         print("\n".join(estimate.lines()))
+        if checked.problems:
+            print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
+            return 2
         if args.budget is not None and estimate.exceeds(args.budget):
             print(f"error: planned wall time {estimate.seconds / 3600:.2f} h exceeds --budget {args.budget:g} h; "
                   "nothing was run", file=sys.stderr)

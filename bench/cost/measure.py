@@ -101,13 +101,22 @@ class Estimate:
                  f"{f' ({self.threads} torch threads per unit)' if self.threads else ''}"
                  f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)} "
                  f"({source}; measuring took {_fmt(self.measure_s)})"]
-        for unit in sorted(self.units, key=lambda u: -u.seconds)[:top]:
+        timed = [u for u in self.units if u.how != "unestimated"]
+        for unit in sorted(timed, key=lambda u: -u.seconds)[:top]:
             parts = ", ".join(f"{k} {_fmt(v)}" for k, v in unit.parts.items() if isinstance(v, float) and v >= 0.05)
             n = len(unit.parts.get("cells", []))
             how = {"records": "from existing records", "unestimated": "not timed, counted as 0 s"}.get(unit.how, parts)
             lines.append(f"  {unit.label}, {n} cell{'s' if n != 1 else ''}: {_fmt(unit.seconds)}"
                          + (f" ({how})" if how else ""))
-        notes = list(dict.fromkeys(self.notes + [n for u in self.units for n in u.notes]))
+        untimed: dict[str, list] = {}
+        for unit in self.units:
+            if unit.how == "unestimated":
+                untimed.setdefault("; ".join(unit.notes) or "no reason recorded", []).append(unit)
+        for why, units in untimed.items():
+            n_cells = sum(len(u.parts.get("cells", [])) for u in units)
+            lines.append(f"  not timed (counted as 0 s): {len(units)} unit{'s' if len(units) > 1 else ''} "
+                         f"({n_cells} cells), {why}")
+        notes = list(dict.fromkeys(self.notes + [n for u in timed for n in u.notes]))
         lines += [f"  note: {n}" for n in notes[:8]]
         if len(notes) > 8:
             lines.append(f"  note: ... and {len(notes) - 8} more")
@@ -452,10 +461,10 @@ def detector_unit_cost(unit, dataset, ctx, memo: dict, shared_fits: set) -> Unit
             memo[key] = detector_fit_costs(comp, dataset, ctx.device, notes)
         except Exception as exc:  # noqa: BLE001 - a detector that cannot be timed is named, not fatal
             memo[key] = None
-            notes.append(f"{comp.id}: could not be timed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            memo[("why", key)] = f"{comp.id}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     costs = memo[key]
     if costs is None:
-        return UnitCost(unit.label, 0.0, {"cells": [cell.cell_id]}, "unestimated", notes)
+        return UnitCost(unit.label, 0.0, {"cells": [cell.cell_id]}, "unestimated", [memo[("why", key)]])
     shared = (unit.dataset, fit_spec, unit.seed) in shared_fits       # cells that differ in predict_params only
     shared_fits.add((unit.dataset, fit_spec, unit.seed))
     fit = 0.0 if shared else detector_fit_seconds(costs, _n_train(dataset))
@@ -479,12 +488,17 @@ def _slots(ctx, executor: str) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, ctx.threads or 1))
 
 
-def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local") -> Estimate:
+def _why(who: str, exc: BaseException) -> str:
+    return f"{who}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+
+
+def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", datasets=None) -> Estimate:
     """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
 
     ``records``: existing records; units whose cells they time (same configuration, or the same
     encoder/detector elsewhere) are planned from them (:func:`bench.cost.estimate.estimate_units`),
-    the rest is measured here (see the module docstring).
+    the rest is measured here (see the module docstring). ``datasets``: dataset component -> the
+    dataset (or the stand-in of its declared sizes) the preflight built; others are loaded here.
     """
     from bench.cost.estimate import estimate_units
     from bench.run.work import load_dataset, unit_settings
@@ -507,20 +521,31 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
                 costs.append(UnitCost(unit.label, hit.seconds, {"cells": [c.cell_id for c in unit.cells]}, "records",
                                       list(hit.notes)))
                 continue
+            dataset = (datasets or {}).get(unit.dataset)
             try:
-                dataset = load_dataset(unit.dataset, ctx)
+                dataset = dataset if dataset is not None else load_dataset(unit.dataset, ctx)
             except Exception as exc:  # noqa: BLE001 - the preflight names it
-                notes.append(f"dataset {unit.dataset.id} does not load ({type(exc).__name__}); its units are not estimated")
+                costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                      [f"dataset {unit.dataset.id} does not load ({type(exc).__name__}) and "
+                                       "declares no sizes to plan from"]))
                 continue
             if unit.encoder is None:
-                costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
-            else:
-                costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
-    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor), notes)
-    unestimated = [u.label for u in costs if u.how == "unestimated"]
-    if unestimated:
-        estimate.notes.append(f"{len(unestimated)} unit(s) not estimated (counted as 0 s): {', '.join(unestimated[:3])}")
-    return estimate
+                try:
+                    costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
+                except Exception as exc:  # noqa: BLE001 - a detector that cannot be built (no weights) is named
+                    costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                          [_why(unit.component.id, exc)]))
+                continue
+            key = ("encoder-failed", unit.encoder, _shape(dataset))
+            if key not in memo:
+                try:
+                    costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - an encoder that cannot be timed is named, not fatal
+                    memo[key] = _why(unit.encoder.id, exc)
+            costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                  [memo[key]]))
+    return Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor), notes)
 
 
 
@@ -529,4 +554,5 @@ def estimate_run(runner, checked, executor: str = "local") -> Estimate:
     the run directory's records where they time them, measured on the runner's device otherwise."""
     units, _ = runner.pending(checked.fingerprints)
     records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
-    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor)
+    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor,
+                         datasets=checked.datasets)
