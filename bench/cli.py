@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="estimate GRID's wall time on --gpus N from existing records; trains nothing")
     perf.add_argument("--gpus", type=lambda v: [int(x) for x in v.split(",")], default=[1], metavar="N[,N...]",
                       help="with --estimate: GPU counts, e.g. 1,4,8 (default 1)")
+    perf.add_argument("--data-root", default=None, help="with --estimate: where the grid's datasets are (absent "
+                                                        "ones are planned from their declared sizes)")
     perf.add_argument("--run", default=None, metavar="RUN_DIR",
                       help="with --estimate: the run directory whose records give the timings (default runs/GRID)")
     for command in (run, lst, show, rep, claims, perf):
