@@ -192,10 +192,12 @@ class _PluginMarks:
 
     def factory(self, role: str, name: str):
         if (role, name) not in self.memo:
-            from bench.run.validate import component_registries
+            from datasets import DATASETS
             from methods.maps import MAP_KINDS
+            from methods.registry import DETECTORS, ENCODERS, HEADS
 
-            registry = MAP_KINDS if role == "map" else component_registries()[role]
+            registry = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS,
+                        "map": MAP_KINDS}[role]
             try:
                 self.memo[role, name] = registry.lookup(name)[0].factory
             except KeyError:                  # unknown names are refused by validation, not here
