@@ -14,7 +14,9 @@ extrapolated by the sizes the grid states:
   times ``epochs x steps per epoch``; embedding: the per-image time of ``embed`` on a few images
   times every image embedded (train, validation, test, and the adequacy guard's reference);
 * a global head: its fit and scoring on random features of the encoder's dimension and the
-  training split's size (a trained head at ``min(epochs, 2)`` epochs, scaled to its epochs); maps:
+  training split's size, at most :data:`HEAD_ROWS` rows (fit scaled linearly beyond; a kNN head's
+  scoring, which grows with the training set, is then an underestimate), a trained head at
+  ``min(epochs, 2)`` epochs, scaled to its epochs; maps:
   the per-image time of the cell's map kind on a few images, times the images that get maps;
 * a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images;
 * a detector: its fit on a subset with every length parameter (``epochs``, ``iterations``,
@@ -40,6 +42,9 @@ from bench.run.grid import DEFAULT_MAP_KIND
 
 #: Timed optimiser steps per trainable encoder (after one warm-up step).
 STEPS = 2
+#: Most training rows a global head's fit is timed on (larger training sets are scaled linearly): the full
+#: grid's 28 heads x 10 encoders x 4 datasets were fitted at full size and made --check take many minutes.
+HEAD_ROWS = 1024
 #: Largest batch a step is timed with on a CPU (larger batches are scaled linearly).
 PROBE_BATCH = 32
 #: Images for per-image timings (embedding, maps, predictions) and for subset fits.
@@ -343,9 +348,11 @@ def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
                                                                                           ctx.device, notes))
             parts["heads_s"] += rates_p["fit_per_image"] * n_train + rates_p["predict_per_image"] * n_scored
         else:
-            rates_h = _memo(memo, ("head", comp, cell.head, n_train), lambda: head_rates(cell, encoder, n_train,
+            # timed once per (encoder, head) on at most HEAD_ROWS rows, scaled linearly to each dataset's training set
+            rows = min(n_train, HEAD_ROWS)
+            rates_h = _memo(memo, ("head", comp, cell.head, rows), lambda: head_rates(cell, encoder, rows,
                                                                                           ctx.device))
-            parts["heads_s"] += rates_h["fit_s"] + rates_h["score_per_row"] * n_scored
+            parts["heads_s"] += rates_h["fit_s"] * n_train / rows + rates_h["score_per_row"] * n_scored
             if dataset.test.has_masks:
                 kind = map_kind(cell.localization or DEFAULT_MAP_KIND)
                 dependent = kind.head_dependent
