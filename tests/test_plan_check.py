@@ -56,9 +56,10 @@ def test_identical_causes_are_one_line():
                                        'heads=[]', 'detectors=["padim", "patchcore"]']))
     causes = _Causes()
     for cell in plan.cells:
-        causes.add("ImageNet weights for wide_resnet50_2 not available offline", cell.detector.id, [cell])
+        causes.add("ImageNet weights for wide_resnet50_2 not available offline", f"detector.{cell.detector.id}",
+                   [cell])
     assert causes.lines() == ["ImageNet weights for wide_resnet50_2 not available offline: 12 cells "
-                              "(padim, patchcore × 2 datasets × 3 seeds)"]
+                              "(detector.padim, detector.patchcore × 2 datasets × 3 seeds)"]
 
 
 def test_the_run_summary_says_why_cells_are_not_applicable():

@@ -145,7 +145,7 @@ def preflight(plan: Plan, ctx, plan_only: bool = False) -> PreflightResult:
             try:
                 encoder = create_encoder(enc.name, **shape, **enc.kwargs)
             except Exception as exc:  # noqa: BLE001
-                causes.add(_problem(exc), f"encoder {enc.id}", cells)
+                causes.add(_problem(exc), f"encoder.{enc.id}", cells)
                 continue
             for cell in cells:
                 why = not_applicable_reason(cell, encoder, dataset.test.has_masks)
@@ -158,11 +158,11 @@ def preflight(plan: Plan, ctx, plan_only: bool = False) -> PreflightResult:
                 for name, pretrained, weights in detector.required_weights():
                     weights_source(name, pretrained=pretrained, weights=weights)
                 for missing in detector.prerequisites():
-                    causes.add(str(missing), det.id, [cell])
+                    causes.add(str(missing), f"detector.{det.id}", [cell])
                 if detector.needs_pool and real:         # assembled here once, reused by the cell
                     unlabeled_pool_for(dataset, detector.pool_request(), cell.seed)
             except Exception as exc:  # noqa: BLE001
-                causes.add(_problem(exc), det.id, [cell])
+                causes.add(_problem(exc), f"detector.{det.id}", [cell])
     result.problems += causes.lines()
     result.notes += list(result.stand_ins.values())
     return result
