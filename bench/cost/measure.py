@@ -468,7 +468,7 @@ def detector_unit_cost(unit, dataset, ctx, memo: dict, shared_fits: set) -> Unit
             memo[key] = detector_fit_costs(comp, dataset, ctx.device, notes)
         except Exception as exc:  # noqa: BLE001 - a detector that cannot be timed is named, not fatal
             memo[key] = None
-            memo[("why", key)] = f"{comp.id}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            memo[("why", key)] = _why(comp.id, exc)
     costs = memo[key]
     if costs is None:
         return UnitCost(unit.label, 0.0, {"cells": [cell.cell_id]}, "unestimated", [memo[("why", key)]])

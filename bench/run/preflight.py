@@ -36,7 +36,8 @@ def cells_line(plan: Plan, checked: PreflightResult, done: int = 0) -> str:
     why: dict[str, int] = {}
     for reason in checked.not_applicable.values():
         why[reason] = why.get(reason, 0) + 1
-    unloadable = sum(1 for c in plan.cells if c.dataset in checked.dataset_errors and c.dataset not in checked.fingerprints)
+    unloadable = sum(1 for c in plan.cells
+                     if c.dataset in checked.dataset_errors and c.dataset not in checked.fingerprints)
     n_na = len(checked.not_applicable)
     todo = len(plan) - n_na - done - unloadable
     return (f"{len(plan)} cells: {todo} to compute" + (f", {done} already done" if done else "")
