@@ -18,7 +18,8 @@ extrapolated by the sizes the grid states:
   scoring, which grows with the training set, is then an underestimate), a trained head at
   ``min(epochs, 2)`` epochs, scaled to its epochs; maps:
   the per-image time of the cell's map kind on a few images, times the images that get maps;
-* a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images;
+* a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images (a
+  trained one at 2 epochs (patch_flow: 2 meta-epochs of 1 sub-epoch), scaled to its lengths);
 * a detector: its fit on a subset with every length parameter (``epochs``, ``iterations``,
   ``asr_epochs``) at 1, then each doubled until the fit takes visibly longer (within
   :data:`PROBE_BUDGET_S` per detector): the differences are the cost per epoch (per iteration)
@@ -289,10 +290,20 @@ def patch_rates(cell, encoder, dataset, device: str, notes: list) -> dict:
 
     train = _normal(dataset.train)
     subset = train.subset(np.arange(min(SUBSET, len(train))))
-    detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
+    kwargs, scale = dict(cell.head.kwargs), 1.0
+    head = create_head(cell.head.name, **kwargs)
+    for key, probe in (("epochs", 2), ("meta_epochs", 2), ("sub_epochs", 1)):   # a trained patch head (patch_flow):
+        value = getattr(head, key, None)                                          # short loops timed, scaled
+        if isinstance(value, int) and not isinstance(value, bool) and value > probe:
+            scale *= value / probe
+            kwargs[key] = probe
+    if scale != 1.0:
+        head = create_head(cell.head.name, **kwargs)
+    detector = PatchDetector(encoder, head, fit_encoder=False)
     times: list[float] = []
     with _timer(device, times):
         detector.fit(subset, seed=0, device=device)
+    times[0] *= scale
     probe = dataset.test.images[:PROBE_IMAGES]
     per_image = per_call(lambda: detector.predict(probe, device=device), device) / len(probe)
     if cell.head.name == "patch_knn":
