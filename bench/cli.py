@@ -14,6 +14,10 @@ from pathlib import Path
 IMPORTED_AT = time.time()
 
 LISTABLE = ("datasets", "encoders", "heads", "detectors", "grids")
+#: What ``show dataset --load`` reports of a loader's config, where the loader records it.
+FOUND_KEYS = ("source", "native_sizes", "native_channels", "channels", "masks_found", "unused", "normal_dir",
+              "abnormal_dir", "normal_test_dir", "mask_dir", "extensions", "split_file", "groups_csv",
+              "group_pattern", "seed", "cache_hit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", type=float, default=None, metavar="HOURS",
                      help="refuse the grid, before any work, when its planned wall time exceeds HOURS")
     run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
+    run.add_argument("--claims", dest="claim_files", action="append", default=[], metavar="FILE",
+                     help="claims of your own (TOML [[claim]] tables) for the report's verdicts (repeatable); "
+                          "--set claims.builtin=false leaves the built-in ones out")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local: units one after another in this process (default); ray: units as Ray tasks "
@@ -65,9 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
                       help="loader parameters, e.g. image_size=128")
 
-    rep = sub.add_parser("report", help="build tables and figures from a run directory")
-    rep.add_argument("run_dir")
-    rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>)")
+    rep = sub.add_parser("report", help="build tables and figures from a run directory (or several: one report "
+                                        "comparing them, cells matched by configuration)")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--out", default=None, help="output folder (default: reports/<run name>, "
+                                                 "reports/<name>+<name> for several runs)")
+    rep.add_argument("--no-builtin", action="store_true", help="leave the built-in claims out of the verdicts")
     rep.add_argument("--fast", action="store_true", help="tables and heatmaps only (no bootstrap, no t-SNE)")
     rep.add_argument("--strict", action="store_true",
                      help="stop at the first error of any report part (default: list it in the README and go on)")
@@ -135,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="estimate GRID's wall time on --gpus N from existing records; trains nothing")
     perf.add_argument("--gpus", type=lambda v: [int(x) for x in v.split(",")], default=[1], metavar="N[,N...]",
                       help="with --estimate: GPU counts, e.g. 1,4,8 (default 1)")
+    perf.add_argument("--data-root", default=None, help="with --estimate: where the grid's datasets are (absent "
+                                                        "ones are planned from their declared sizes)")
     perf.add_argument("--run", default=None, metavar="RUN_DIR",
                       help="with --estimate: the run directory whose records give the timings (default runs/GRID)")
+    for command in (run, lst, show, rep, claims, perf):
+        command.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
+                             help="import a module of your own methods/datasets/metrics first (a module name "
+                                  "importable from the current folder or a .py file; repeatable)")
     return parser
 
 
@@ -157,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {clash}", file=sys.stderr)
         return 2
     try:
+        from bench.plugins import load_entry_points, load_plugins
+
+        load_entry_points()                    # installed packages' uad_bench.plugins entry points
+        load_plugins(args.plugins)
         return {"run": cmd_run, "list": cmd_list, "show": cmd_show, "report": cmd_report,
                 "perf": cmd_perf, "claims": cmd_claims, "predict": cmd_predict, "select": cmd_select}[args.command](args)
     except KeyboardInterrupt:
@@ -178,11 +198,12 @@ def one_line_error(exc: BaseException) -> str | None:
     from bench.run.runner import DeviceError
     from bench.run.store import BadRecordError, RunLockedError, describe_os_error
     from bench.analysis.claims import ClaimError
+    from bench.plugins import PluginError
     from bench.run.predict import PredictError
     from datasets._shared.registry import UnknownEntryError
 
     known = (GridError, UnknownEntryError, UsageError, RunLockedError, DeviceError, ExecutorError, BadRecordError,
-             ClaimError, PredictError)
+             ClaimError, PredictError, PluginError)
     try:
         from datasets.base import DatasetError
         from methods.base import MethodError
@@ -274,7 +295,7 @@ def cmd_run(args) -> int:
 def _cmd_run(args, phases) -> int:
     from bench.run.executors import make_executor
     from bench.run.plan import Plan
-    from bench.run.preflight import preflight
+    from bench.run.preflight import cells_line, preflight
     from bench.run.runner import Runner
     from bench.run.validate import validate_grid
 
@@ -302,20 +323,25 @@ def _cmd_run(args, phases) -> int:
     try:
         if not args.check:
             executor.start(plan, runner.context)   # Ray workers import and load data during the preflight
-        checked = preflight(plan, runner.context)
+        checked = preflight(plan, runner.context, plan_only=args.check)
         phases.mark("preflight")
         for note in checked.notes:
             print(f"  {note}")
-        if checked.problems:
-            for problem in checked.problems:
-                print(f"error: {problem}", file=sys.stderr)
+        print(cells_line(plan, checked, runner.pending(checked.fingerprints)[1]))
+        for problem in checked.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if checked.problems and not args.check:
             print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
             return 2
         from bench.cost.measure import estimate_run        # cost before commitment (issue 15)
 
-        estimate = estimate_run(runner, checked, args.executor, slots=getattr(executor, "slots", None))
+        estimate = estimate_run(runner, checked, args.executor,     # --check: planned even with problems
+                                slots=getattr(executor, "slots", None))
         print("\n".join(estimate.lines()))
         phases.mark("estimate", planned_s=estimate.seconds)
+        if checked.problems:
+            print(f"preflight: {len(checked.problems)} problem(s); nothing was run", file=sys.stderr)
+            return 2
         if args.budget is not None and estimate.exceeds(args.budget):
             print(f"error: planned wall time {estimate.seconds / 3600:.2f} h exceeds --budget {args.budget:g} h; "
                   "nothing was run", file=sys.stderr)
@@ -337,7 +363,7 @@ def _cmd_run(args, phases) -> int:
         from bench.report import build_report
 
         try:
-            report_dir = build_report(out, report_dir_for(out, args.reports))
+            report_dir = build_report(out, report_dir_for(out, args.reports), claim_files=tuple(args.claim_files))
         except OSError as exc:
             print(f"error: {one_line_error(exc)}; the records are complete, build the report elsewhere with "
                   f"`python -m bench report {out} --out DIR`", file=sys.stderr)
@@ -438,42 +464,59 @@ def cmd_show(args) -> int:
     card = entry.tags.get("card")
     if callable(card):
         card = card(member) if entry.family else card()
+    dataset = None
+    if args.load:                              # the card of this build: its split sizes are appended
+        params: dict = {}
+        for item in args.params:
+            if "=" not in item:
+                raise UsageError(f"--set expects key=value, got {item!r}")
+            holder = {}
+            apply_override(holder, f"v{item[item.index('='):]}")
+            params[item.split("=", 1)[0].strip().removeprefix(f"dataset.{args.name}.")] = holder["v"]
+        dataset = create_dataset(args.name, root=args.data_root, **params)
+        card = dataset.card
     if card is not None:
         for key, value in card.as_dict().items():
             print(f"{key:12s} {value}")
     else:
         print(f"{args.name}: {entry.summary or 'no card'}")
-    if args.load:
-        params: dict = {}
-        for item in args.params:
-            holder = {}
-            apply_override(holder, f"v{item[item.index('='):]}")
-            params[item.split("=", 1)[0]] = holder["v"]
-        dataset = create_dataset(args.name, root=args.data_root, **params)
+    if dataset is not None:
         print("counts:")
         for split, counts in dataset.summary().items():
             print(f"  {split:6s} " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        print(f"  shape  {dataset.channels}x{dataset.image_size}x{dataset.image_size}")
+        print(f"  shape  {dataset.channels}x{dataset.image_size}x{dataset.image_size} (channels x height x width "
+              "as the benchmark holds them)")
+        print("found:")              # what the loader read, as it says in its config (datasets/<loader>.py)
+        for key in FOUND_KEYS:
+            value = dataset.config.get(key)
+            if value not in (None, "", [], {}):
+                print(f"  {key:16s} {value}")
     return 0
 
 
 def cmd_report(args) -> int:
     from bench.report import build_report
 
-    run_dir = Path(args.run_dir)
-    records = run_dir / "records"
-    if not records.is_dir():
-        what = f"its records {records} is a file" if records.exists() else "no records/ folder"
-        raise UsageError(f"{run_dir} is not a run directory ({what})")
-    if not any(records.glob("*.json")):
-        raise UsageError(f"{run_dir} has no records yet (records/ holds no <cell>.json); "
-                         f"run `python -m bench run --out {run_dir}` first")
-    target = Path(args.out) if args.out else Path("reports") / run_dir.name
+    run_dirs = [Path(d) for d in args.run_dirs]
+    for run_dir in run_dirs:
+        records = run_dir / "records"
+        if not records.is_dir():
+            what = f"its records {records} is a file" if records.exists() else "no records/ folder"
+            raise UsageError(f"{run_dir} is not a run directory ({what})")
+        if not any(records.glob("*.json")):
+            raise UsageError(f"{run_dir} has no records yet (records/ holds no <cell>.json); "
+                             f"run `python -m bench run --out {run_dir}` first")
+    if len({d.resolve() for d in run_dirs}) < len(run_dirs):
+        raise UsageError("the same run directory is given twice")
+    run_dir = run_dirs[0]
+    target = Path(args.out) if args.out else Path("reports") / "+".join(d.resolve().name for d in run_dirs)
     claim_report_dir(target, run_dir, hint="pass --out DIR to put this run's report elsewhere")
-    out = build_report(run_dir, target, full=not args.fast, strict=args.strict, skip_bad=args.skip_bad,
-                       claim_files=tuple(args.claim_files))
-    for line in record_notes(run_dir):
-        print(line)
+    out = build_report(run_dirs if len(run_dirs) > 1 else run_dir, target, full=not args.fast, strict=args.strict,
+                       skip_bad=args.skip_bad, claim_files=tuple(args.claim_files),
+                       builtin_claims=not args.no_builtin)
+    for run in run_dirs:
+        for line in record_notes(run):
+            print(line)
     print_answer(out)
     print(f"report: {out / 'README.md'}")
     return 0
@@ -481,17 +524,22 @@ def cmd_report(args) -> int:
 
 def cmd_claims(args) -> int:
     """Print the verdict table and write claims.md/.csv/.tex and the forest plot (issue 15)."""
-    from bench.analysis.claims import evaluate_run
-    from bench.report.verdicts import render_text, write_claims
+    from bench.analysis.claims import claims_for_run, evaluate_claims
+    from bench.report.verdicts import absent_line, render_text, run_claim_settings, split_absent, write_claims
+    from bench.run.store import ResultStore
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "records").is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no records/ folder)")
-    result = evaluate_run(run_dir, args.claim_files, builtin=not args.no_builtin, alpha=args.alpha,
-                          n_resamples=args.resamples)
+    builtin, files = run_claim_settings(run_dir)         # the run's --set claims.builtin=... / claims.files=[...]
+    store = ResultStore(run_dir)
+    records = store.records(skip_bad=True)
+    claims, absent = split_absent(claims_for_run(run_dir, [*files, *args.claim_files],
+                                                 builtin and not args.no_builtin), records)
+    result = evaluate_claims(records, claims, store.arrays, alpha=args.alpha, n_resamples=args.resamples)
     out = Path(args.out) if args.out else report_dir_for(run_dir, "reports")
-    print(render_text(result))
-    paths = write_claims(result, out)
+    print(render_text(result, absent_line(absent)))
+    paths = write_claims(result, out, absent_line(absent))
     print(f"claims: {paths[0]}")
     return 0
 

@@ -164,6 +164,23 @@ def carve_val_from_test(tags: np.ndarray, groups: np.ndarray, labels: np.ndarray
     return tags.astype(str), note
 
 
+def file_ids(records, folder) -> np.ndarray | None:
+    """Each record's image file relative to ``folder`` (POSIX separators), or None when a record holds
+    an array instead of a file (volume slices): the case names of per-image outputs."""
+    from pathlib import Path
+
+    out = []
+    for record in records:
+        if not isinstance(record.image, (str, Path)):
+            return None
+        path = Path(record.image)
+        try:
+            out.append(path.relative_to(folder).as_posix())
+        except ValueError:
+            out.append(path.name)
+    return np.array(out, dtype=str)
+
+
 def sizes_text(dataset: AnomalyDataset) -> str:
     parts = []
     for name in SPLITS:
@@ -174,11 +191,13 @@ def sizes_text(dataset: AnomalyDataset) -> str:
 
 def assemble(name: str, arrays: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray,
              tags: np.ndarray, card: DatasetCard, config: dict, *, source: object,
-             split_note: str = "", quiet: bool = False, foreground: str | None = None) -> AnomalyDataset:
+             split_note: str = "", quiet: bool = False, foreground: str | None = None,
+             ids: np.ndarray | None = None) -> AnomalyDataset:
     """Build the :class:`AnomalyDataset` from decoded arrays and per-item split tags.
 
     ``foreground="nonzero"`` gives every split a body mask of the non-zero pixels (brain MRI with
-    a zeroed background); ``None`` leaves it unset (the whole image counts).
+    a zeroed background); ``None`` leaves it unset (the whole image counts). ``ids`` names every
+    item (:func:`file_ids`: the file name relative to the source folder), carried into each split.
 
     The card is copied with the actual split sizes appended; sizes, dropped counts and cache
     info go to ``config``; one summary line is printed to stderr.
@@ -194,7 +213,8 @@ def assemble(name: str, arrays: dict[str, np.ndarray], labels: np.ndarray, group
     def split(tag: str) -> Split:
         idx = np.flatnonzero(tags == tag)
         body = nonzero_foreground(images[idx]) if foreground == "nonzero" else None
-        return Split(images[idx], labels[idx], None if masks is None else masks[idx], groups[idx], tag, body)
+        return Split(images[idx], labels[idx], None if masks is None else masks[idx], groups[idx], tag, body,
+                     None if ids is None else np.asarray(ids).astype(str)[idx])
 
     train = split("train")
     if train.n_normal == 0:

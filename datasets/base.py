@@ -29,6 +29,10 @@ class Split:
         foreground: ``uint8`` ``[N, 1, H, W]`` in {0, 1}: the body (skull interior, tissue) where
             pixel metrics restricted to the anatomy are computed (``pixel_*_fg``), or ``None`` for
             the whole image. Background pixels are trivially normal and inflate pixel AUROC.
+        ids: ``[N]`` strings naming each case for a reader of the outputs (per-image score files,
+            figure titles): the file name relative to the source folder for file readers,
+            ``f"{split}-{index}"`` for MedMNIST, ``f"case-{i}"`` for generated data; ``None`` when a
+            source has no cheap name (consumers then fall back to the index).
     """
 
     images: np.ndarray
@@ -37,6 +41,7 @@ class Split:
     groups: np.ndarray | None = None
     name: str = "split"
     foreground: np.ndarray | None = None
+    ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -59,6 +64,10 @@ class Split:
         self.groups = np.asarray(self.groups).astype(str)
         if len(self.groups) != n:
             raise DatasetError(f"{self.name}: {n} images but {len(self.groups)} group ids")
+        if self.ids is not None:
+            self.ids = np.asarray(self.ids).astype(str).reshape(-1)
+            if len(self.ids) != n:
+                raise DatasetError(f"{self.name}: {n} images but {len(self.ids)} case ids")
 
     def _pixel_mask(self, mask: np.ndarray | None, what: str) -> np.ndarray | None:
         """Validate a per-pixel mask (``[N, 1, H, W]`` or ``[N, H, W]``) and binarise it to uint8."""
@@ -95,7 +104,12 @@ class Split:
         index = np.asarray(index)
         return Split(self.images[index], self.labels[index],
                      None if self.masks is None else self.masks[index], self.groups[index], self.name,
-                     None if self.foreground is None else self.foreground[index])
+                     None if self.foreground is None else self.foreground[index],
+                     None if self.ids is None else self.ids[index])
+
+    def case_ids(self) -> np.ndarray:
+        """``ids`` when the source names its cases, else ``"<split>#<index>"`` (never None)."""
+        return self.ids if self.ids is not None else np.array([f"{self.name}#{i}" for i in range(len(self))])
 
     def normal(self) -> "Split":
         return self.subset(np.flatnonzero(self.labels == 0))

@@ -34,7 +34,7 @@ import numpy as np
 
 from datasets._cache import cached_decode, resolve_cache_dir
 from datasets._io import Record, data_root, find_folder, index_by_stem, list_images, resolve_channels
-from datasets._splits import assemble, drop_shared_groups
+from datasets._splits import assemble, drop_shared_groups, file_ids
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
 from datasets.registry import register_dataset
 
@@ -174,4 +174,5 @@ def bmad(member: str, root: str | Path | None = None, image_size: int = 64, chan
         raise DatasetError(f"{name}: shared_groups must be 'drop' or 'per_image', got {shared_groups!r}")
     config = {"loader": name, "source": str(folder), "image_size": int(image_size), "channels": channels,
               "seed": int(seed), "shared_groups": shared_groups, "dropped_shared": dropped, **info}
-    return assemble(name, arrays, labels, groups, tags, bmad_card(member), config, source=folder, split_note=note)
+    return assemble(name, arrays, labels, groups, tags, bmad_card(member), config, source=folder, split_note=note,
+                    ids=file_ids(records, folder))

@@ -278,7 +278,22 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return int(value)
 
 
-@register_dataset("busi", card=CARD, decodes_files=True)
+def planned_sizes(*, image_size, train_fraction, val_fraction, pool_fraction, **_):
+    """BUSI's split sizes from its published counts (133 normal, 647 lesion images; a few duplicates
+    dropped when read): planning a grid before the data is on this machine."""
+    from datasets.stand_in import PlannedSizes
+
+    normal, lesion = 133, 647
+    n_train = int(round(train_fraction * normal))
+    n_pool = int(round(pool_fraction * lesion))
+    val_normal, val_lesion = allocate(normal - n_train, [val_fraction])[0], allocate(lesion - n_pool, [val_fraction])[0]
+    test_normal, test_lesion = normal - n_train - val_normal, lesion - n_pool - val_lesion
+    return PlannedSizes(n_train, (val_normal + val_lesion, val_lesion), (test_normal + test_lesion, test_lesion), 1,
+                        int(image_size), True, (n_pool, n_pool),
+                        "from the published counts (duplicates dropped on reading make it slightly smaller)")
+
+
+@register_dataset("busi", card=CARD, decodes_files=True, plan_sizes=planned_sizes)
 def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, val_fraction: float = 0.3,
          seed: int = 0, source: str = "auto", cache_dir: str | Path | None = None,
          pool_fraction: float = 0.0) -> AnomalyDataset:
@@ -329,4 +344,5 @@ def busi(root: str | Path, image_size: int = 128, train_fraction: float = 0.6, v
               "pool_fraction": float(pool_fraction), "duplicates_dropped": int((~keep).sum()), **info}
     note = f"{int((~keep).sum())} pixel-identical duplicate(s) dropped"
     card = replace(CARD, notes=f"This build read {read}. {CARD.notes}")
-    return assemble("busi", arrays, labels, groups, tags, card, config, source=path, split_note=note)
+    return assemble("busi", arrays, labels, groups, tags, card, config, source=path, split_note=note,
+                    ids=raw["names"].astype(str))

@@ -48,7 +48,7 @@ from datasets._io import (
     require_file,
     resolve_channels,
 )
-from datasets._splits import assemble, carve_val_from_test, check_fraction, drop_shared_groups
+from datasets._splits import assemble, carve_val_from_test, check_fraction, drop_shared_groups, file_ids
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
 from datasets.registry import register_dataset
 
@@ -334,10 +334,10 @@ def medianomaly(member: str, root: str | Path | None = None, image_size: int = 6
               "dropped_shared": dropped, **info}
     if spec.layout != "brats":
         return assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
-                        source=folder, split_note=note)
+                        source=folder, split_note=note, ids=file_ids(records, folder))
     low, thresholds = low_foreground(arrays["images"], groups, foreground_level, 0.05)
     config.update({"foreground_level": float(foreground_level), "foreground_rule": RULE,
                    "low_foreground_slices": int(low[tags != "unused"].sum())})
     dataset = assemble(name, arrays, labels, groups, tags, medianomaly_card(member), config,
-                       source=folder, split_note=note)
+                       source=folder, split_note=note, ids=file_ids(records, folder))
     return attach_foreground(dataset, thresholds)

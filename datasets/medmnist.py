@@ -301,7 +301,25 @@ def card_for(flag: str) -> DatasetCard:
     )
 
 
-@register_dataset("medmnist", family=True, member="flag", card=card_for)
+def planned_sizes(flag: str, *, image_size, channels, max_train, max_val, max_test, **_):
+    """Split sizes from medmnist's INFO (``n_samples``), for planning before the file is on this machine.
+    Which training images are normal is known only from the labels: planned as all of them (an upper bound)."""
+    from datasets.stand_in import PlannedSizes
+
+    info = _check_flag(flag)
+    counts = info["n_samples"]
+
+    def cap(n, limit):
+        return int(min(n, limit)) if limit else int(n)
+
+    train = cap(counts["train"], max_train)
+    val, test = cap(counts["val"], max_val), cap(counts["test"], max_test)
+    return PlannedSizes(train, (val, val // 2), (test, test // 2), int(channels or info["n_channels"]),
+                        int(image_size), False, (counts["train"] // 2, counts["train"] // 2),
+                        "from medmnist INFO n_samples; train counts every training image (normals are fewer)")
+
+
+@register_dataset("medmnist", family=True, member="flag", card=card_for, plan_sizes=planned_sizes)
 def medmnist(flag: str, root: str | Path, image_size: int = 28, size: int | None = None,
              normal_classes: Sequence[int | str] | None = None, channels: int | None = None,
              max_train: int | None = None, max_val: int | None = None, max_test: int | None = None,
@@ -333,7 +351,7 @@ def medmnist(flag: str, root: str | Path, image_size: int = 28, size: int | None
         keep = index[stratified_subsample(is_anomalous[index].astype(np.int64), limits[split], rng)]
         groups = np.array([f"{flag}-{source}-{i:0{width}d}" for i in keep])
         return Split(to_nchw(images[keep], int(image_size), channels), is_anomalous[keep], None,
-                     groups, name=split)
+                     groups, name=split, ids=np.array([f"{source}-{i}" for i in keep]))
 
     anomalous = {s: ~_normal_mask(raw[s][1], normal, multilabel) for s in SPLITS}
     everything = {s: np.arange(len(raw[s][1])) for s in SPLITS}

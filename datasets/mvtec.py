@@ -21,7 +21,7 @@ import numpy as np
 
 from datasets._cache import cached_decode, resolve_cache_dir
 from datasets._io import Record, data_root, find_folder, index_by_stem, list_images, native_channels, resolve_channels
-from datasets._splits import assemble, carve_val_from_test, check_fraction
+from datasets._splits import assemble, carve_val_from_test, check_fraction, file_ids
 from datasets.base import AnomalyDataset, DatasetCard, DatasetError
 from datasets.registry import register_dataset
 
@@ -98,4 +98,4 @@ def mvtec(category: str, root: str | Path | None = None, image_size: int = 64, c
     config = {"loader": name, "source": str(folder), "image_size": int(image_size), "channels": channels,
               "seed": int(seed), "val_fraction": float(val_fraction), **info}
     return assemble(name, arrays, labels, groups, tags, mvtec_card(category), config, source=folder,
-                    split_note=note)
+                    split_note=note, ids=file_ids(records, folder))

@@ -23,7 +23,17 @@ def create_dataset(name: str, root: str | Path | None = None, **kwargs):
 
     ``root`` defaults to ``$UAD_BENCH_DATA`` or ``./data``. Loader kwargs (``image_size``,
     ``seed``, ...) come from the grid's ``[dataset.<name>]`` table.
+
+    ``split_seed`` is every loader's ``seed`` under a name that says what it does: which images go to
+    train, val and test (and, for generated data, which images are drawn). A grid's ``seeds`` do not
+    touch it: they vary the training randomness of every cell on the *same* split (fixed, default 0).
     """
+    if "split_seed" in kwargs:
+        from datasets.base import DatasetError
+
+        if "seed" in kwargs:
+            raise DatasetError(f"{name}: give split_seed or seed, not both (they are the same setting)")
+        kwargs["seed"] = kwargs.pop("split_seed")
     root = Path(root).expanduser() if root is not None else default_data_root()
     return DATASETS.create(name, root=root, **kwargs)
 

@@ -295,7 +295,8 @@ class PhantomGenerator:
         for i in range(n):
             images[i, 0], masks[i, 0], foreground[i, 0] = self.subject_with_foreground(stream, i, bool(labels[i]))
         groups = np.array([f"syn-s{self.seed}-{stream}-{i:06d}" for i in range(n)])
-        return Split(images, labels, masks, groups, name=stream, foreground=foreground)
+        return Split(images, labels, masks, groups, name=stream, foreground=foreground,
+                     ids=np.array([f"case-{i}" for i in range(n)]))
 
 
 # -- registry entry ----------------------------------------------------------------------------
@@ -337,7 +338,17 @@ def _n_anomalous(n: int, fraction: float) -> int:
     return int(min(max(round(n * fraction), 1), n - 1)) if n >= 2 else 0
 
 
-@register_dataset("synthetic", card=CARD)
+def planned_sizes(*, image_size, n_train, n_val, n_test, n_pool, anomaly_fraction, **_):
+    """The split sizes ``synthetic`` generates for these arguments (planning without generating)."""
+    from datasets.stand_in import PlannedSizes
+
+    n_pool = int(n_pool)
+    return PlannedSizes(int(n_train), (int(n_val), _n_anomalous(int(n_val), anomaly_fraction)),
+                        (int(n_test), _n_anomalous(int(n_test), anomaly_fraction)), 1, int(image_size), True,
+                        (n_pool, n_pool // 2), "exact (generated data)")
+
+
+@register_dataset("synthetic", card=CARD, generated=True, plan_sizes=planned_sizes)
 def synthetic(root=None, image_size: int = 64, n_train: int = 800, n_val: int = 120,
               n_test: int = 240, n_pool: int = 200, anomaly_fraction: float = 0.5,
               seed: int = 0, lesion_contrast: Range | None = None,

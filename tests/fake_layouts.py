@@ -316,3 +316,36 @@ class FakeLayouts:
                 self._pair(folder / cls / name, mask, anomalous)
                 n_abn += anomalous
         return Written(folder, {"images": n_patients * per_patient, "abnormal": n_abn, "patients": n_patients})
+
+    def write_study(self, n_patients: int = 10) -> Written:
+        """anomalib-``Folder``-style names of one's own: ``good/`` (two normals per patient), ``good_test/``
+        (one held-out normal per even patient), ``lesion/`` + ``lesion_masks/`` (one per odd patient),
+        files named ``<patient>-<k>.png`` (patient only in ``groups.csv``), a ``.jpg`` copy in ``good/``
+        (filtered by ``extensions``), a ``notes.txt`` in the way, and ``split.csv`` by patient (the held-out
+        and lesion images of training patients unlisted)."""
+        folder = self.root / "study"
+        rows, groups = [], []
+        for p in range(n_patients):
+            patient = f"pt{p:02d}"
+            split = "train" if p < n_patients // 2 else ("val" if p < 3 * n_patients // 4 else "test")
+            for k in range(2):
+                self._pair(folder / "good" / f"{patient}-{k}.png", None, False)
+                rows.append((f"good/{patient}-{k}.png", split))
+                groups.append((f"good/{patient}-{k}.png", patient))
+            if p % 2 == 0:
+                self._pair(folder / "good_test" / f"{patient}-t.png", None, False)
+                rows += [(f"good_test/{patient}-t.png", split)] if split != "train" else []
+                groups.append((f"good_test/{patient}-t.png", patient))
+            else:
+                self._pair(folder / "lesion" / f"{patient}-a.png", folder / "lesion_masks" / f"{patient}-a.png", True)
+                rows += [(f"lesion/{patient}-a.png", split)] if split != "train" else []
+                groups.append((f"lesion/{patient}-a.png", patient))
+        img, _ = self.pixels(False)
+        Image.fromarray(img).save(folder / "good" / "pt00-0.jpg")
+        (folder / "good" / "notes.txt").write_text("not an image")
+        with (folder / "split.csv").open("w", newline="") as handle:
+            csv.writer(handle).writerows([("file", "split"), *rows])
+        with (folder / "groups.csv").open("w", newline="") as handle:
+            csv.writer(handle).writerows([("file", "group"), *groups])
+        return Written(folder, {"normal": 2 * n_patients, "normal_test": (n_patients + 1) // 2,
+                                "abnormal": n_patients // 2, "patients": n_patients})

@@ -14,9 +14,12 @@ extrapolated by the sizes the grid states:
   times ``epochs x steps per epoch``; embedding: the per-image time of ``embed`` on a few images
   times every image embedded (train, validation, test, and the adequacy guard's reference);
 * a global head: its fit and scoring on random features of the encoder's dimension and the
-  training split's size (a trained head at ``min(epochs, 2)`` epochs, scaled to its epochs); maps:
+  training split's size, at most :data:`HEAD_ROWS` rows (fit scaled linearly beyond; a kNN head's
+  scoring, which grows with the training set, is then an underestimate), a trained head at
+  ``min(epochs, 2)`` epochs, scaled to its epochs; maps:
   the per-image time of the cell's map kind on a few images, times the images that get maps;
-* a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images;
+* a patch head: fit and predict on a subset of :data:`SUBSET` training images, scaled by images (a
+  trained one at 2 epochs (patch_flow: 2 meta-epochs of 1 sub-epoch), scaled to its lengths);
 * a detector: its fit on a subset with every length parameter (``epochs``, ``iterations``,
   ``asr_epochs``) at 1, then each doubled until the fit takes visibly longer (within
   :data:`PROBE_BUDGET_S` per detector): the differences are the cost per epoch (per iteration)
@@ -36,8 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.run.grid import DEFAULT_MAP_KIND
+
 #: Timed optimiser steps per trainable encoder (after one warm-up step).
 STEPS = 2
+#: Most training rows a global head's fit is timed on (larger training sets are scaled linearly): the full
+#: grid's 28 heads x 10 encoders x 4 datasets were fitted at full size and made --check take many minutes.
+HEAD_ROWS = 1024
 #: Largest batch a step is timed with on a CPU (larger batches are scaled linearly).
 PROBE_BATCH = 32
 #: Images for per-image timings (embedding, maps, predictions) and for subset fits.
@@ -86,7 +94,7 @@ class Estimate:
     def exceeds(self, hours: float) -> bool:
         return self.seconds > hours * 3600.0
 
-    def lines(self, top: int = 3) -> list[str]:
+    def lines(self, top: int | None = None) -> list[str]:
         from bench.cost.estimate import _fmt
 
         how = {u.how for u in self.units}
@@ -95,14 +103,26 @@ class Estimate:
                   "from the timings of existing records" if how == {"records"} else
                   "from existing records where they exist, else measured on this device and extrapolated")
         n_cells = sum(len(u.parts.get("cells", [])) for u in self.units)
-        lines = [f"cost: {len(self.units)} units ({n_cells} cells) pending on {self.device}"
+        lines = [f"cost: {len(self.units)} units ({n_cells} cells to compute) pending on {self.device}"
                  f"{f' ({self.threads} torch threads per unit)' if self.threads else ''}"
                  f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)} "
                  f"({source}; measuring took {_fmt(self.measure_s)})"]
-        for unit in sorted(self.units, key=lambda u: -u.seconds)[:top]:
+        timed = [u for u in self.units if u.how != "unestimated"]
+        for unit in sorted(timed, key=lambda u: -u.seconds)[:top]:
             parts = ", ".join(f"{k} {_fmt(v)}" for k, v in unit.parts.items() if isinstance(v, float) and v >= 0.05)
-            lines.append(f"  {unit.label}: {_fmt(unit.seconds)} ({parts})")
-        notes = list(dict.fromkeys(self.notes + [n for u in self.units for n in u.notes]))
+            n = len(unit.parts.get("cells", []))
+            how = {"records": "from existing records", "unestimated": "not timed, counted as 0 s"}.get(unit.how, parts)
+            lines.append(f"  {unit.label}, {n} cell{'s' if n != 1 else ''}: {_fmt(unit.seconds)}"
+                         + (f" ({how})" if how else ""))
+        untimed: dict[str, list] = {}
+        for unit in self.units:
+            if unit.how == "unestimated":
+                untimed.setdefault("; ".join(unit.notes) or "no reason recorded", []).append(unit)
+        for why, units in untimed.items():
+            n_cells = sum(len(u.parts.get("cells", [])) for u in units)
+            lines.append(f"  not timed (counted as 0 s): {len(units)} unit{'s' if len(units) > 1 else ''} "
+                         f"({n_cells} cells), {why}")
+        notes = list(dict.fromkeys(self.notes + [n for u in timed for n in u.notes]))
         lines += [f"  note: {n}" for n in notes[:8]]
         if len(notes) > 8:
             lines.append(f"  note: ... and {len(notes) - 8} more")
@@ -282,10 +302,20 @@ def patch_rates(cell, encoder, dataset, device: str, notes: list) -> dict:
 
     train = _normal(dataset.train)
     subset = train.subset(np.arange(min(SUBSET, len(train))))
-    detector = PatchDetector(encoder, create_head(cell.head.name, **cell.head.kwargs), fit_encoder=False)
+    kwargs, scale = dict(cell.head.kwargs), 1.0
+    head = create_head(cell.head.name, **kwargs)
+    for key, probe in (("epochs", 2), ("meta_epochs", 2), ("sub_epochs", 1)):   # a trained patch head (patch_flow):
+        value = getattr(head, key, None)                                          # short loops timed, scaled
+        if isinstance(value, int) and not isinstance(value, bool) and value > probe:
+            scale *= value / probe
+            kwargs[key] = probe
+    if scale != 1.0:
+        head = create_head(cell.head.name, **kwargs)
+    detector = PatchDetector(encoder, head, fit_encoder=False)
     times: list[float] = []
     with _timer(device, times):
         detector.fit(subset, seed=0, device=device)
+    times[0] *= scale
     probe = dataset.test.images[:PROBE_IMAGES]
     per_image = per_call(lambda: detector.predict(probe, device=device), device) / len(probe)
     if cell.head.name == "patch_knn":
@@ -320,6 +350,7 @@ def _memo(memo: dict, key, make):
 
 
 def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
+    from bench.run.work import not_applicable_reason
     from methods.maps import map_kind
     from methods.registry import is_patch_head
 
@@ -333,19 +364,18 @@ def encoder_unit_cost(unit, dataset, ctx, memo: dict) -> UnitCost:
     n_maps = len(dataset.test) + (len(dataset.val) if dataset.val.has_masks and dataset.val.masks.any() else 0)
     shared_maps: set = set()
     for cell in unit.cells:
-        redundant = cell.localization not in (None, "gradient") and not dataset.test.has_masks
-        if redundant or not map_kind(cell.localization or "gradient").applies(encoder):
+        if not_applicable_reason(cell, encoder, dataset.test.has_masks) is not None:     # the worker's rule
             continue
         if is_patch_head(cell.head.name):
-            if cell.localization not in (None, "gradient"):
-                continue
             rates_p = _memo(memo, ("patch", comp, cell.head, shape), lambda: patch_rates(cell, encoder, dataset,
                                                                                           ctx.device, notes))
             parts["heads_s"] += rates_p["fit_per_image"] * n_train + rates_p["predict_per_image"] * n_scored
         else:
-            rates_h = _memo(memo, ("head", comp, cell.head, n_train), lambda: head_rates(cell, encoder, n_train,
+            # timed once per (encoder, head) on at most HEAD_ROWS rows, scaled linearly to each dataset's training set
+            rows = min(n_train, HEAD_ROWS)
+            rates_h = _memo(memo, ("head", comp, cell.head, rows), lambda: head_rates(cell, encoder, rows,
                                                                                           ctx.device))
-            parts["heads_s"] += rates_h["fit_s"] + rates_h["score_per_row"] * n_scored
+            parts["heads_s"] += rates_h["fit_s"] * n_train / rows + rates_h["score_per_row"] * n_scored
             if dataset.test.has_masks and cell.localization is not None:
                 # head-independent maps are made once per encoder; gradient maps of further heads share
                 # the encoder's forward pass (the runner fits every head first), so they cost a backward
@@ -463,10 +493,10 @@ def detector_unit_cost(unit, dataset, ctx, memo: dict, shared_fits: set) -> Unit
             memo[key] = detector_fit_costs(comp, dataset, ctx.device, notes)
         except Exception as exc:  # noqa: BLE001 - a detector that cannot be timed is named, not fatal
             memo[key] = None
-            notes.append(f"{comp.id}: could not be timed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            memo[("why", key)] = _why(comp.id, exc)
     costs = memo[key]
     if costs is None:
-        return UnitCost(unit.label, 0.0, {"cells": [cell.cell_id]}, "unestimated", notes)
+        return UnitCost(unit.label, 0.0, {"cells": [cell.cell_id]}, "unestimated", [memo[("why", key)]])
     shared = (unit.dataset, fit_spec, unit.seed) in shared_fits       # cells that differ in predict_params only
     shared_fits.add((unit.dataset, fit_spec, unit.seed))
     fit = 0.0 if shared else detector_fit_seconds(costs, _n_train(dataset))
@@ -492,12 +522,18 @@ def _slots(ctx, executor: str, slots: int | None = None) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, ctx.threads or 1))
 
 
-def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", slots: int | None = None) -> Estimate:
+def _why(who: str, exc: BaseException) -> str:
+    return f"{who}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+
+
+def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", slots: int | None = None,
+                  datasets=None) -> Estimate:
     """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
 
     ``records``: existing records; units whose cells they time (same configuration, or the same
     encoder/detector elsewhere) are planned from them (:func:`bench.cost.estimate.estimate_units`),
-    the rest is measured here (see the module docstring).
+    the rest is measured here (see the module docstring). ``datasets``: dataset component -> the
+    dataset (or the stand-in of its declared sizes) the preflight built; others are loaded here.
     """
     from bench.cost.estimate import estimate_units
     from bench.run.work import load_dataset, unit_settings
@@ -520,21 +556,32 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
                 costs.append(UnitCost(unit.label, hit.seconds, {"cells": [c.cell_id for c in unit.cells]}, "records",
                                       list(hit.notes)))
                 continue
+            dataset = (datasets or {}).get(unit.dataset)
             try:
-                dataset = load_dataset(unit.dataset, ctx)
+                dataset = dataset if dataset is not None else load_dataset(unit.dataset, ctx)
             except Exception as exc:  # noqa: BLE001 - the preflight names it
-                notes.append(f"dataset {unit.dataset.id} does not load ({type(exc).__name__}); its units are not estimated")
+                costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                      [f"dataset {unit.dataset.id} does not load ({type(exc).__name__}) and "
+                                       "declares no sizes to plan from"]))
                 continue
             if unit.encoder is None:
-                costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
-            else:
-                costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
-    estimate = Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor, slots),
-                        notes)
-    unestimated = [u.label for u in costs if u.how == "unestimated"]
-    if unestimated:
-        estimate.notes.append(f"{len(unestimated)} unit(s) not estimated (counted as 0 s): {', '.join(unestimated[:3])}")
-    return estimate
+                try:
+                    costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
+                except Exception as exc:  # noqa: BLE001 - a detector that cannot be built (no weights) is named
+                    costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                          [_why(unit.component.id, exc)]))
+                continue
+            key = ("encoder-failed", unit.encoder, _shape(dataset))
+            if key not in memo:
+                try:
+                    costs.append(encoder_unit_cost(unit, dataset, ctx, memo))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - an encoder that cannot be timed is named, not fatal
+                    memo[key] = _why(unit.encoder.id, exc)
+            costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                  [memo[key]]))
+    return Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor, slots),
+                    notes)
 
 
 
@@ -543,4 +590,5 @@ def estimate_run(runner, checked, executor: str = "local", slots: int | None = N
     the run directory's records where they time them, measured on the runner's device otherwise."""
     units, _ = runner.pending(checked.fingerprints)
     records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
-    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor, slots=slots)
+    return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor, slots=slots,
+                         datasets=checked.datasets)

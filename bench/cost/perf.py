@@ -271,6 +271,35 @@ def family_throughput(grid_name: str, device: str, steps: int, image_size: int |
     return rows
 
 
+def measure_unrecorded(plan, run_dir: Path, args) -> None:
+    """Units no record times: measured on this device as ``run --check`` does (stand-ins of the declared
+    sizes where the data is absent), then scheduled on ``--gpus`` (LPT)."""
+    from bench.cost.estimate import _fmt, lpt
+    from bench.cost.measure import estimate_grid
+    from bench.run.preflight import preflight
+    from bench.run.runner import resolve_device
+    from bench.run.store import ResultStore
+    from bench.run.work import RunContext
+
+    device = resolve_device(args.device)
+    ctx = RunContext.for_grid(plan.grid, data_root=getattr(args, "data_root", None),
+                              cache_dir=str(Path(args.out) / "cache"), device=device)
+    print(f"measuring the units no record times on {device} (as `bench run --check` does; nothing is trained):")
+    checked = preflight(plan, ctx, plan_only=True)
+    for problem in checked.problems:
+        print(f"  problem: {problem}")
+    records = ResultStore(run_dir).records(skip_bad=True) if (run_dir / "records").is_dir() else []
+    units = plan.units(plan.cells, lambda ds: "")
+    estimate = estimate_grid(plan, ctx, records, units=[u for u in units if u.dataset in checked.datasets],
+                             datasets=checked.datasets)
+    print("\n".join(f"  {line}" for line in estimate.lines(top=10)))
+    gpu_per_task = float(plan.grid.data.get("resources", {}).get("gpu_per_task", 1) or 1)
+    times = [u.seconds for u in estimate.units]
+    for n in args.gpus:
+        slots = max(1, int(n / gpu_per_task))
+        print(f"  {n} GPU(s), {slots} task(s) at once: LPT schedule {_fmt(lpt(times, slots))} at the speed of {device}")
+
+
 def main(args) -> int:
     import torch
 
@@ -284,8 +313,11 @@ def main(args) -> int:
 
         grid = load_grid(args.estimate, [])
         run_dir = Path(args.run) if args.run else Path("runs") / grid.name
-        for line in estimate_report(Plan.of(grid), run_dir, args.gpus):
-            print(line)
+        plan = Plan.of(grid)
+        lines = estimate_report(plan, run_dir, args.gpus)
+        print("\n".join(lines))
+        if not lines[1].rstrip().endswith("unestimated (no record of that encoder/detector): 0"):
+            measure_unrecorded(plan, run_dir, args)
         return 0
     device = resolve_device(args.device)
     if getattr(args, "families", None):

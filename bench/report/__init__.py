@@ -45,8 +45,11 @@ __all__ = [
 
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, full: bool = True,
                  n_resamples: int = 1000, seed: int = 0, tsne_points: int = 500, strict: bool = False,
-                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05) -> Path:
+                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05,
+                 builtin_claims: bool = True) -> Path:
     """Write every table and figure of ``run_dir`` to ``out_dir`` (default ``reports/<run name>``).
+
+    ``run_dir`` may be a list of run directories: one report over all of them (:mod:`bench.report.runs`).
 
     ``full=False`` builds Part A only (tables, heatmaps, summary.csv); the full build also evaluates the
     claims (built-in, the run's grid's ``[claims]``, ``claim_files``) and opens the index with their verdicts. ``strict=True`` re-raises
@@ -57,4 +60,4 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, full
     """
     return ReportBuilder(run_dir, out_dir, full=full, n_resamples=n_resamples, seed=seed,
                          tsne_points=tsne_points, strict=strict, skip_bad=skip_bad, claim_files=claim_files,
-                         alpha=alpha).build()
+                         alpha=alpha, builtin_claims=builtin_claims).build()

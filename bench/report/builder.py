@@ -31,6 +31,7 @@ from bench.report.selection import SelectionParts
 from bench.report.sensitivity import SensitivityParts
 from bench.report.verdicts import ClaimParts
 from bench.report.views import ViewParts
+from bench.report.runs import CombinedStore
 from bench.run.store import ResultStore, atomic_write_text
 
 #: How many methods the curve, histogram and qualitative figures show per dataset.
@@ -60,17 +61,22 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
 
     def __init__(self, run_dir: str | Path, out_dir: str | Path | None = None, *, full: bool = True,
                  n_resamples: int = 1000, seed: int = 0, tsne_points: int = 500, strict: bool = False,
-                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05):
-        self.run_dir = Path(run_dir).resolve()
-        if not (self.run_dir / "records").is_dir():
-            raise FileNotFoundError(f"{self.run_dir}: not a run directory (expected records/<cell_id>.json)")
-        self.run_name = self.run_dir.name
+                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05, builtin_claims: bool = True):
+        run_dirs = [Path(d).resolve() for d in ([run_dir] if isinstance(run_dir, (str, Path)) else run_dir)]
+        for folder in run_dirs:
+            if not (folder / "records").is_dir():
+                raise FileNotFoundError(f"{folder}: not a run directory (expected records/<cell_id>.json)")
+        self.run_dir = run_dirs[0]
+        self.run_name = " + ".join(d.name for d in run_dirs)
         self.out_dir = Path(out_dir) if out_dir is not None else Path("reports") / self.run_name
         self.full, self.n_resamples, self.seed, self.tsne_points = full, n_resamples, seed, tsne_points
         self.strict = strict
         self.claim_files, self.alpha = tuple(claim_files), alpha     # claims (bench.report.verdicts)
-        self.store = ResultStore(self.run_dir)
+        self.builtin_claims = builtin_claims
+        # several runs: one store over all of them, cells matched by configuration (bench.report.runs)
+        self.store = ResultStore(self.run_dir) if len(run_dirs) == 1 else CombinedStore(run_dirs)
         self.records = self.store.records(skip_bad=skip_bad)
+        self.sources = list(getattr(self.store, "notes", []))
         self.skipped = list(self.store.skipped)
         if not self.records:
             raise ValueError(f"{self.run_dir / 'records'}: no records to report on")

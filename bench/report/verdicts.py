@@ -52,9 +52,54 @@ def counts_line(table: pd.DataFrame) -> str:
     return ", ".join(f"{int(counts.get(v, 0))} {v}" for v in MARK)
 
 
-def render_markdown(result: ClaimsResult, title: str = "Claims") -> str:
+def split_absent(claims, records) -> tuple[list, list]:
+    """``(kept, absent)``: a built-in claim with no cell on one of its two sides in ``records`` is not
+    about this run, so it is counted in one line (:func:`absent_line`) instead of listed as a "not
+    testable" row; claims of the grid and of ``--claims`` files are always kept."""
+    from bench.analysis.claims import CLAIMS_DIR, cell_attributes, selects
+
+    attrs = [cell_attributes(r) for r in records if r.get("cell_id")]
+    kept, absent = [], []
+    for claim in claims:
+        builtin = Path(claim.origin).parent == CLAIMS_DIR
+        present = all(any(selects(a, {**claim.where, **side}, claim.defaults) for a in attrs)
+                      for side in (claim.a, claim.b))
+        (kept if present or not builtin else absent).append(claim)
+    return kept, absent
+
+
+def absent_line(absent) -> str:
+    """One line naming the built-in claims left out by :func:`split_absent` ("" when none)."""
+    ids = list(dict.fromkeys(c.id for c in absent))
+    if not ids:
+        return ""
+    shown = ", ".join(ids[:4]) + (f", ... and {len(ids) - 4} more" if len(ids) > 4 else "")
+    return (f"{len(ids)} built-in claim{'s' if len(ids) > 1 else ''} ha{'ve' if len(ids) > 1 else 's'} no cells "
+            f"on both sides in this run ({shown}); not listed (--set claims.builtin=false hides the built-in ones)")
+
+
+def run_claim_settings(run_dir: str | Path) -> tuple[bool, list[str]]:
+    """``(builtin, files)`` from the run's ``--set claims.builtin=...`` / ``claims.files=[...]`` overrides
+    (``run.json``): the grid file's own ``[claims]`` table is read by the claims module itself."""
+    import json
+
+    from bench.run.grid import apply_override
+
+    info = Path(run_dir) / "run.json"
+    data: dict = {}
+    try:
+        for item in json.loads(info.read_text()).get("overrides") or []:
+            if str(item).startswith("claims."):
+                apply_override(data, item)
+    except (OSError, ValueError):
+        pass
+    table = data.get("claims", {})
+    return bool(table.get("builtin", True)), [str(f) for f in table.get("files", [])]
+
+
+def render_markdown(result: ClaimsResult, title: str = "Claims", absent: str = "") -> str:
     table = result.table
-    lines = [f"## {title}", "",
+    lines = [f"## {title}", "", *([absent, ""] if absent else []),
              f"{len(table)} comparisons: {counts_line(table)} (alpha = {result.alpha:g}; one two-sided test per "
              "comparison, Holm over all of them; effect = mean over matched pairs of metric(A) − metric(B) with the "
              "95 % interval the test inverts, over test cases and seeds; the sanity gate is decided on the "
@@ -98,7 +143,7 @@ def render_latex(result: ClaimsResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_text(result: ClaimsResult) -> str:
+def render_text(result: ClaimsResult, absent: str = "") -> str:
     """A plain table for the terminal."""
     table = result.table
     rows = [("claim", "dataset", "metric", "on", "effect [95% CI]", "p(Holm)", "verdict", "reason")]
@@ -109,17 +154,17 @@ def render_text(result: ClaimsResult) -> str:
                      why[:110] + ("…" if len(why) > 110 else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(7)]
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
-    return "\n".join(out + [f"{len(table)} comparisons: {counts_line(table)}"])
+    return "\n".join(out + [f"{len(table)} comparisons: {counts_line(table)}"] + ([absent] if absent else []))
 
 
-def write_claims(result: ClaimsResult, out_dir: str | Path) -> list[Path]:
+def write_claims(result: ClaimsResult, out_dir: str | Path, absent: str = "") -> list[Path]:
     """``claims.md``, ``claims.csv``, ``claims.tex`` and ``figures/claims_forest.{png,pdf}`` in ``out_dir``."""
     from bench.analysis import figures
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv, tex = out_dir / "claims.md", out_dir / "claims.csv", out_dir / "claims.tex"
-    atomic_write_text(md, render_markdown(result) + "\n", sync=False)
+    atomic_write_text(md, render_markdown(result, absent=absent) + "\n", sync=False)
     atomic_write_text(csv, result.table[CSV_COLUMNS].to_csv(index=False), sync=False)
     atomic_write_text(tex, render_latex(result), sync=False)
     paths = [md, csv, tex]
@@ -135,17 +180,23 @@ class ClaimParts:
 
     claims_markdown: str | None = None
     claims_table: pd.DataFrame | None = None
+    builtin_claims: bool = True
 
     def claims_part(self) -> None:
         from bench.analysis.claims import evaluate_claims, claims_for_run
 
-        claims = claims_for_run(self.run_dir, self.claim_files)
+        builtin, files = run_claim_settings(self.run_dir)
+        claims = claims_for_run(self.run_dir, [*files, *self.claim_files], builtin and self.builtin_claims)
+        claims, absent = split_absent(claims, self.records)
+        line = absent_line(absent)
         if not claims:
+            if line:
+                self.claims_markdown = f"## Claims and verdicts\n\n{line}"
             return
         result = evaluate_claims(self.records, claims, self.store.arrays, alpha=self.alpha)
         self.claims_table = result.table          # the answer on screen lists the testable verdicts
-        paths = write_claims(result, self.out_dir)
-        self.claims_markdown = render_markdown(result, "Claims and verdicts")
+        paths = write_claims(result, self.out_dir, line)
+        self.claims_markdown = render_markdown(result, "Claims and verdicts", line)
         self.add("Run", "Claims and verdicts (supported / contradicted / inconclusive / not testable)",
                  [p for p in paths if p.suffix in (".md", ".csv", ".tex")])
         self.add("Run", "Claims: effect and 95% CI per claim, dataset and metric", [p for p in paths if

@@ -287,7 +287,10 @@ def warm_worker(plan, ctx) -> int:
     first units. Anything that fails here fails again, and is recorded, in the unit itself.
     """
     import bench.metrics  # noqa: F401 - scipy, scikit-learn
+    from bench.plugins import ensure_plugins
     from bench.run.work import load_dataset
+
+    ensure_plugins(ctx.plugins)
     from methods.registry import create_encoder, create_head
 
     for comp in plan.datasets():

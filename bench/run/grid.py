@@ -78,6 +78,8 @@ class Cell:
     detector: Component | None = None
     localization: str | None = None
     map_options: tuple = ()     # sorted (key, value) pairs from the grid's [maps.<kind>] table
+    #: sorted (module, fingerprint) of the plugins (``bench.plugins``) whose entries this cell uses
+    plugins: tuple = ()
 
     @property
     def map_kwargs(self) -> dict:
@@ -112,6 +114,7 @@ class Cell:
             if comp is not None:
                 flat[f"{role}.name"] = comp.name
                 flat.update({f"{role}.{k}": v for k, v in comp.kwargs.items()})
+        flat.update({f"plugin.{module}": fingerprint for module, fingerprint in self.plugins})
         return flat
 
     def config_hash(self) -> str:
@@ -162,6 +165,7 @@ class Grid:
         check needs the encoder class, so it is done by the runner (``Cell.localization``).
         """
         locs = self.data.get("localization", [DEFAULT_MAP_KIND])
+        marks = _PluginMarks()
         cells = []
         for dataset in self.components("datasets"):
             for seed in self.seeds:
@@ -170,12 +174,43 @@ class Grid:
                         options = _freeze(self.data.get("maps", {}).get(loc, {}))
                         for head in self.components("heads"):
                             cells.append(Cell(dataset, seed, encoder=encoder, head=head, localization=loc,
-                                              map_options=options))
+                                              map_options=options,
+                                              plugins=marks(dataset=dataset, encoder=encoder, head=head, map=loc)))
                 for detector in self.components("detectors"):
-                    cells.append(Cell(dataset, seed, detector=detector))
+                    cells.append(Cell(dataset, seed, detector=detector,
+                                      plugins=marks(dataset=dataset, detector=detector)))
         if not cells:
             raise GridError(f"grid '{self.name}' expands to no cells: it needs datasets and encoders+heads or detectors")
         return cells
+
+
+class _PluginMarks:
+    """The plugin fingerprints of a cell's entries (empty, and no registry lookup, without plugins)."""
+
+    def __init__(self):
+        self.memo: dict = {}
+
+    def factory(self, role: str, name: str):
+        if (role, name) not in self.memo:
+            from datasets import DATASETS
+            from methods.maps import MAP_KINDS
+            from methods.registry import DETECTORS, ENCODERS, HEADS
+
+            registry = {"dataset": DATASETS, "encoder": ENCODERS, "head": HEADS, "detector": DETECTORS,
+                        "map": MAP_KINDS}[role]
+            try:
+                self.memo[role, name] = registry.lookup(name)[0].factory
+            except KeyError:                  # unknown names are refused by validation, not here
+                self.memo[role, name] = None
+        return self.memo[role, name]
+
+    def __call__(self, **parts) -> tuple:
+        from bench.plugins import LOADED, fingerprints_of
+
+        if not LOADED:
+            return ()
+        names = {role: (p if isinstance(p, str) else p.name) for role, p in parts.items() if p is not None}
+        return fingerprints_of(self.factory(role, name) for role, name in names.items())
 
 
 def available_grids() -> list[str]:
@@ -197,11 +232,20 @@ def load_grid(name_or_path: str, overrides: list[str] | None = None) -> Grid:
     for item in overrides or []:
         apply_override(data, item)
     check_list_keys(data)
+    if data.get("plugins"):                      # imported now: their entries must exist for validation
+        from bench.plugins import PluginError, load_plugin
+
+        for spec in data["plugins"]:
+            base = path.parent if (path.parent / str(spec)).is_file() else None
+            try:
+                load_plugin(str(spec), base)
+            except PluginError as exc:
+                raise GridError(f"grid file {path}: plugins: {exc}") from None
     return Grid(str(data.get("name", path.stem)), data, source, path, list(overrides or []))
 
 
 #: Keys that hold lists (a string there would be expanded letter by letter), and the ones that may not be empty.
-LIST_KEYS = ("seeds", *SECTIONS, "localization")
+LIST_KEYS = ("seeds", *SECTIONS, "localization", "plugins")
 NON_EMPTY = ("seeds", "localization")
 
 
@@ -238,13 +282,13 @@ def apply_override(data: dict, item: str) -> None:
         target[parts[-1]] = value
     elif len(parts) == 1:
         data[parts[0]] = value
-    elif parts[0] in ("resources", "selection") and len(parts) == 2:      # resources.cpus_per_task=1
-        if not isinstance(data.get(parts[0]), dict):                     # selection = true -> a table
-            data[parts[0]] = {}
+    elif parts[0] in ("resources", "selection", "claims") and len(parts) == 2:  # resources.cpus_per_task=1,
+        if not isinstance(data.get(parts[0]), dict):                     # selection = true -> a table,
+            data[parts[0]] = {}                                          # claims.builtin=false
         data[parts[0]][parts[1]] = value
     else:
         raise GridError(f"--set {key}: unknown section '{parts[0]}' "
-                        f"(dataset, encoder, head, detector, defaults, maps, resources, selection)")
+                        f"(dataset, encoder, head, detector, defaults, maps, resources, selection, claims)")
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:

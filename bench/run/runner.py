@@ -35,6 +35,7 @@ from pathlib import Path
 
 from bench.run.grid import Component
 from bench.run.plan import Plan, Unit
+from bench.plugins import LOADED
 from bench.run.provenance import git_sha, versions
 from bench.run.store import ResultStore, RunLock
 from bench.run.work import FINISHED, Outcome, RunContext, failed, load_dataset, now
@@ -69,10 +70,12 @@ class RunSummary:
     wall_s: float = 0.0
     failures: list = field(default_factory=list)
     set_aside: list = field(default_factory=list)      # paths of the records this run moved aside
+    why_not: dict = field(default_factory=dict)      # reason -> cells not applicable for it
 
     def count(self, outcome: Outcome) -> None:
         if outcome.status == "not_applicable":
             self.not_applicable += 1
+            self.why_not[outcome.why or "?"] = self.why_not.get(outcome.why or "?", 0) + 1
             return
         setattr(self, outcome.status, getattr(self, outcome.status) + 1)
         if outcome.status != "ok":
@@ -94,7 +97,8 @@ class RunSummary:
                 + (f", {self.degenerate} degenerate" if self.degenerate else "")
                 + f", {self.resumed} already done"
                 + (f" ({self.resumed_degenerate} of them degenerate)" if self.resumed_degenerate else "")
-                + (f", {self.not_applicable} not applicable" if self.not_applicable else "")
+                + (f", {self.not_applicable} not applicable ("
+                   + "; ".join(f"{why}: {n}" for why, n in self.why_not.items()) + ")" if self.not_applicable else "")
                 + f" — {self.wall_s:.1f} s")
 
 
@@ -135,7 +139,8 @@ class Runner:
         info_path = self.store.run_dir / "run.json"
         info = {"grid": self.grid.name, "grid_file": str(self.grid.path) if self.grid.path else None,
                 "grid_source": self.grid.source, "overrides": self.grid.overrides, "argv": sys.argv,
-                "device": self.device, "cells": len(self.plan), "versions": versions(), "git_sha": git_sha()}
+                "device": self.device, "cells": len(self.plan), "versions": versions(), "git_sha": git_sha(),
+                "plugins": {p.module: p.fingerprint for p in LOADED.values()}}
         first = None
         if info_path.exists():
             try:

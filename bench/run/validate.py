@@ -22,7 +22,7 @@ from bench.run.grid import DEFAULT_MAP_KIND, SECTIONS, Component, Grid, GridErro
 
 #: Top-level keys a grid may hold.
 TOP_LEVEL = {"name", "description", "seeds", "datasets", "encoders", "heads", "detectors", "localization",
-             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", "claims",
+             "defaults", "require_masks", "resources", "amp", "deterministic", "maps", "claims", "plugins",
              "selection", *SECTIONS.values()}
 #: Arguments the runner passes itself; a grid never sets them.
 RUNNER_ARGS = {"dataset": {"root"}, "encoder": {"in_chans", "image_size"}, "head": set(),
@@ -135,6 +135,14 @@ def _check_component(section: str, comp: Component, registry) -> None:
                         f"(python -m bench list {section}s)") from None
     accepted = accepted_parameters(entry.factory, entry.family)
     for key, value in comp.kwargs.items():
+        if section == "dataset" and key == "split_seed":     # the loader's seed (datasets.registry.create_dataset)
+            if accepted is not None and "seed" not in accepted:
+                raise GridError(f"{where}.split_seed: this dataset has no seeded split (fixed by its source)")
+            if "seed" in comp.kwargs:
+                raise GridError(f"{where}: give split_seed or seed, not both (they are the same setting)")
+            if isinstance(value, bool) or not isinstance(value, int) or not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+                raise GridError(f"{where}.split_seed = {value!r}: expected an integer in [0, 2**32 - 1]")
+            continue
         if accepted is not None and key not in accepted:
             raise GridError(f"{where}: unknown parameter '{key}'{_suggest(key, accepted)} "
                             f"(parameters: {', '.join(sorted(set(accepted) - RUNNER_ARGS[section]))})")

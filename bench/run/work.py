@@ -95,6 +95,9 @@ class RunContext:
     executor: str = "local"
     #: label-free selection settings (``bench.run.synth.selection_settings``); None: off.
     selection: dict | None = None
+    #: the driver's plugins as ``(spec, search_dir)`` pairs (``bench.plugins.worker_specs``): a worker
+    #: imports them before its first unit, so their entries are registered there too.
+    plugins: tuple = ()
 
     @classmethod
     def for_grid(cls, grid: Grid, **kwargs) -> "RunContext":
@@ -105,11 +108,12 @@ class RunContext:
         # over threads, so this is what makes a Ray run give the local run's bits by default.
         resources = grid.data.get("resources", {})
         threads = resources.get("cpus_per_task") or torch.get_num_threads()
+        from bench.plugins import worker_specs
         from bench.run.synth import selection_settings
 
         kwargs.setdefault("selection", selection_settings(grid.data.get("selection")))
         return cls(grid.name, **kwargs, threads=threads, amp=grid.data.get("amp"),
-                   deterministic=bool(grid.data.get("deterministic", False)))
+                   deterministic=bool(grid.data.get("deterministic", False)), plugins=worker_specs())
 
     @property
     def cuda(self) -> bool:
@@ -145,10 +149,30 @@ class Outcome:
     status: str                       # ok | degenerate | failed | not_applicable
     record: dict | None = None
     arrays: dict | None = None
+    why: str = ""                      # not_applicable: the reason (:func:`not_applicable_reason`)
 
     @property
     def message(self) -> str:
-        return (self.record or {}).get("error") or ""
+        return (self.record or {}).get("error") or self.why
+
+
+def not_applicable_reason(cell: Cell, encoder, has_masks: bool) -> str | None:
+    """Why an encoder x head cell is not computed (None: it is), the one rule the worker, the preflight
+    and the cost estimate share. ``encoder``: the built encoder (its declared capabilities are read)."""
+    from methods.maps import map_kind
+    from methods.registry import is_patch_head
+
+    if cell.detector is not None:
+        return None
+    default_maps = cell.localization in (None, DEFAULT_MAP_KIND)
+    if is_patch_head(cell.head.name):
+        return None if default_maps else f"{cell.localization} maps: a patch head makes its own maps (cell run once)"
+    kind = map_kind(cell.localization)
+    if not kind.applies(encoder):
+        return f"{cell.localization} maps need {kind.requires}"
+    if not (default_maps or has_masks):
+        return f"{cell.localization} maps: the dataset has no masks to score them"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +246,9 @@ def unit_settings(ctx: RunContext):
 
 def execute_unit(unit: Unit, ctx: RunContext) -> Iterator[Outcome]:
     """Run one unit and yield one outcome per cell (module-level, so Ray can ship it)."""
+    from bench.plugins import ensure_plugins
+
+    ensure_plugins(ctx.plugins)
     with unit_settings(ctx):
         yield from _execute_unit(unit, ctx)
 
@@ -529,7 +556,8 @@ class EncoderGroup:
         for cell in self.unit.cells:
             plan = self.cell_plan(cell, encoder, memo, fields, constant)
             if plan is None:
-                fitted.append(Outcome(cell, "not_applicable"))
+                fitted.append(Outcome(cell, "not_applicable", why=not_applicable_reason(
+                    cell, encoder, self.dataset.test.has_masks) or ""))
                 continue
             plan.timings = first_timings if first else {k: 0.0 for k in first_timings}
             first = False
@@ -542,23 +570,19 @@ class EncoderGroup:
         """The detector of one head cell over the fitted encoder, or None where the cell does not apply."""
         from methods.detectors.latent import LatentDetector
         from methods.detectors.patch import PatchDetector
-        from methods.maps import map_kind
         from methods.registry import create_head, is_patch_head
 
         ctx, train = self.ctx, self.dataset.train
-        default_maps = cell.localization in (None, DEFAULT_MAP_KIND)
         head = lambda: create_head(cell.head.name, **cell.head.kwargs)  # noqa: E731
+        # a patch head makes its own maps, so its cell runs once (under the default map kind); another
+        # map kind changes nothing where there are no masks to score maps against
+        if not_applicable_reason(cell, encoder, self.dataset.test.has_masks) is not None:
+            return None
         if is_patch_head(cell.head.name):
-            # a patch head makes its own maps, so its cell runs once (under the default map kind),
-            # and a constant *global* embedding says nothing about its patches
-            if not default_maps:
-                return None
+            # a constant *global* embedding says nothing about a patch head's patches
             build = lambda: PatchDetector(encoder, head(), fit_encoder=False)  # noqa: E731
             fields, constant = {**fields, "localization": "patch"}, None
         else:
-            # another map kind changes nothing where there are no masks to score maps against
-            if not map_kind(cell.localization).applies(encoder) or not (default_maps or self.dataset.test.has_masks):
-                return None
             build = lambda: LatentDetector(encoder, head(), cell.localization, map_options=cell.map_kwargs,  # noqa: E731
                                            fit_encoder=False, memo=memo)
 

@@ -83,5 +83,6 @@ def unlabeled_pool(dataset: AnomalyDataset, anomaly_rate: float = 0.6, size: int
     images = np.concatenate([p.images for p in parts])
     labels = np.concatenate([p.labels for p in parts])
     groups = np.concatenate([p.groups for p in parts])
+    ids = np.concatenate([p.case_ids() for p in parts])
     order = rng.permutation(len(images))       # no label-sorted order for a method to exploit
-    return Split(images[order], labels[order], None, groups[order], name=split_name)
+    return Split(images[order], labels[order], None, groups[order], name=split_name, ids=ids[order])

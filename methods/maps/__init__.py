@@ -25,6 +25,8 @@ class MapKind:
 
     #: False when the map is the same for every head on an encoder (made once, shown once).
     head_dependent: bool = True
+    #: What :meth:`applies` asks of an encoder, in words (why a cell of this kind is not applicable).
+    requires: str = "an encoder it applies to"
 
     def applies(self, encoder: nn.Module) -> bool:
         return True

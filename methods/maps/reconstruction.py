@@ -14,6 +14,7 @@ class ReconstructionMaps(MapKind):
     """Squared error of ``encoder.reconstruct(x)``; the same for every head on the encoder."""
 
     head_dependent = False
+    requires = "an encoder that reconstructs (vae, ...)"
 
     def applies(self, encoder: nn.Module) -> bool:
         return bool(encoder.reconstructs)
