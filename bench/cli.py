@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "ones are planned from their declared sizes)")
     perf.add_argument("--run", default=None, metavar="RUN_DIR",
                       help="with --estimate: the run directory whose records give the timings (default runs/GRID)")
-    for command in (run, lst, show, rep, claims, perf):
+    for command in (run, lst, show, rep, claims, pred, sel, perf):
         command.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE|FILE.py",
                              help="import a module of your own methods/datasets/metrics first (a module name "
                                   "importable from the current folder or a .py file; repeatable)")

@@ -461,7 +461,7 @@ def test_a_figure_interrupted_mid_write_leaves_no_partial_file(run_copy, tmp_pat
 
     monkeypatch.setattr(Figure, "savefig", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        build_report(run_dir, tmp_path / "report", full=False)
+        build_report(run_dir, tmp_path / "report")     # full: a one-row matrix draws no heatmap
     assert not [p for p in (tmp_path / "report").rglob("*") if p.suffix in (".png", ".pdf") or
                 p.name.endswith(".tmp")]
 

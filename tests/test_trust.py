@@ -191,8 +191,11 @@ def test_empty_validation_split_gives_na_dice_and_every_other_metric(tmp_path):
         assert record["n_val"] == 0
         metrics = record["metrics"]
         assert metrics.get("pixel_dice") is None
+        no_threshold = "no validation scores to choose the image threshold"      # thresholds come from validation
         assert record["metrics_unavailable"] == {"pixel_dice": "no validation split",
-                                                 "pixel_dice_fg": "no validation split"}   # BraTS has a brain mask
+                                                 "pixel_dice_fg": "no validation split",   # BraTS has a brain mask
+                                                 "image_f1": no_threshold, "image_sensitivity": no_threshold,
+                                                 "image_specificity": no_threshold}
         for key in ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_dice_oracle", "pixel_ap_fg"):
             assert 0 <= metrics[key] <= 1, key
 

@@ -13,11 +13,50 @@ Numpy and scipy only (the worker, the report and claims all read it; no torch).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from bench.analysis.stats import PixelCounts, threshold_grid
+
+@dataclass
+class PixelCounts:
+    """Per-image pixel counts on a grid of thresholds: everything a resampled pixel metric needs.
+
+    Why counts: resampling images only reweights rows, so each pixel metric of a resample is a
+    weighted sum of these rows. Pixel values are compared against ``thresholds`` (quantiles of
+    all map values, see :func:`threshold_grid`), so pixel AUROC/AP/AUPRO are those of maps
+    binned to that grid, which moves them by far less than their confidence interval (tested);
+    Dice at the given threshold is exact. No pixel is subsampled.
+    """
+
+    thresholds: np.ndarray     # [T] ascending
+    pos_above: np.ndarray      # [N, T] anomalous pixels with value >= threshold
+    neg_above: np.ndarray      # [N, T] normal pixels with value >= threshold
+    pos_total: np.ndarray      # [N]
+    neg_total: np.ndarray      # [N]
+    region_image: np.ndarray   # [R] image of each connected anomalous region
+    region_overlap: np.ndarray  # [R, T] fraction of the region's pixels >= threshold
+    dice_counts: np.ndarray | None = None  # [N, 3] TP, FP, FN at ``dice_threshold``
+    dice_threshold: float | None = None
+
+
+def _grid_levels(n_thresholds: int) -> np.ndarray:
+    half = max(n_thresholds // 2, 2)
+    levels = np.r_[np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1e-6, 1.0, half)]
+    return np.clip(np.sort(levels), 0.0, 1.0)
+
+
+def threshold_grid(values: np.ndarray, n_thresholds: int) -> np.ndarray:
+    """Quantiles of ``values`` (data values, lowest = minimum): half evenly spaced, half crowding
+    the upper tail.
+
+    Why the tail: pixel AP is decided among the few highest-scoring pixels, where evenly spaced
+    quantiles would lump thousands of pixels into one tie.
+    """
+    return np.unique(np.quantile(np.asarray(values).ravel(), _grid_levels(n_thresholds), method="inverted_cdf"))
+
+
 
 #: Thresholds of a summary's grid (:func:`summary_grid`: quantiles of all its test map values and of its
 #: anomalous pixels' values).
@@ -44,7 +83,7 @@ def _as_3d(array, name: str) -> np.ndarray:
 
 
 def summary_grid(values: np.ndarray, anomalous: np.ndarray, n_thresholds: int) -> np.ndarray:
-    """Half :func:`~bench.analysis.stats.threshold_grid` of all map values (crowding the upper tail), half
+    """Half :func:`threshold_grid` of all map values (crowding the upper tail), half
     evenly spaced quantiles of the anomalous pixels' values.
 
     Why the second half: binning moves pixel AP and the oracle Dice by at most the share of anomalous
@@ -107,7 +146,7 @@ def _above(hist: np.ndarray) -> np.ndarray:
 
 
 def counts_from_summary(arrays: Mapping[str, np.ndarray]) -> PixelCounts:
-    """The :class:`~bench.analysis.stats.PixelCounts` of a stored summary."""
+    """The :class:`PixelCounts` of a stored summary."""
     get = {k: np.asarray(arrays[PREFIX + k]) for k in KEYS if PREFIX + k in arrays}
     pos_above, neg_above = _above(get["pos"]), _above(get["neg"])
     region_above = _above(get["region"]) if get["region"].size else np.zeros((0, get["thresholds"].size))

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.analysis.pixsum import PixelCounts, counts_from_summary, summarize, threshold_grid  # noqa: F401 - re-exported
 from bench.metrics import metrics
 from bench.metrics.weighted import (  # noqa: F401 - re-exported
     _as_weight_matrix,
@@ -123,44 +124,6 @@ def image_metrics_weighted(threshold: float | None = None) -> dict[str, Callable
 # ---------------------------------------------------------------------------------------------
 # Pixel-level metrics from per-image counts
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class PixelCounts:
-    """Per-image pixel counts on a grid of thresholds: everything a resampled pixel metric needs.
-
-    Why counts: resampling images only reweights rows, so each pixel metric of a resample is a
-    weighted sum of these rows. Pixel values are compared against ``thresholds`` (quantiles of
-    all map values, see :func:`threshold_grid`), so pixel AUROC/AP/AUPRO are those of maps
-    binned to that grid, which moves them by far less than their confidence interval (tested);
-    Dice at the given threshold is exact. No pixel is subsampled.
-    """
-
-    thresholds: np.ndarray     # [T] ascending
-    pos_above: np.ndarray      # [N, T] anomalous pixels with value >= threshold
-    neg_above: np.ndarray      # [N, T] normal pixels with value >= threshold
-    pos_total: np.ndarray      # [N]
-    neg_total: np.ndarray      # [N]
-    region_image: np.ndarray   # [R] image of each connected anomalous region
-    region_overlap: np.ndarray  # [R, T] fraction of the region's pixels >= threshold
-    dice_counts: np.ndarray | None = None  # [N, 3] TP, FP, FN at ``dice_threshold``
-    dice_threshold: float | None = None
-
-
-def _grid_levels(n_thresholds: int) -> np.ndarray:
-    half = max(n_thresholds // 2, 2)
-    levels = np.r_[np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1e-6, 1.0, half)]
-    return np.clip(np.sort(levels), 0.0, 1.0)
-
-
-def threshold_grid(values: np.ndarray, n_thresholds: int) -> np.ndarray:
-    """Quantiles of ``values`` (data values, lowest = minimum): half evenly spaced, half crowding
-    the upper tail.
-
-    Why the tail: pixel AP is decided among the few highest-scoring pixels, where evenly spaced
-    quantiles would lump thousands of pixels into one tie.
-    """
-    return np.unique(np.quantile(np.asarray(values).ravel(), _grid_levels(n_thresholds), method="inverted_cdf"))
-
-
 def pixel_counts(maps, masks, n_thresholds: int = 512, dice_threshold: float | None = None) -> PixelCounts:
     """Bin anomaly maps ``[N, H, W]`` against ground-truth masks (``[N, H, W]`` or ``[N, 1, H, W]``).
 
@@ -168,8 +131,6 @@ def pixel_counts(maps, masks, n_thresholds: int = 512, dice_threshold: float | N
     :func:`threshold_grid`. The binning is the compact per-case summary's (``bench.analysis.pixsum``),
     so counts from full maps and from a stored summary are the same numbers.
     """
-    from bench.analysis.pixsum import counts_from_summary, summarize
-
     return counts_from_summary(summarize(maps, masks, dice_threshold=dice_threshold, n_thresholds=n_thresholds))
 
 

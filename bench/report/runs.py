@@ -28,6 +28,10 @@ class CombinedStore:
         self.notes: list[str] = []
         self._where: dict[str, tuple[ResultStore, str]] = {}
 
+    def set_aside_counts(self) -> dict[Path, int]:
+        """Records kept aside in any of the runs, per folder (:meth:`ResultStore.set_aside_counts`)."""
+        return {folder: n for store in self.stores for folder, n in store.set_aside_counts().items()}
+
     def records(self, *, skip_bad: bool = False) -> list[dict]:
         self.skipped, self._where = [], {}
         kept: dict[tuple, dict] = {}                 # (config hash, dataset content) -> record
