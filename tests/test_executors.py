@@ -215,7 +215,7 @@ def test_killed_worker_is_retried_and_every_cell_completes_once(ray_runtime, bot
     def stalling_task(unit, ctx):
         """Ray task body (shipped by value): after the unit's first outcome, the first task to claim
         the file writes its PID there and stalls until the test kills it; the retry runs normally."""
-        from bench.run.work import execute_unit
+        from bench.run.units import execute_unit
 
         outcomes = []
         for outcome in execute_unit(unit, ctx):

@@ -3,7 +3,7 @@
 ``LocalExecutor`` runs them one after another in this process (no extra dependency; the default), or
 several at once in spawned processes (``--workers N|auto`` or ``[resources] workers``).
 ``RayExecutor`` (``python -m bench run --executor ray``) ships the same units to Ray tasks on this
-machine or on a cluster. Both call :func:`bench.run.work.execute_unit`, which applies the unit's
+machine or on a cluster. Both call :func:`bench.run.units.execute_unit`, which applies the unit's
 settings (torch threads = ``[resources] cpus_per_task``, deterministic algorithms, mixed precision)
 itself, so a unit computes the same bits wherever it runs.
 
@@ -206,7 +206,7 @@ class LocalExecutor:
         """Nothing to shut down (the pool lives only inside ``run``)."""
 
     def run(self, units: Iterable, ctx, on_outcome: Callable) -> None:
-        from bench.run.work import execute_unit
+        from bench.run.units import execute_unit
 
         units = list(units)
         if self.workers <= 1 or len(units) <= 1:
@@ -274,7 +274,7 @@ def adopt_datasets(datasets: dict) -> None:
 
 def run_unit_task(unit, ctx) -> list:
     """The body of a Ray task: every outcome of one unit, returned together (the driver writes them)."""
-    from bench.run.work import execute_unit
+    from bench.run.units import execute_unit
 
     return list(execute_unit(unit, ctx))
 

@@ -9,7 +9,7 @@ weights are there) and only then plans *units* of work:
 * a **detector unit** is one detector cell: load its fit from the cache or fit it (and cache it
   at once), then predict, make maps and score.
 
-A unit is a plain picklable value and :func:`bench.run.work.execute_unit` a module-level function, so an
+A unit is a plain picklable value and :func:`bench.run.units.execute_unit` a module-level function, so an
 executor (``bench.run.executors``: in this process, or Ray tasks on a cluster) runs units anywhere
 and streams back one :class:`Outcome` per cell.
 
