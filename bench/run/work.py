@@ -30,7 +30,9 @@ FINISHED = ("ok", "degenerate")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # microseconds: "the most recently finished record" (bench.analysis.rows) must not tie when two runs
+    # finish within one second
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def dataset_fingerprint(dataset) -> str:
