@@ -96,20 +96,27 @@ def _efficientnet_lite0_state(model: nn.Module) -> dict:
     return mapped
 
 
-def _local_weights(name: str, weights: str | os.PathLike | None) -> Path | None:
+def find_weights(who: str, weights: str | os.PathLike | None, stems, extensions=(".safetensors", ".pth", ".bin")
+                 ) -> Path | None:
+    """The weight file to load: ``weights`` if given (it must exist), else the first ``<stem><ext>`` in
+    ``$UAD_BENCH_WEIGHTS`` (stems in order of preference), else None."""
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise MethodError(f"{name}: weights file {path} does not exist")
+            raise MethodError(f"{who}: weights file {path} does not exist")
         return path
     folder = os.environ.get(WEIGHTS_ENV)
     if folder:
-        for stem in dict.fromkeys((name, _arch(name))):
-            for ext in (".safetensors", ".pth", ".bin"):
+        for stem in dict.fromkeys(stems):
+            for ext in extensions:
                 path = Path(folder).expanduser() / f"{stem}{ext}"
                 if path.is_file():
                     return path
     return None
+
+
+def _local_weights(name: str, weights: str | os.PathLike | None) -> Path | None:
+    return find_weights(name, weights, (name, _arch(name)))
 
 
 def offline_message(name: str) -> str:

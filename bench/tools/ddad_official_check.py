@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--official", type=Path, required=True,
                         help="folder of the official code (fetch github.com/caiyu6666/DDAD-ASR there)")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder outside the project")
-    parser.add_argument("--busi", type=Path, default=Path("/work/shared/data/busi.npz"))
+    parser.add_argument("--busi", type=Path,           # shared/ beside the checkout, as the tests look for it
+                        default=Path(__file__).resolve().parents[3] / "shared" / "data" / "busi.npz")
     parser.add_argument("--deps", default="", help="extra PYTHONPATH for the official code's dependencies")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=100)

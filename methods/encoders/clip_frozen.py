@@ -15,13 +15,12 @@ as open_clip's ``preprocess`` does for a square image.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from methods.backbones import WEIGHTS_ENV, ImageNetInput, hub_reachable, vit_stage_indices
+from methods.backbones import WEIGHTS_ENV, ImageNetInput, find_weights, hub_reachable, vit_stage_indices
 from methods.base import Encoder, MethodError
 from methods.registry import register_encoder
 
@@ -39,20 +38,7 @@ def import_open_clip(who: str):
 
 def local_checkpoint(model: str, tag: str | None, weights: str | None) -> Path | None:
     """The checkpoint file to load: ``weights`` if given (must exist), else one in ``$UAD_BENCH_WEIGHTS``."""
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise MethodError(f"open_clip/{model}: weights file {path} does not exist")
-        return path
-    folder = os.environ.get(WEIGHTS_ENV)
-    if folder:
-        stems = ([f"{model}-{tag}"] if tag else []) + [model]
-        for stem in stems:
-            for ext in EXTENSIONS:
-                path = Path(folder).expanduser() / f"{stem}{ext}"
-                if path.is_file():
-                    return path
-    return None
+    return find_weights(f"open_clip/{model}", weights, ([f"{model}-{tag}"] if tag else []) + [model], EXTENSIONS)
 
 
 def offline_message(model: str, tag: str | None) -> str:
