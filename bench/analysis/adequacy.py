@@ -168,13 +168,21 @@ def spread_checks(val_normals: np.ndarray, untrained_val: np.ndarray | None = No
         measures["untrained_dimension_spread"] = base
         if base < COLLAPSE_STD:
             base = None                 # degenerate untrained weights: no reference
-    if spread < COLLAPSE_STD:
-        reasons.append(f"collapsed: per-dimension spread {spread:.4f} of the validation normals' L2-normalised "
-                       f"embeddings (sqrt(D) x mean std; below {COLLAPSE_STD:g}, 1 = isotropic)")
-    elif base is not None and spread < COLLAPSE_FRACTION * base:
-        reasons.append(f"collapsed: per-dimension spread {spread:.4f}, below {100 * COLLAPSE_FRACTION:.0f} % of the "
-                       f"untrained weights' {base:.4f}")
+    reasons += collapse_reason("per-dimension spread", spread, COLLAPSE_STD, base, ".4f",
+                               "of the validation normals' L2-normalised embeddings (sqrt(D) x mean std; "
+                               f"below {COLLAPSE_STD:g}, 1 = isotropic)")
     return reasons, measures
+
+
+def collapse_reason(what: str, value: float, limit: float, base: float | None, fmt: str, detail: str) -> list[str]:
+    """``[reason]`` when a collapse statistic is below its absolute ``limit`` or below ``COLLAPSE_FRACTION``
+    of the untrained weights' value ``base`` (None: no usable reference), else ``[]``."""
+    if value < limit:
+        return [f"collapsed: {what} {value:{fmt}} {detail}"]
+    if base is not None and value < COLLAPSE_FRACTION * base:
+        return [f"collapsed: {what} {value:{fmt}}, below {100 * COLLAPSE_FRACTION:.0f} % of the untrained "
+                f"weights' {base:{fmt}}"]
+    return []
 
 
 def representation_checks(train: np.ndarray, val_normals: np.ndarray, *, untrained_train: np.ndarray | None = None,
@@ -200,12 +208,8 @@ def representation_checks(train: np.ndarray, val_normals: np.ndarray, *, untrain
         elif untrained_train is not None:
             base_ratio = normal_fit_ratio(untrained_train, untrained_val)
             measures["untrained_normal_fit_ratio"] = base_ratio
-    if rank < COLLAPSE_RANK:
-        reasons.append(f"collapsed: effective rank {rank:.2f} of the validation normals' embeddings "
-                       f"(below {COLLAPSE_RANK:g})")
-    elif base_rank is not None and rank < COLLAPSE_FRACTION * base_rank:
-        reasons.append(f"collapsed: effective rank {rank:.2f}, below {100 * COLLAPSE_FRACTION:.0f} % of the "
-                       f"untrained weights' {base_rank:.2f}")
+    reasons += collapse_reason("effective rank", rank, COLLAPSE_RANK, base_rank, ".2f",
+                               f"of the validation normals' embeddings (below {COLLAPSE_RANK:g})")
     if dimension_collapse:
         part_reasons, part = spread_checks(val, untrained_val)
         reasons += [r for r in part_reasons if not any(r2.startswith("collapsed") for r2 in reasons)]
