@@ -71,11 +71,11 @@ import pandas as pd
 from bench.analysis.rows import assign_rows
 from bench.analysis.inference import (
     DEFAULT_RESAMPLES,
-    PIXEL_ARRAYS,
     SPLIT_NAMES,
     Comparison,
     SplitSamples,
     bounded_holm_open,
+    light_arrays,
     decide,
     one_seed_problem,
     test_comparison,
@@ -470,16 +470,13 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
     cache: dict[str, dict] = {}
 
     def cached_arrays(cell_id: str) -> dict:
-        """A cell's arrays without its maps (those are read again when resampled: they are the large ones);
-        ``available`` lists every stored key."""
+        """:func:`~bench.analysis.inference.light_arrays` of a cell, read once (none for an unreadable file)."""
         if cell_id not in cache:
             try:
                 arrays = dict(arrays_of(cell_id))
             except (OSError, ValueError):
                 arrays = {}
-            cache[cell_id] = {k: v for k, v in arrays.items()                 # maps and pixel summaries are
-                              if k not in PIXEL_ARRAYS and not k.startswith("test_pixsum_")}  # read when resampled
-            cache[cell_id]["available"] = np.array(sorted(arrays))
+            cache[cell_id] = light_arrays(arrays)
         return cache[cell_id]
 
     b = n_resamples or DEFAULT_RESAMPLES

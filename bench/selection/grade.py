@@ -127,7 +127,7 @@ def regret_interval(dataset: str, metric: str, pairs: Sequence[tuple[Mapping, Ma
     The only function here that touches :mod:`bench.analysis.claims`' API: re-point it, nothing else.
     """
     from bench.analysis import claims as C
-    from bench.analysis.inference import SplitSamples, test_comparison
+    from bench.analysis.inference import SplitSamples, light_arrays, test_comparison
 
     cache = {} if cache is None else cache
     claim = C.Claim(id=f"selection-regret:{dataset}:{metric}", source="label-free selection",
@@ -149,10 +149,7 @@ def regret_interval(dataset: str, metric: str, pairs: Sequence[tuple[Mapping, Ma
     def cached_arrays(cell_id: str) -> dict:
         key = ("arrays", cell_id)
         if key not in cache:
-            arrays = dict(arrays_of(cell_id))
-            cache[key] = {k: v for k, v in arrays.items()
-                          if k not in C.PIXEL_ARRAYS and not k.startswith("test_pixsum_")}
-            cache[key]["available"] = np.array(sorted(arrays))
+            cache[key] = light_arrays(arrays_of(cell_id))
         return cache[key]
 
     samples = cache.setdefault(("samples", dataset, n_resamples, seed),
