@@ -113,7 +113,7 @@ def test_permuting_test_labels_changes_grades_and_no_criterion(tmp_path):
     assert {"synth_scores", "synth_generator", "synth_mv_scores", "synth_pool_scores"} <= set(arrays)
     assert records[0]["selection"]["n_synth"] == len(arrays["synth_scores"]) > 0
     patch = next(r for r in records if r["head"] == "patch_gaussian")
-    assert store.arrays(patch["cell_id"])["synth_pix_pos"].shape[0] == len(arrays["synth_scores"])
+    assert store.arrays(patch["cell_id"])["synth_pixsum_pos"].shape[0] == len(arrays["synth_scores"])
 
     table, cells = selection_table(records, store.arrays, intervals=False)
     table_p, cells_p = selection_table(records, _permuted(store.arrays), intervals=False)
@@ -127,19 +127,30 @@ def test_permuting_test_labels_changes_grades_and_no_criterion(tmp_path):
     assert (detection["selected"].fillna("") == detection_p["selected"].fillna("")).all()
 
 
-def test_pixel_summaries_give_pixel_ap_and_mass_volume_is_the_reference_mass():
+def test_pixel_summaries_give_pixel_ap_per_generator_and_mass_volume_is_the_reference_mass():
     from sklearn.metrics import average_precision_score
 
-    from bench.run.synth import pixel_summaries
-    from bench.selection.criteria import binned_ap, mass_volume_area
+    from bench.analysis.pixsum import SYNTH_PREFIX, summarize
+    from bench.run.synth import PIXEL_BINS
+    from bench.selection.criteria import cell_measures, mass_volume_area
 
     rng = np.random.default_rng(0)
     masks = rng.uniform(size=(6, 16, 16)) < 0.1
-    maps = rng.normal(size=(6, 16, 16)) + 1.5 * masks
-    s = pixel_summaries(maps, masks, bins=256)
-    assert s["synth_pix_pos"].sum() == masks.sum() and s["synth_pix_neg"].sum() == (~masks).sum()
-    exact = average_precision_score(masks.ravel(), maps.ravel())
-    assert binned_ap(s["synth_pix_pos"].sum(0), s["synth_pix_neg"].sum(0)) == pytest.approx(exact, abs=0.01)
+    maps = rng.normal(size=(6, 16, 16)) + np.array([1.5, 1.5, 1.5, 0.5, 0.5, 0.5])[:, None, None] * masks
+    generator = np.array(["a"] * 3 + ["b"] * 3)
+    arrays = {"synth_scores": maps.reshape(6, -1).max(1), "synth_generator": generator,
+              **summarize(maps, masks, n_thresholds=PIXEL_BINS, prefix=SYNTH_PREFIX)}
+    assert arrays["synth_pixsum_pos"].sum() == masks.sum() and arrays["synth_pixsum_neg"].sum() == (~masks).sum()
+    measures = cell_measures({}, arrays)
+    for g in ("a", "b"):
+        exact = average_precision_score(masks[generator == g].ravel(), maps[generator == g].ravel())
+        assert measures[f"synth_pixel_ap[{g}]"] == pytest.approx(exact, abs=0.01)
+    assert measures["synth_pixel_ap[a]"] > measures["synth_pixel_ap[b]"]
+    # a record written before the shared summary (per-bin counts, bin edges) gives the same AP
+    edges = np.r_[arrays["synth_pixsum_thresholds"], np.inf]
+    legacy = {"synth_scores": arrays["synth_scores"], "synth_generator": generator, "synth_pix_edges": edges,
+              "synth_pix_pos": arrays["synth_pixsum_pos"], "synth_pix_neg": arrays["synth_pixsum_neg"]}
+    assert cell_measures({}, legacy)["synth_pixel_ap[b]"] == pytest.approx(measures["synth_pixel_ap[b]"], abs=1e-12)
     # half the reference below every normal, half above: the normal region holds half its mass at every level
     normal = np.arange(100.0)
     assert mass_volume_area(normal, np.r_[np.full(50, -1.0), np.full(50, 1e3)]) == pytest.approx(0.5)

@@ -62,6 +62,8 @@ def threshold_grid(values: np.ndarray, n_thresholds: int) -> np.ndarray:
 #: anomalous pixels' values).
 PIXSUM_THRESHOLDS = 512
 PREFIX = "test_pixsum_"
+#: The same summary of selection's synthetic validation set (``bench.run.synth``).
+SYNTH_PREFIX = "synth_pixsum_"
 #: The arrays of a summary (``PREFIX`` + name):
 #: thresholds [T <= PIXSUM_THRESHOLDS] float64 ascending; pos / neg [N, T] int32: masked / unmasked pixels of each case whose
 #: value is in bin t (``thresholds[t] <= value < thresholds[t + 1]``; values below the lowest threshold
@@ -100,8 +102,9 @@ def summary_grid(values: np.ndarray, anomalous: np.ndarray, n_thresholds: int) -
 
 
 def summarize(maps, masks, *, dice_threshold: float | None = None,
-              n_thresholds: int = PIXSUM_THRESHOLDS) -> dict[str, np.ndarray]:
-    """The ``test_pixsum_*`` arrays of test ``maps`` against ``masks`` (one vectorised pass)."""
+              n_thresholds: int = PIXSUM_THRESHOLDS, prefix: str = PREFIX) -> dict[str, np.ndarray]:
+    """The ``test_pixsum_*`` arrays of test ``maps`` against ``masks`` (one vectorised pass); another
+    ``prefix`` names the summary of another split (selection's synthetic set: ``synth_pixsum_``)."""
     maps = _as_3d(maps, "maps").astype(np.float32, copy=False)   # the runner's maps are float32
     masks = _as_3d(masks, "masks") > 0
     if maps.shape != masks.shape:
@@ -137,7 +140,7 @@ def summarize(maps, masks, *, dice_threshold: float | None = None,
         out["dice_threshold"] = np.float64(dice_threshold)
     else:
         out["dice_threshold"] = np.float64(np.nan)
-    return {PREFIX + k: np.asarray(v) for k, v in out.items()}
+    return {prefix + k: np.asarray(v) for k, v in out.items()}
 
 
 def _above(hist: np.ndarray) -> np.ndarray:
@@ -145,9 +148,9 @@ def _above(hist: np.ndarray) -> np.ndarray:
     return np.cumsum(hist[:, ::-1].astype(np.float64), axis=1)[:, ::-1]
 
 
-def counts_from_summary(arrays: Mapping[str, np.ndarray]) -> PixelCounts:
+def counts_from_summary(arrays: Mapping[str, np.ndarray], prefix: str = PREFIX) -> PixelCounts:
     """The :class:`PixelCounts` of a stored summary."""
-    get = {k: np.asarray(arrays[PREFIX + k]) for k in KEYS if PREFIX + k in arrays}
+    get = {k: np.asarray(arrays[prefix + k]) for k in KEYS if prefix + k in arrays}
     pos_above, neg_above = _above(get["pos"]), _above(get["neg"])
     region_above = _above(get["region"]) if get["region"].size else np.zeros((0, get["thresholds"].size))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -161,9 +164,9 @@ def counts_from_summary(arrays: Mapping[str, np.ndarray]) -> PixelCounts:
                        dice_threshold=threshold if has_dice else None)
 
 
-def has_summary(keys) -> bool:
+def has_summary(keys, prefix: str = PREFIX) -> bool:
     """Whether stored array names (an arrays dict, or its keys) hold a pixel summary."""
-    return all(PREFIX + k in keys for k in ("thresholds", "pos", "neg", "region_image", "region"))
+    return all(prefix + k in keys for k in ("thresholds", "pos", "neg", "region_image", "region"))
 
 
 def has_pixel_data(keys) -> bool:

@@ -9,12 +9,14 @@ Three extra inputs, all made without a test image or label, scored through the c
   from the same pixel of a random validation normal (the product of the normals' per-pixel marginals);
 * ``pool``: the dataset's unlabelled pool where it has one (a seeded subset; its labels are never read).
 
-A cell stores its scores on them and, for synthetic maps, per-case binned pixel counts inside and
-outside the synthetic mask (``synth_pix_*``): enough for pixel AP per generator from the record alone.
+A cell stores its scores on them and, for synthetic maps, the compact per-case pixel summary the test
+maps get (:mod:`bench.analysis.pixsum`, under ``synth_pixsum_*``): pixel AP per generator from the
+record alone, computed as the test split's resampled pixel metrics are.
 
 Record arrays (the ``synth_*`` prefix is reserved for these): ``synth_scores`` float32 ``[S]``,
 ``synth_generator`` str ``[S]``, ``synth_source`` int ``[S]`` (index in ``val``); with maps
-``synth_pix_edges`` float32 ``[K+1]``, ``synth_pix_pos`` / ``synth_pix_neg`` int32 ``[S, K]``;
+the ``synth_pixsum_*`` summary (``pixsum.KEYS``, ``PIXEL_BINS`` thresholds, no Dice; records written
+before it hold ``synth_pix_edges`` ``[K+1]`` and ``synth_pix_pos`` / ``synth_pix_neg`` ``[S, K]``);
 ``synth_mv_scores`` float32 ``[R]``; ``synth_pool_scores`` float32 ``[P]`` where the dataset has a pool.
 Record field ``selection``: generators, cap, set key, counts (or ``error``); timing ``synth_predict_s``
 (part of ``predict_s``).
@@ -28,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.analysis.pixsum import SYNTH_PREFIX, summarize
+
 #: Grid settings of ``selection`` (a grid's ``selection = true`` or ``[selection]`` table overrides them).
 DEFAULTS = {"generators": None, "per_generator": 200, "mv_reference": 200, "pool": 200}
-#: Bins of the per-case pixel summaries of synthetic maps (quantiles of the cell's own map values).
-PIXEL_BINS = 64
+#: Thresholds of the per-case pixel summaries of synthetic maps (quantiles of the cell's own map values).
+PIXEL_BINS = 128
 #: Stream of the Mass-Volume reference and pool subset draws (independent of the synthetic images).
 REFERENCE_STREAM = 25
 
@@ -124,27 +128,6 @@ def inputs_for(dataset, seed: int, settings: dict | None, cache_dir: str | None)
     return hit[1]
 
 
-def pixel_summaries(maps: np.ndarray, masks: np.ndarray, bins: int = PIXEL_BINS) -> dict[str, np.ndarray]:
-    """Per-case counts of mask (``pos``) and other (``neg``) pixels per map-value bin; bin edges are
-    quantiles of all the maps' values, so the pooled counts give pixel AP up to ties within a bin."""
-    maps = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
-    masks = np.asarray(masks).reshape(len(masks), -1) > 0
-    finite = maps[np.isfinite(maps)]
-    if finite.size == 0:
-        raise FloatingPointError("every synthetic map value is non-finite")
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:
-        edges = np.array([finite[0], finite[0]])
-    index = np.clip(np.searchsorted(edges, np.nan_to_num(maps, nan=edges[0]), side="right") - 1, 0, len(edges) - 2)
-    k = len(edges) - 1
-    pos = np.zeros((len(maps), k), dtype=np.int32)
-    neg = np.zeros((len(maps), k), dtype=np.int32)
-    for i in range(len(maps)):
-        pos[i] = np.bincount(index[i][masks[i]], minlength=k)
-        neg[i] = np.bincount(index[i][~masks[i]], minlength=k)
-    return {"synth_pix_edges": edges.astype(np.float32), "synth_pix_pos": pos, "synth_pix_neg": neg}
-
-
 def synth_arrays(inputs: SelectionInputs, predictions: dict) -> tuple[dict, dict]:
     """(``synth_*`` arrays, record fields) from the extra splits' predictions."""
     arrays, info = {}, dict(inputs.info)
@@ -155,8 +138,8 @@ def synth_arrays(inputs: SelectionInputs, predictions: dict) -> tuple[dict, dict
                       synth_generator=inputs.synth.generator.astype(str), synth_source=inputs.synth.source)
         if synth.maps is not None:
             try:
-                arrays.update(pixel_summaries(synth.maps, inputs.synth.masks))
-            except FloatingPointError as exc:
+                arrays.update(summarize(synth.maps, inputs.synth.masks, n_thresholds=PIXEL_BINS, prefix=SYNTH_PREFIX))
+            except ValueError as exc:
                 info["pixel_error"] = str(exc)
     if predictions.get("mv_reference") is not None:
         arrays["synth_mv_scores"] = np.asarray(predictions["mv_reference"].scores, dtype=np.float32).reshape(-1)

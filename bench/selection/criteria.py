@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from bench.analysis.pixsum import SYNTH_PREFIX, counts_from_summary, has_summary
+from bench.analysis.stats import pixel_metric_samples
+
 #: Mass-Volume: the normal mass range integrated over (Goix 2016 uses [0.9, 0.999] in high dimension;
 #: with ~100 validation normals the empirical quantile stops meaning anything above 0.99).
 MV_ALPHA = (0.9, 0.99)
@@ -31,16 +34,20 @@ def _auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
     return float(roc_auc_score(y, s))
 
 
-def binned_ap(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Pixel AP from counts per map-value bin (bins in increasing value): precision at each bin's
-    lower edge weighted by its recall increment (ties within a bin share one threshold)."""
-    pos, neg = np.asarray(pos, dtype=np.float64)[::-1], np.asarray(neg, dtype=np.float64)[::-1]
-    total = pos.sum()
-    if total == 0:
-        return float("nan")
-    tp, fp = np.cumsum(pos), np.cumsum(neg)
-    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-    return float(np.sum(pos / total * precision))
+def synth_pixel_counts(arrays: Mapping):
+    """The synthetic maps' :class:`~bench.analysis.pixsum.PixelCounts`, or None without maps.
+
+    Records written before the synthetic set used the test split's summary hold per-bin counts
+    (``synth_pix_edges/pos/neg``); they are the same counts without lesion regions."""
+    if has_summary(arrays, prefix=SYNTH_PREFIX):
+        return counts_from_summary(arrays, prefix=SYNTH_PREFIX)
+    if all(k in arrays for k in ("synth_pix_edges", "synth_pix_pos", "synth_pix_neg")):
+        pos = np.asarray(arrays["synth_pix_pos"])
+        legacy = {"thresholds": np.asarray(arrays["synth_pix_edges"], dtype=np.float64)[:-1], "pos": pos,
+                  "neg": np.asarray(arrays["synth_pix_neg"]), "region_image": np.zeros(0, np.int32),
+                  "region": np.zeros((0, pos.shape[1]), np.int32)}
+        return counts_from_summary({SYNTH_PREFIX + k: v for k, v in legacy.items()}, prefix=SYNTH_PREFIX)
+    return None
 
 
 def mass_volume_area(val_normal_scores: np.ndarray, reference_scores: np.ndarray,
@@ -73,13 +80,13 @@ def cell_measures(record: Mapping, arrays: Mapping) -> dict[str, float]:
     if "synth_scores" in arrays:
         scores = np.asarray(arrays["synth_scores"], dtype=np.float64)
         generators = np.asarray(arrays["synth_generator"]).astype(str)
-        pixels = all(k in arrays for k in ("synth_pix_pos", "synth_pix_neg"))
+        counts = synth_pixel_counts(arrays)
         for g in sorted(set(generators)):
             pick = generators == g
             out[f"synth_auroc[{g}]"] = _auroc(normal, scores[pick])
-            if pixels:
-                out[f"synth_pixel_ap[{g}]"] = binned_ap(np.asarray(arrays["synth_pix_pos"])[pick].sum(0),
-                                                        np.asarray(arrays["synth_pix_neg"])[pick].sum(0))
+            if counts is not None:    # the generator's cases only: weight 1 on them, 0 elsewhere
+                ap = pixel_metric_samples(counts, pick[None, :].astype(np.float64))["pixel_ap"][0]
+                out[f"synth_pixel_ap[{g}]"] = float(ap)
     if "synth_mv_scores" in arrays:
         out["mass_volume"] = -mass_volume_area(normal, arrays["synth_mv_scores"])
     if "synth_pool_scores" in arrays:
