@@ -23,6 +23,7 @@ from bench.report.frames import (
     entry_frame,
     seed_aggregate,
 )
+from bench.report.adequacy import AdequacyParts
 from bench.report.answer import answer_text
 from bench.report.index import IndexParts
 from bench.report.comparisons import ComparisonParts
@@ -50,7 +51,8 @@ class IndexEntry:
     headline: bool = False  # figures shown inline in the README, not only linked
 
 
-class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, SelectionParts, SensitivityParts):
+class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, SelectionParts, SensitivityParts,
+                    AdequacyParts):
     """Builds the report of one run directory; :func:`bench.report.build_report` is the entry point.
 
     ``strict=True`` re-raises the first error of any report part instead of listing it in the
@@ -244,6 +246,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
             if self.full:
                 self.part_b()
                 self.attempt("claims and verdicts", self.claims_part)
+                self.attempt("training adequacy", self.adequacy_part)
                 self.attempt("label-free selection", self.selection_part)
         readme = self.write_readme()
         answer = self.out_dir / ANSWER
