@@ -55,6 +55,24 @@ def test_a_detector_fit_is_extrapolated_to_its_epochs(tmp_path):
     assert detector_fit_seconds(costs, 96) > 1.9 * (detector_fit_seconds(costs, 48) - costs["fixed_s"])
 
 
+def test_measuring_stops_at_its_budget_and_plans_what_it_timed(tmp_path, capsys):
+    """--check of a grid too big to probe still prints a plan: units past the measuring budget are
+    listed as not timed, with the option that times more."""
+    from bench.cli import main
+    from bench.cost.measure import estimate_grid
+    from bench.run.plan import Plan
+
+    grid = load_grid("quick", TINY)
+    estimate = estimate_grid(Plan.of(grid), context(tmp_path, grid), budget_s=0.0)   # spent before the first unit
+    assert [u.how for u in estimate.units] == ["unestimated", "unestimated"]
+    text = "\n".join(estimate.lines())
+    assert "planned wall time 0" in text and "for the 0 units timed" in text
+    assert "not timed (counted as 0 s): 2 units (2 cells), measuring stopped at its 0 s budget" in text
+    args = ["run", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"), "--reports",
+            str(tmp_path / "reports"), "--quiet", "--check", "--measure-budget", "0"] + [a for s in TINY for a in ("--set", s)]
+    assert main(args) == 0 and "--measure-budget SECONDS times more" in capsys.readouterr().out
+
+
 def test_budget_refuses_before_any_work(tmp_path, capsys):
     from bench.cli import main
 

@@ -58,6 +58,10 @@ MIN_DELTA_S, MAX_PROBE = 0.5, 16
 #: pays seconds of set-up per fit, and its loops are slow on a CPU; unbounded, the probing of the
 #: peers grid took longer than 25 minutes). A first fit this long is its own base timing.
 PROBE_BUDGET_S, WARM_ENOUGH_S = 20.0, 5.0
+#: Seconds the estimate may spend measuring before a run (``--measure-budget``): units not timed by then
+#: are listed as not timed, and the planned time covers what was timed (the full grid's GPU-sized units
+#: took over 16 CPU-minutes to probe on a 2-core machine, and --check never printed a plan).
+MEASURE_BUDGET_S = 300.0
 #: Length parameters of detectors (epoch-like ones scale with the training set, iterations do not).
 LENGTHS = {"epochs": True, "asr_epochs": True, "iterations": False}
 
@@ -103,11 +107,12 @@ class Estimate:
                   "from the timings of existing records" if how == {"records"} else
                   "from existing records where they exist, else measured on this device and extrapolated")
         n_cells = sum(len(u.parts.get("cells", [])) for u in self.units)
+        timed = [u for u in self.units if u.how != "unestimated"]
+        partial = f" for the {len(timed)} units timed" if len(timed) < len(self.units) else ""
         lines = [f"cost: {len(self.units)} units ({n_cells} cells to compute) pending on {self.device}"
                  f"{f' ({self.threads} torch threads per unit)' if self.threads else ''}"
-                 f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)} "
-                 f"({source}; measuring took {_fmt(self.measure_s)})"]
-        timed = [u for u in self.units if u.how != "unestimated"]
+                 f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)}"
+                 f"{partial} ({source}; measuring took {_fmt(self.measure_s)})"]
         for unit in sorted(timed, key=lambda u: -u.seconds)[:top]:
             parts = ", ".join(f"{k} {_fmt(v)}" for k, v in unit.parts.items() if isinstance(v, float) and v >= 0.05)
             n = len(unit.parts.get("cells", []))
@@ -527,13 +532,15 @@ def _why(who: str, exc: BaseException) -> str:
 
 
 def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", slots: int | None = None,
-                  datasets=None) -> Estimate:
+                  datasets=None, budget_s: float | None = MEASURE_BUDGET_S) -> Estimate:
     """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
 
     ``records``: existing records; units whose cells they time (same configuration, or the same
     encoder/detector elsewhere) are planned from them (:func:`bench.cost.estimate.estimate_units`),
     the rest is measured here (see the module docstring). ``datasets``: dataset component -> the
     dataset (or the stand-in of its declared sizes) the preflight built; others are loaded here.
+    ``budget_s``: once measuring has taken this long, the remaining units are listed as not timed
+    (None: no limit).
     """
     from bench.cost.estimate import estimate_units
     from bench.run.work import load_dataset, unit_settings
@@ -555,6 +562,11 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
             if hit is not None:
                 costs.append(UnitCost(unit.label, hit.seconds, {"cells": [c.cell_id for c in unit.cells]}, "records",
                                       list(hit.notes)))
+                continue
+            if budget_s is not None and time.perf_counter() - started > budget_s:
+                costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                                      [f"measuring stopped at its {budget_s:.0f} s budget (--measure-budget "
+                                       "SECONDS times more)"]))
                 continue
             dataset = (datasets or {}).get(unit.dataset)
             try:
@@ -585,10 +597,11 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
 
 
 
-def estimate_run(runner, checked, executor: str = "local", slots: int | None = None) -> Estimate:
+def estimate_run(runner, checked, executor: str = "local", slots: int | None = None,
+                 budget_s: float | None = MEASURE_BUDGET_S) -> Estimate:
     """The estimate ``bench run`` prints before its first step: the runner's pending units, planned from
     the run directory's records where they time them, measured on the runner's device otherwise."""
     units, _ = runner.pending(checked.fingerprints)
     records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
     return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor, slots=slots,
-                         datasets=checked.datasets)
+                         datasets=checked.datasets, budget_s=budget_s)
