@@ -43,6 +43,17 @@ def test_criterion_equal_to_truth_gives_tau_one_and_regret_zero():
     row = table[(table["criterion"] == "synth_auroc[g]") & (table["target"] == "detection")].iloc[0]
     assert row["tau"] == pytest.approx(1.0) and row["regret"] == 0.0 and row["top3"]
     assert row["selected"] == row["best"] and (row["regret_low"], row["regret_high"]) == (0.0, 0.0)
+    # its gain over a uniform pick: the best configuration's metric minus the mean one, with an interval
+    means = cells.groupby("label")["image_auroc"].mean()
+    assert row["vs_random"] == pytest.approx(means.max() - means.mean())
+    assert row["vs_random_low"] < row["vs_random"] < row["vs_random_high"]
+    assert np.isnan(row["vs_prior"])                     # one dataset: no prior pick to compare with
+    records2, arrays2 = constructed_run(datasets=("d1", "d2"))
+    table2, _ = selection_table(records2, arrays2.__getitem__, n_resamples=200)
+    row2 = table2[(table2["criterion"] == "synth_auroc[g]") & (table2["dataset"] == "d1")
+                  & (table2["target"] == "detection")].iloc[0]
+    prior = table2[(table2["criterion"] == "prior") & (table2["dataset"] == "d1") & (table2["target"] == "detection")]
+    assert row2["vs_prior"] == pytest.approx(row2["selected_metric"] - prior["selected_metric"].iloc[0])
     # a criterion that carries no information is no better than chance here
     records, arrays = constructed_run(synth_equals_truth=False)
     table, _ = selection_table(records, arrays.__getitem__, intervals=False)

@@ -7,7 +7,9 @@ highest mean criterion value over seeds; it is graded by
 * Kendall's tau-b between its values and the configurations' mean true test metric;
 * regret = best true metric (mean over seeds) - the selected configuration's, with an interval over
   test cases (by group) and seeds from the claims machinery (:func:`regret_interval`);
-* whether the selected configuration is among the true top 3.
+* whether the selected configuration is among the true top 3;
+* its gain over each baseline (selected - a uniform pick's expected metric; selected - the prior's pick),
+  with the same kind of interval: a criterion is worth using where that interval excludes zero.
 
 Baselines: ``random`` (uniform pick; expectations computed exactly: regret = mean over configurations of
 best - theirs, tau = 0, top 3 = share of configurations in the top 3) and ``prior`` (the configuration
@@ -33,7 +35,8 @@ TARGETS = {"detection": "image_auroc", "localization": "pixel_ap"}
 SCORED = ("ok", "degenerate")
 BASELINES = ("random", "prior")
 COLUMNS = ["dataset", "target", "metric", "criterion", "selected", "value", "selected_metric", "best", "best_metric",
-           "tau", "regret", "regret_low", "regret_high", "top3", "n_configs", "n_seeds", "note"]
+           "tau", "regret", "regret_low", "regret_high", "top3", "vs_random", "vs_random_low", "vs_random_high",
+           "vs_prior", "vs_prior_low", "vs_prior_high", "n_configs", "n_seeds", "note"]
 
 
 def true_metric(record: Mapping, arrays: Mapping, metric: str) -> float:
@@ -195,6 +198,18 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
             tops = top3(truth)
             candidates = dict(values)
             candidates["prior"] = prior_values(means, dataset, metric)
+            prior_pick = pick(candidates["prior"].reindex(truth.index))
+
+            def interval(a: str, b: Sequence[str]) -> tuple[float, float, str]:
+                """The interval of the paired difference a - b (b: one configuration, or all of them); criteria
+                that select the same configuration share it."""
+                key = ("interval", dataset, metric, a, tuple(b))
+                if key not in cache:
+                    _, low, high, why = regret_interval(dataset, metric, _pairs(cells, by_id, dataset, a, b), arrays_of,
+                                                        n_resamples=n_resamples, seed=seed, cache=cache)
+                    cache[key] = (low, high, why)
+                return cache[key]
+
             for name, vals in candidates.items():
                 vals = vals.reindex(truth.index)
                 row = {"dataset": dataset, "target": target, "metric": metric, "criterion": name, "best": best,
@@ -211,11 +226,15 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
                            top3=chosen in tops)
                 if vals.notna().sum() < len(truth):
                     row["note"] = f"{int(vals.notna().sum())} of {len(truth)} configurations have this criterion"
+                row["vs_random"] = float(truth[chosen] - truth.mean())
+                if prior_pick is not None:
+                    row["vs_prior"] = float(truth[chosen] - truth[prior_pick])
                 if intervals:
-                    effect, low, high, why = regret_interval(dataset, metric, _pairs(cells, by_id, dataset, best,
-                                                                                     [chosen]),
-                                                             arrays_of, n_resamples=n_resamples, seed=seed, cache=cache)
+                    low, high, why = interval(best, [chosen])
                     row.update(regret_low=low, regret_high=high)
+                    row["vs_random_low"], row["vs_random_high"], _ = interval(chosen, list(truth.index))
+                    if prior_pick is not None:
+                        row["vs_prior_low"], row["vs_prior_high"], _ = interval(chosen, [prior_pick])
                     if why:
                         row["note"] = "; ".join(x for x in (row["note"], f"no interval: {why}") if x)
                 rows.append(row)
@@ -226,9 +245,7 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
                    "top3": expected["top3"], "n_configs": int(len(truth)), "n_seeds": n_seeds,
                    "note": "exact expectation of a uniform pick"}
             if intervals:
-                _, low, high, why = regret_interval(dataset, metric, _pairs(cells, by_id, dataset, best,
-                                                                            list(truth.index)),
-                                                    arrays_of, n_resamples=n_resamples, seed=seed, cache=cache)
+                low, high, why = interval(best, list(truth.index))
                 row.update(regret_low=low, regret_high=high)
                 if why:
                     row["note"] += f"; no interval: {why}"

@@ -15,7 +15,9 @@ from bench.selection.criteria import criterion_values
 HEADER = ("Label-free selection, graded against the test labels: per dataset and target, the configuration each "
           "criterion selects without a test label, Kendall's tau between the criterion and the true test ranking "
           "(mean over seeds per configuration), the regret (best true metric − the selected one's) with its 95 % "
-          "interval over test cases (by group) and seeds, and whether the selection is in the true top 3. "
+          "interval over test cases (by group) and seeds, whether the selection is in the true top 3, and its gain "
+          "over the two baselines (its true metric − a uniform pick's expected one; − the prior's pick's), with the "
+          "same kind of interval: a criterion earns its keep where that interval lies above zero. "
           "`random`: exact expectation of a uniform pick; `prior`: best mean rank on the run's other datasets.")
 
 
@@ -23,10 +25,11 @@ def _f(value, fmt: str = ".3f") -> str:
     return format(value, fmt) if isinstance(value, (int, float, np.floating)) and math.isfinite(value) else "–"
 
 
-def _regret(row) -> str:
-    text = _f(row["regret"])
-    if isinstance(row.get("regret_low"), float) and math.isfinite(row["regret_low"]):
-        text += f" [{_f(row['regret_low'])}, {_f(row['regret_high'])}]"
+def _regret(row, key: str = "regret", fmt: str = ".3f") -> str:
+    text = _f(row.get(key), fmt)
+    low = row.get(f"{key}_low")
+    if isinstance(low, float) and math.isfinite(low):
+        text += f" [{_f(low, fmt)}, {_f(row[f'{key}_high'], fmt)}]"
     return text
 
 
@@ -45,12 +48,13 @@ def render_markdown(table: pd.DataFrame, title: str = "Label-free selection") ->
         lines += [f"### {dataset} — {target} ({metric}; best: {part['best'].iloc[0]} = "
                   f"{_f(part['best_metric'].iloc[0])}; {int(part['n_configs'].iloc[0])} configurations, "
                   f"{int(part['n_seeds'].iloc[0])} seed(s))", "",
-                  "| criterion | selected | its metric | tau | regret [95% CI] | top 3 | note |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| criterion | selected | its metric | tau | regret [95% CI] | top 3 | vs random [95% CI] | "
+                  "vs prior [95% CI] | note |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             lines.append(f"| {r['criterion']} | {r['selected'] if isinstance(r['selected'], str) else '–'} | "
                          f"{_f(r['selected_metric'])} | {_f(r['tau'], '+.2f')} | {_regret(r)} | {_top3(r['top3'])} | "
-                         f"{r['note'] or ''} |")
+                         f"{_regret(r, 'vs_random', '+.3f')} | {_regret(r, 'vs_prior', '+.3f')} | {r['note'] or ''} |")
         lines.append("")
     lines += ["### Over datasets", "", summary_markdown(table), ""]
     return "\n".join(lines)
@@ -60,17 +64,24 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean tau, mean regret and top-3 rate per target and criterion over the datasets, lowest regret first."""
     if table.empty:
         return pd.DataFrame()
-    t = table.assign(top3=pd.to_numeric(table["top3"], errors="coerce"))
+    t = table.assign(top3=pd.to_numeric(table["top3"], errors="coerce"),
+                     beats_random=pd.to_numeric(table["vs_random_low"], errors="coerce") > 0,
+                     beats_prior=pd.to_numeric(table["vs_prior_low"], errors="coerce") > 0)
     out = (t.groupby(["target", "criterion"]).agg(datasets=("dataset", "nunique"), tau=("tau", "mean"),
-                                                     regret=("regret", "mean"), top3=("top3", "mean"))
+                                                     regret=("regret", "mean"), top3=("top3", "mean"),
+                                                     beats_random=("beats_random", "sum"),
+                                                     beats_prior=("beats_prior", "sum"))
            .reset_index().sort_values(["target", "regret"], kind="mergesort"))
     return out
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
     s = summary(table)
-    lines = ["| target | criterion | datasets | mean tau | mean regret | top-3 rate |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.target} | {r.criterion} | {r.datasets} | {_f(r.tau, '+.2f')} | {_f(r.regret)} | {_f(r.top3, '.2f')} |"
+    lines = ["| target | criterion | datasets | mean tau | mean regret | top-3 rate | beats random (CI > 0) | "
+             "beats prior (CI > 0) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.target} | {r.criterion} | {r.datasets} | {_f(r.tau, '+.2f')} | {_f(r.regret)} | {_f(r.top3, '.2f')} | "
+              + ("–" if r.criterion == "random" else f"{int(r.beats_random)} of {r.datasets}") + " | "
+              + ("–" if r.criterion == "prior" else f"{int(r.beats_prior)} of {r.datasets}") + " |"
               for r in s.itertuples()]
     return "\n".join(lines)
 
@@ -78,12 +89,14 @@ def summary_markdown(table: pd.DataFrame) -> str:
 def render_latex(table: pd.DataFrame) -> str:
     from bench.report.tables import latex_escape
 
-    rows = [r"\begin{tabular}{llllrrl}", r"\toprule",
-            r"dataset & target & criterion & selected & $\tau$ & regret [95\% CI] & top 3 \\", r"\midrule"]
+    rows = [r"\begin{tabular}{llllrrlrr}", r"\toprule",
+            r"dataset & target & criterion & selected & $\tau$ & regret [95\% CI] & top 3 & vs random & vs prior \\",
+            r"\midrule"]
     for _, r in table.iterrows():
         rows.append(" & ".join(latex_escape(str(x)) for x in (
             r["dataset"], r["target"], r["criterion"], r["selected"] if isinstance(r["selected"], str) else "–",
-            _f(r["tau"], "+.2f"), _regret(r), _top3(r["top3"]))) + r" \\")
+            _f(r["tau"], "+.2f"), _regret(r), _top3(r["top3"]), _regret(r, "vs_random", "+.3f"),
+            _regret(r, "vs_prior", "+.3f"))) + r" \\")
     rows += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(rows)
 
