@@ -25,4 +25,5 @@ def test_seeds_passed_per_fit_and_dataset_with_reasons_without_figures():
     assert table.loc["simclr", "why not (fits)"] == ("loss: still falling at the end (2); "
                                                      "no better than untrained on validation normals (1)")
     assert reason_kind(falling) == "loss: still falling at the end"
+    assert reason_kind("loss: ends at 7.217, not below chance 6.931") == "loss: ends at x, not below chance x"
     assert "| simclr | 1/3 | – |" in adequacy_markdown(table.reset_index())

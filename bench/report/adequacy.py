@@ -17,6 +17,7 @@ import pandas as pd
 from bench.run.store import atomic_write_text
 
 _NUMBER = re.compile(r"\d")
+_FIGURE = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 def unit_of(record: Mapping) -> str | None:
@@ -31,7 +32,9 @@ def reason_kind(reason: str) -> str:
     "loss: still falling at the end" (what failed, comparable across seeds)."""
     kept = []
     for part in str(reason).split(": "):
-        if _NUMBER.search(part) and kept:
+        if _NUMBER.search(part):
+            if len(kept) < 2:     # nothing but the figures says what failed: keep them, as x
+                kept.append(_FIGURE.sub("x", part))
             break
         kept.append(part)
     return ": ".join(kept)
