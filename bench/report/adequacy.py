@@ -33,7 +33,7 @@ def reason_kind(reason: str) -> str:
     kept = []
     for part in str(reason).split(": "):
         if _NUMBER.search(part):
-            if len(kept) < 2:     # nothing but the figures says what failed: keep them, as x
+            if len(" ".join(kept).split()) < 3:     # only the figures' part says what failed: keep it, as x
                 kept.append(_FIGURE.sub("x", part))
             break
         kept.append(part)
