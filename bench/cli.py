@@ -43,9 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only validate the grid and run the preflight (datasets, weights, pools); no training")
     run.add_argument("--budget", type=float, default=None, metavar="HOURS",
                      help="refuse the grid, before any work, when its planned wall time exceeds HOURS")
-    run.add_argument("--measure-budget", type=float, default=None, metavar="SECONDS",
-                     help="most seconds the cost estimate spends timing units before the run (default 300; "
-                          "units not timed by then are listed, and the plan covers the rest)")
+    run.add_argument("--measure-budget", type=float, default=None, metavar="SECONDS", help="most seconds the "
+                     "cost estimate spends timing units (default 300); units not timed by then are listed")
     run.add_argument("--no-report", action="store_true", help="skip building the report at the end")
     run.add_argument("--claims", dest="claim_files", action="append", default=[], metavar="FILE",
                      help="claims of your own (TOML [[claim]] tables) for the report's verdicts (repeatable); "
@@ -338,11 +337,8 @@ def _cmd_run(args, phases) -> int:
             return 2
         from bench.cost.measure import estimate_run        # cost before commitment (issue 15)
 
-        from bench.cost.measure import MEASURE_BUDGET_S
-
         estimate = estimate_run(runner, checked, args.executor,     # --check: planned even with problems
-                                slots=getattr(executor, "slots", None),
-                                budget_s=MEASURE_BUDGET_S if args.measure_budget is None else args.measure_budget)
+                                slots=getattr(executor, "slots", None), budget_s=args.measure_budget)
         print("\n".join(estimate.lines()))
         phases.mark("estimate", planned_s=estimate.seconds)
         if checked.problems:

@@ -281,3 +281,70 @@ def estimate_report(plan, run_dir: Path, gpus: list[int]) -> list[str]:
                      f"LPT schedule {_fmt(lpt(known, slots))}"
                      + (f" (+ {how['unestimated']} unestimated units)" if how["unestimated"] else ""))
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan a run prints (units measured by bench.cost.measure or timed by records)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class UnitCost:
+    label: str
+    seconds: float
+    parts: dict = field(default_factory=dict)
+    how: str = "measured"          # measured (steps on this device) | records
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class Estimate:
+    """The planned wall time of a grid's pending units on one device."""
+
+    grid: str
+    device: str
+    threads: int | None
+    units: list[UnitCost]
+    measure_s: float = 0.0
+    slots: int = 1
+    notes: list = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        if self.slots <= 1:
+            return sum(u.seconds for u in self.units)
+        return lpt([u.seconds for u in self.units], self.slots)
+
+    def exceeds(self, hours: float) -> bool:
+        return self.seconds > hours * 3600.0
+
+    def lines(self, top: int | None = None) -> list[str]:
+        how = {u.how for u in self.units}
+        source = ("measured: a few steps of each kind of unit on this device, extrapolated by epochs x steps per "
+                  "epoch and by images" if how == {"measured"} else
+                  "from the timings of existing records" if how == {"records"} else
+                  "from existing records where they exist, else measured on this device and extrapolated")
+        n_cells = sum(len(u.parts.get("cells", [])) for u in self.units)
+        timed = [u for u in self.units if u.how != "unestimated"]
+        partial = f" for the {len(timed)} units timed" if len(timed) < len(self.units) else ""
+        lines = [f"cost: {len(self.units)} units ({n_cells} cells to compute) pending on {self.device}"
+                 f"{f' ({self.threads} torch threads per unit)' if self.threads else ''}"
+                 f"{f', {self.slots} at once' if self.slots > 1 else ''}: planned wall time {_fmt(self.seconds)}"
+                 f"{partial} ({source}; measuring took {_fmt(self.measure_s)})"]
+        for unit in sorted(timed, key=lambda u: -u.seconds)[:top]:
+            parts = ", ".join(f"{k} {_fmt(v)}" for k, v in unit.parts.items() if isinstance(v, float) and v >= 0.05)
+            n = len(unit.parts.get("cells", []))
+            how = {"records": "from existing records", "unestimated": "not timed, counted as 0 s"}.get(unit.how, parts)
+            lines.append(f"  {unit.label}, {n} cell{'s' if n != 1 else ''}: {_fmt(unit.seconds)}"
+                         + (f" ({how})" if how else ""))
+        untimed: dict[str, list] = {}
+        for unit in self.units:
+            if unit.how == "unestimated":
+                untimed.setdefault("; ".join(unit.notes) or "no reason recorded", []).append(unit)
+        for why, units in untimed.items():
+            n_cells = sum(len(u.parts.get("cells", [])) for u in units)
+            lines.append(f"  not timed (counted as 0 s): {len(units)} unit{'s' if len(units) > 1 else ''} "
+                         f"({n_cells} cells), {why}")
+        notes = list(dict.fromkeys(self.notes + [n for u in timed for n in u.notes]))
+        lines += [f"  note: {n}" for n in notes[:8]]
+        if len(notes) > 8:
+            lines.append(f"  note: ... and {len(notes) - 8} more")
+        return lines
