@@ -68,6 +68,10 @@ def test_measuring_stops_at_its_budget_and_plans_what_it_timed(tmp_path, capsys)
     text = "\n".join(estimate.lines())
     assert "planned wall time 0" in text and "for the 0 units timed" in text
     assert "not timed (counted as 0 s): 2 units (2 cells), measuring stopped at its 0 s budget" in text
+    # cells the preflight found not applicable are not counted as cells to compute
+    first = Plan.of(grid).cells[0].cell_id
+    skipped = estimate_grid(Plan.of(grid), context(tmp_path, grid), budget_s=0.0, not_applicable={first: "why"})
+    assert "2 units (1 cells to compute)" in "\n".join(skipped.lines())
     args = ["run", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"), "--reports",
             str(tmp_path / "reports"), "--quiet", "--check", "--measure-budget", "0"] + [a for s in TINY for a in ("--set", s)]
     assert main(args) == 0 and "--measure-budget SECONDS times more" in capsys.readouterr().out

@@ -463,7 +463,7 @@ def _why(who: str, exc: BaseException) -> str:
 
 
 def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local", slots: int | None = None,
-                  datasets=None, budget_s: float | None = MEASURE_BUDGET_S) -> Estimate:
+                  datasets=None, budget_s: float | None = MEASURE_BUDGET_S, not_applicable=()) -> Estimate:
     """The planned wall time of ``plan``'s pending ``units`` (default: every cell) on ``ctx.device``.
 
     ``records``: existing records; units whose cells they time (same configuration, or the same
@@ -471,7 +471,8 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
     the rest is measured here (see the module docstring). ``datasets``: dataset component -> the
     dataset (or the stand-in of its declared sizes) the preflight built; others are loaded here.
     ``budget_s``: once measuring has taken this long, the remaining units are listed as not timed
-    (None: no limit).
+    (None: no limit). ``not_applicable``: cell ids the preflight found not applicable (not counted as
+    cells to compute where a unit is not measured; a measured unit applies the worker's rule itself).
     """
     from bench.cost.estimate import estimate_units
     from bench.run.work import load_dataset, unit_settings
@@ -483,6 +484,11 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
         from_records = {e.label: e for e in estimate_units(plan, list(records)) if e.seconds is not None}
     memo: dict = {}
     shared_fits: set = set()
+    skip = set(not_applicable)
+
+    def cells_of(unit) -> dict:
+        return {"cells": [c.cell_id for c in unit.cells if c.cell_id not in skip]}
+
     costs, notes = [], []
     with unit_settings(ctx):
         import torch
@@ -491,11 +497,11 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
         for unit in units:
             hit = from_records.get(unit.label)
             if hit is not None:
-                costs.append(UnitCost(unit.label, hit.seconds, {"cells": [c.cell_id for c in unit.cells]}, "records",
+                costs.append(UnitCost(unit.label, hit.seconds, cells_of(unit), "records",
                                       list(hit.notes)))
                 continue
             if budget_s is not None and time.perf_counter() - started > budget_s:
-                costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                costs.append(UnitCost(unit.label, 0.0, cells_of(unit), "unestimated",
                                       [f"measuring stopped at its {budget_s:.0f} s budget (--measure-budget "
                                        "SECONDS times more)"]))
                 continue
@@ -503,7 +509,7 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
             try:
                 dataset = dataset if dataset is not None else load_dataset(unit.dataset, ctx)
             except Exception as exc:  # noqa: BLE001 - the preflight names it
-                costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                costs.append(UnitCost(unit.label, 0.0, cells_of(unit), "unestimated",
                                       [f"dataset {unit.dataset.id} does not load ({type(exc).__name__}) and "
                                        "declares no sizes to plan from"]))
                 continue
@@ -511,7 +517,7 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
                 try:
                     costs.append(detector_unit_cost(unit, dataset, ctx, memo, shared_fits))
                 except Exception as exc:  # noqa: BLE001 - a detector that cannot be built (no weights) is named
-                    costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+                    costs.append(UnitCost(unit.label, 0.0, cells_of(unit), "unestimated",
                                           [_why(unit.component.id, exc)]))
                 continue
             key = ("encoder-failed", unit.encoder, _shape(dataset))
@@ -521,7 +527,7 @@ def estimate_grid(plan, ctx, records=None, *, units=None, executor: str = "local
                     continue
                 except Exception as exc:  # noqa: BLE001 - an encoder that cannot be timed is named, not fatal
                     memo[key] = _why(unit.encoder.id, exc)
-            costs.append(UnitCost(unit.label, 0.0, {"cells": [c.cell_id for c in unit.cells]}, "unestimated",
+            costs.append(UnitCost(unit.label, 0.0, cells_of(unit), "unestimated",
                                   [memo[key]]))
     return Estimate(plan.name, ctx.device, threads, costs, time.perf_counter() - started, _slots(ctx, executor, slots),
                     notes)
@@ -535,4 +541,5 @@ def estimate_run(runner, checked, executor: str = "local", slots: int | None = N
     units, _ = runner.pending(checked.fingerprints)
     records = runner.store.records(skip_bad=True) if runner.store.records_dir.is_dir() else []
     return estimate_grid(runner.plan, runner.context, records, units=units, executor=executor, slots=slots,
-                         datasets=checked.datasets, budget_s=MEASURE_BUDGET_S if budget_s is None else budget_s)
+                         datasets=checked.datasets, budget_s=MEASURE_BUDGET_S if budget_s is None else budget_s,
+                         not_applicable=checked.not_applicable)
