@@ -51,9 +51,9 @@ class Phases:
 
 
 def unit_kind(record: dict) -> str:
-    if record.get("kind") == "detector" or record.get("encoder") is None:
-        return f"detector {record.get('detector')}"
-    return f"encoder {record.get('encoder')}"
+    from bench.run.store import record_unit
+
+    return "{} {}".format(*record_unit(record))
 
 
 def breakdown(records: list[dict]) -> dict[str, dict[str, float]]:

@@ -14,17 +14,10 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from bench.run.store import atomic_write_text
+from bench.run.store import atomic_write_text, record_unit
 
 _NUMBER = re.compile(r"\d")
 _FIGURE = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-
-
-def unit_of(record: Mapping) -> str | None:
-    """The fit a record's guard verdict belongs to: its encoder, or its end-to-end detector."""
-    if record.get("kind") == "detector" or record.get("encoder") is None:
-        return record.get("detector")
-    return record.get("encoder")
 
 
 def reason_kind(reason: str) -> str:
@@ -45,7 +38,7 @@ def adequacy_frame(records: Iterable[Mapping]) -> pd.DataFrame:
     fits: dict[tuple, dict] = {}
     for record in records:
         guard = record.get("adequacy") or {}
-        unit = unit_of(record)
+        unit = record_unit(record)[1]       # the fit the guard judged: encoder or detector
         if not guard.get("judged") or unit is None:
             continue
         key = (str(record.get("dataset")), str(unit), record.get("seed"))

@@ -172,6 +172,14 @@ CORE_METRICS = {"image": ("image_auroc", "image_ap", "image_fpr95"),
                 "pixel": ("pixel_auroc", "pixel_ap", "pixel_aupro", "pixel_dice", "pixel_dice_oracle")}
 
 
+def record_unit(record: dict) -> tuple[str, str | None]:
+    """``(kind, id)`` of the fit a record's cell belongs to: ("encoder", its encoder), or ("detector", its
+    end-to-end detector)."""
+    if record.get("kind") == "detector" or record.get("encoder") is None:
+        return "detector", record.get("detector")
+    return "encoder", record.get("encoder")
+
+
 def has_pixel_metrics(record: dict) -> bool:
     """Whether the record scored maps (its dataset has masks and the cell made maps)."""
     pixel = set(metric_names("pixel"))
