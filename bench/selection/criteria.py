@@ -132,30 +132,39 @@ def _mean_rank(measures: pd.DataFrame, columns: list[str]) -> pd.Series:
     return -ranks.mean(axis=1, skipna=False)
 
 
+def _per_generator(measures: pd.DataFrame, prefix: str) -> dict[str, pd.Series]:
+    """One criterion per generator: the ``prefix[generator]`` measure columns as they are."""
+    return {c: measures[c] for c in _columns(measures, prefix)}
+
+
+def _rank_over_generators(measures: pd.DataFrame, prefix: str) -> dict[str, pd.Series]:
+    """``prefix_rank``: minus the mean rank over the generators' columns (none with fewer than two)."""
+    cols = _columns(measures, prefix)
+    return {f"{prefix}_rank": _mean_rank(measures, cols)} if len(cols) > 1 else {}
+
+
 @register_criterion("synth_auroc")
 def synth_auroc(measures):
     """Image AUROC, validation normals vs one generator's synthetic anomalies (one criterion per generator)."""
-    return {c: measures[c] for c in _columns(measures, "synth_auroc")}
+    return _per_generator(measures, "synth_auroc")
 
 
 @register_criterion("synth_auroc_rank")
 def synth_auroc_rank(measures):
     """Mean rank of the synthetic image AUROCs over the generators (minus it: higher is better)."""
-    cols = _columns(measures, "synth_auroc")
-    return {"synth_auroc_rank": _mean_rank(measures, cols)} if len(cols) > 1 else {}
+    return _rank_over_generators(measures, "synth_auroc")
 
 
 @register_criterion("synth_pixel_ap")
 def synth_pixel_ap(measures):
     """Pixel AP on one generator's synthetic masks (one criterion per generator; cells with maps)."""
-    return {c: measures[c] for c in _columns(measures, "synth_pixel_ap")}
+    return _per_generator(measures, "synth_pixel_ap")
 
 
 @register_criterion("synth_pixel_ap_rank")
 def synth_pixel_ap_rank(measures):
     """Mean rank of the synthetic pixel APs over the generators (minus it: higher is better)."""
-    cols = _columns(measures, "synth_pixel_ap")
-    return {"synth_pixel_ap_rank": _mean_rank(measures, cols)} if len(cols) > 1 else {}
+    return _rank_over_generators(measures, "synth_pixel_ap")
 
 
 @register_criterion("mass_volume")
