@@ -42,12 +42,16 @@ def test_criterion_equal_to_truth_gives_tau_one_and_regret_zero():
     table, cells = selection_table(records, arrays.__getitem__, n_resamples=200)
     row = table[(table["criterion"] == "synth_auroc[g]") & (table["target"] == "detection")].iloc[0]
     assert row["tau"] == pytest.approx(1.0) and row["regret"] == 0.0 and row["top3"]
+    means = cells.groupby("label")["image_auroc"].mean()
     assert row["selected"] == row["best"] and (row["regret_low"], row["regret_high"]) == (0.0, 0.0)
     # its gain over a uniform pick: the best configuration's metric minus the mean one, with an interval
-    means = cells.groupby("label")["image_auroc"].mean()
     assert row["vs_random"] == pytest.approx(means.max() - means.mean())
     assert row["vs_random_low"] < row["vs_random"] < row["vs_random_high"]
     assert np.isnan(row["vs_prior"])                     # one dataset: no prior pick to compare with
+    # tau and the top-3 margin carry intervals too: tau 1 cannot be exceeded, the margin is over the 4th
+    assert row["tau_low"] < 1.0 and row["tau_high"] == pytest.approx(1.0)
+    assert row["top3_margin"] == pytest.approx(means["a"] - means["d"])
+    assert row["top3_low"] < row["top3_margin"] < row["top3_high"]
     records2, arrays2 = constructed_run(datasets=("d1", "d2"))
     table2, _ = selection_table(records2, arrays2.__getitem__, n_resamples=200)
     row2 = table2[(table2["criterion"] == "synth_auroc[g]") & (table2["dataset"] == "d1")
@@ -210,3 +214,28 @@ def test_advice_for_an_unlabelled_dataset_names_the_criterion_the_labelled_ones_
     assert "### d1 — detection" in render_markdown(table)
     with pytest.raises(ValueError, match="no scored cells"):
         advice(table, cells, "elsewhere")
+
+
+def test_tau_rows_equal_scipy_with_ties_and_the_tau_interval_follows_the_verdicts_rules():
+    from types import SimpleNamespace
+
+    from scipy.stats import kendalltau
+
+    from bench.analysis.inference import ONE_SEED
+    from bench.selection.intervals import tau_b_rows, tau_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, size=9).astype(float)                # ties on both sides
+    ys = rng.integers(0, 5, size=(6, 9)).astype(float)
+    assert np.allclose(tau_b_rows(x, ys), [kendalltau(x, y).statistic for y in ys])
+
+    values = pd.Series([0.9, 0.7, 0.5, 0.3], index=list("abcd"))
+    truth = np.array([0.9, 0.7, 0.5, 0.3]) + rng.normal(0, 0.1, size=(500, 4))
+    samples = SimpleNamespace(groups=np.arange(40).astype(str), units_per_class=lambda: (20, 20))
+    # one seed of a stochastic fit: no interval, the verdicts' reason; deterministic: the test-set part only
+    assert tau_interval(1.0, values, truth, samples, [], stochastic=True)[2] == ONE_SEED
+    low1, high1, why = tau_interval(1.0, values, truth, samples, [], stochastic=False)
+    assert why == "" and -1.0 <= low1 < 1.0 and high1 == 1.0
+    # seeds that disagree widen it (the jackknife's seed part), 2 seeds of a stochastic fit: Hsu's df = 1
+    low2, _, _ = tau_interval(0.6, values, truth, samples, [1.0, 0.2], stochastic=True)
+    assert low2 < 0.6 - 1.0 or low2 == -1.0

@@ -5,11 +5,14 @@ A *configuration* is a cell label (what differs only in the seed is one row). Pe
 highest mean criterion value over seeds; it is graded by
 
 * Kendall's tau-b between its values and the configurations' mean true test metric;
-* regret = best true metric (mean over seeds) - the selected configuration's, with an interval over
-  test cases (by group) and seeds from the claims machinery (:func:`regret_interval`);
-* whether the selected configuration is among the true top 3;
+* regret = best true metric (mean over seeds) - the selected configuration's;
+* whether the selected configuration is among the true top 3, and by how much: its margin over the
+  configuration ranked third among the others (positive: in the top 3);
 * its gain over each baseline (selected - a uniform pick's expected metric; selected - the prior's pick),
-  with the same kind of interval: a criterion is worth using where that interval excludes zero.
+  a criterion is worth using where that gain's interval excludes zero.
+
+Each grade has a 95 % interval over test cases (by group) and seeds from the verdicts' inference
+(:mod:`bench.selection.intervals`).
 
 Baselines: ``random`` (uniform pick; expectations computed exactly: regret = mean over configurations of
 best - theirs, tau = 0, top 3 = share of configurations in the top 3) and ``prior`` (the configuration
@@ -29,13 +32,15 @@ from sklearn.metrics import roc_auc_score
 
 from bench.report.frames import method_label
 from bench.selection.criteria import cell_measures, criterion_values
+from bench.selection.intervals import paired_interval, tau_interval, truth_resamples
 
 #: What each selection target is graded by.
 TARGETS = {"detection": "image_auroc", "localization": "pixel_ap"}
 SCORED = ("ok", "degenerate")
 BASELINES = ("random", "prior")
 COLUMNS = ["dataset", "target", "metric", "criterion", "selected", "value", "selected_metric", "best", "best_metric",
-           "tau", "regret", "regret_low", "regret_high", "top3", "vs_random", "vs_random_low", "vs_random_high",
+           "tau", "tau_low", "tau_high", "regret", "regret_low", "regret_high", "top3", "top3_margin",
+           "top3_low", "top3_high", "vs_random", "vs_random_low", "vs_random_high",
            "vs_prior", "vs_prior_low", "vs_prior_high", "n_configs", "n_seeds", "note"]
 
 
@@ -117,51 +122,6 @@ def prior_values(means: Mapping[str, pd.DataFrame], dataset: str, metric: str) -
 
 
 # ---------------------------------------------------------------------------------------------
-# The interval: one adapter onto the claims machinery (re-pointed when its API changes)
-# ---------------------------------------------------------------------------------------------
-def regret_interval(dataset: str, metric: str, pairs: Sequence[tuple[Mapping, Mapping, object]], arrays_of,
-                    *, n_resamples: int = 1000, seed: int = 0, cache: dict | None = None
-                    ) -> tuple[float, float, float, str]:
-    """(regret, low, high, reason) of the paired difference best - selected over ``pairs`` of records
-    ``(best cell, selected cell, seed)`` matched on dataset and seed: the claims machinery's
-    comparison (the verdicts' variance over test cases, by group, and seeds, and their t interval) on
-    the same arrays; with one seed of a stochastic fit the interval is unknown (NaN, with the reason).
-
-    The only function here that touches :mod:`bench.analysis.claims`' API: re-point it, nothing else.
-    """
-    from bench.analysis import claims as C
-    from bench.analysis.inference import SplitSamples, light_arrays, test_comparison
-
-    cache = {} if cache is None else cache
-    claim = C.Claim(id=f"selection-regret:{dataset}:{metric}", source="label-free selection",
-                    statement="best configuration minus the selected one", metrics=(metric,), a={}, b={})
-    comp = C.Comparison(claim, dataset, metric)
-
-    def info(rec: Mapping):
-        """The cell as claims see it, its metric the graded one (from the arrays, like the resamples)."""
-        rec = {**rec, "metrics": {**(rec.get("metrics") or {}), metric: true_metric(rec, arrays_of(rec["cell_id"]),
-                                                                                    metric)}}
-        return C.CellInfo(rec, C.cell_attributes(rec))
-
-    comp.pairs = [(info(a), info(b), s) for a, b, s in pairs]
-    diffs = [a.record["metrics"][metric] - b.record["metrics"][metric] for a, b, _ in comp.pairs]
-    comp.effect = float(np.nanmean(diffs)) if diffs else float("nan")
-    if all(a["cell_id"] == b["cell_id"] for a, b, _ in pairs):
-        return comp.effect, 0.0, 0.0, ""                 # the best was selected: a difference of nothing
-
-    def cached_arrays(cell_id: str) -> dict:
-        key = ("arrays", cell_id)
-        if key not in cache:
-            cache[key] = light_arrays(arrays_of(cell_id))
-        return cache[key]
-
-    samples = cache.setdefault(("samples", dataset, n_resamples, seed),
-                               SplitSamples(dataset, cached_arrays, arrays_of, n_resamples, seed))
-    test_comparison(comp, samples)
-    return comp.effect, comp.ci_low, comp.ci_high, comp.reason or comp.undecided
-
-
-# ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
 def _pairs(cells: pd.DataFrame, records: Mapping[str, Mapping], dataset: str, best: str, chosen: Sequence[str]):
@@ -175,6 +135,32 @@ def _pairs(cells: pd.DataFrame, records: Mapping[str, Mapping], dataset: str, be
     return out
 
 
+def top3_cutoff(truth: pd.Series, chosen: str) -> str | None:
+    """The configuration ranked third among the others (ties: label order): ``chosen`` is in the top 3
+    exactly when its metric is at least that one's; None with fewer than 3 others (always in the top 3)."""
+    others = truth.drop(chosen).dropna()
+    if len(others) < 3:
+        return None
+    order = sorted(others.index, key=lambda label: (-others[label], str(label)))
+    return order[2]
+
+
+def leave_one_seed_out(cells: pd.DataFrame, datasets: Sequence[str]) -> list[dict]:
+    """Per seed of the run: the configuration means of every dataset without that seed (the jackknife)."""
+    seeds = sorted(cells["seed"].dropna().unique(), key=str)
+    if len(seeds) < 2:
+        return []
+    return [{d: config_means(cells[cells["seed"] != s], d) for d in datasets} for s in seeds]
+
+
+def _candidates(means: Mapping[str, pd.DataFrame], dataset: str, metric: str) -> dict[str, pd.Series]:
+    """Every criterion's values on ``dataset``, and the prior's."""
+    frame = means[dataset]
+    values = dict(criterion_values(frame.drop(columns=[m for m in TARGETS.values() if m in frame])))
+    values["prior"] = prior_values(means, dataset, metric)
+    return values
+
+
 def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int = 1000, seed: int = 0,
                     intervals: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(grades, cells): one row per dataset x target x criterion (baselines included) and the cell table."""
@@ -184,31 +170,46 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
     by_id = {r["cell_id"]: r for r in records if r.get("cell_id")}
     datasets = sorted(cells["dataset"].dropna().unique(), key=str)
     means = {d: config_means(cells, d) for d in datasets}
+    jackknife = leave_one_seed_out(cells, datasets) if intervals else []
     cache: dict = {}
     rows = []
     for dataset in datasets:
-        frame = means[dataset]
-        values = criterion_values(frame.drop(columns=list(TARGETS.values())))
-        n_seeds = int(cells.loc[cells["dataset"] == dataset, "seed"].nunique())
+        part = cells[cells["dataset"] == dataset]
+        n_seeds = int(part["seed"].nunique())
+        stochastic = not all(by_id[c].get("deterministic_fit") is True for c in part["cell_id"])
         for target, metric in TARGETS.items():
-            truth = frame[metric].dropna()
+            truth = means[dataset][metric].dropna()
             if len(truth) < 2:
                 continue
             best = pick(truth)
             tops = top3(truth)
-            candidates = dict(values)
-            candidates["prior"] = prior_values(means, dataset, metric)
+            candidates = _candidates(means, dataset, metric)
             prior_pick = pick(candidates["prior"].reindex(truth.index))
+
+            def graded(rec: Mapping, metric: str = metric) -> float:
+                return true_metric(rec, arrays_of(rec["cell_id"]), metric)
 
             def interval(a: str, b: Sequence[str]) -> tuple[float, float, str]:
                 """The interval of the paired difference a - b (b: one configuration, or all of them); criteria
                 that select the same configuration share it."""
                 key = ("interval", dataset, metric, a, tuple(b))
                 if key not in cache:
-                    _, low, high, why = regret_interval(dataset, metric, _pairs(cells, by_id, dataset, a, b), arrays_of,
-                                                        n_resamples=n_resamples, seed=seed, cache=cache)
+                    _, low, high, why = paired_interval(dataset, metric, _pairs(cells, by_id, dataset, a, b), arrays_of,
+                                                        graded, n_resamples=n_resamples, seed=seed, cache=cache)
                     cache[key] = (low, high, why)
                 return cache[key]
+
+            resampled, samples, tau_problem = None, None, ""
+            if intervals:
+                members = {label: [by_id[c] for c in part.loc[part["label"] == label, "cell_id"]]
+                           for label in truth.index}
+                found, samples = truth_resamples(dataset, metric, members, arrays_of, graded,
+                                                 n_resamples=n_resamples, seed=seed, cache=cache)
+                if found is None:
+                    samples, tau_problem = None, samples
+                resampled = found
+                left_out = [_candidates(m, dataset, metric) for m in jackknife]
+                left_out_truth = [m[dataset][metric] for m in jackknife]
 
             for name, vals in candidates.items():
                 vals = vals.reindex(truth.index)
@@ -221,9 +222,11 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
                                    if name == "prior" else "no configuration has this criterion")
                     rows.append(row)
                     continue
+                cutoff = top3_cutoff(truth, chosen)
                 row.update(selected=chosen, value=float(vals[chosen]), selected_metric=float(truth[chosen]),
                            tau=kendall_tau(vals, truth), regret=float(truth[best] - truth[chosen]),
-                           top3=chosen in tops)
+                           top3=chosen in tops,
+                           top3_margin=float(truth[chosen] - truth[cutoff]) if cutoff is not None else float("nan"))
                 if vals.notna().sum() < len(truth):
                     row["note"] = f"{int(vals.notna().sum())} of {len(truth)} configurations have this criterion"
                 row["vs_random"] = float(truth[chosen] - truth.mean())
@@ -235,6 +238,15 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
                     row["vs_random_low"], row["vs_random_high"], _ = interval(chosen, list(truth.index))
                     if prior_pick is not None:
                         row["vs_prior_low"], row["vs_prior_high"], _ = interval(chosen, [prior_pick])
+                    if cutoff is not None:
+                        row["top3_low"], row["top3_high"], _ = interval(chosen, [cutoff])
+                    why_tau = tau_problem
+                    if resampled is not None:
+                        jack = [kendall_tau(v.get(name, pd.Series(dtype=float)).reindex(truth.index), t)
+                                for v, t in zip(left_out, left_out_truth, strict=True)]
+                        row["tau_low"], row["tau_high"], why_tau = tau_interval(row["tau"], vals, resampled, samples,
+                                                                                jack, stochastic)
+                    why = why or why_tau
                     if why:
                         row["note"] = "; ".join(x for x in (row["note"], f"no interval: {why}") if x)
                 rows.append(row)

@@ -14,10 +14,11 @@ from bench.selection.criteria import criterion_values
 
 HEADER = ("Label-free selection, graded against the test labels: per dataset and target, the configuration each "
           "criterion selects without a test label, Kendall's tau between the criterion and the true test ranking "
-          "(mean over seeds per configuration), the regret (best true metric − the selected one's) with its 95 % "
-          "interval over test cases (by group) and seeds, whether the selection is in the true top 3, and its gain "
-          "over the two baselines (its true metric − a uniform pick's expected one; − the prior's pick's), with the "
-          "same kind of interval: a criterion earns its keep where that interval lies above zero. "
+          "(mean over seeds per configuration), the regret (best true metric − the selected one's), whether the "
+          "selection is in the true top 3 (its margin over the configuration ranked third among the others), and "
+          "its gain over the two baselines (its true metric − a uniform pick's expected one; − the prior's "
+          "pick's), each with its 95 % interval over test cases (by group) and seeds from the verdicts' inference: "
+          "a criterion earns its keep where its gain's interval lies above zero. "
           "`random`: exact expectation of a uniform pick; `prior`: best mean rank on the run's other datasets.")
 
 
@@ -33,9 +34,16 @@ def _regret(row, key: str = "regret", fmt: str = ".3f") -> str:
     return text
 
 
-def _top3(value) -> str:
+def _top3(row) -> str:
+    """yes/no, and where it has one, the margin over the configuration ranked third among the others
+    with its interval (above zero: in the top 3 beyond the test set's and the seeds' noise)."""
+    value = row["top3"]
     if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
+        text = "yes" if value else "no"
+        margin = row.get("top3_margin")
+        if isinstance(margin, float) and math.isfinite(margin):
+            text += f", {_regret({**row, 'top3': margin}, 'top3', '+.3f')}"
+        return text
     return _f(value, ".2f") if isinstance(value, float) else "–"
 
 
@@ -48,12 +56,13 @@ def render_markdown(table: pd.DataFrame, title: str = "Label-free selection") ->
         lines += [f"### {dataset} — {target} ({metric}; best: {part['best'].iloc[0]} = "
                   f"{_f(part['best_metric'].iloc[0])}; {int(part['n_configs'].iloc[0])} configurations, "
                   f"{int(part['n_seeds'].iloc[0])} seed(s))", "",
-                  "| criterion | selected | its metric | tau | regret [95% CI] | top 3 | vs random [95% CI] | "
+                  "| criterion | selected | its metric | tau [95% CI] | regret [95% CI] | top 3 (margin [95% CI]) | "
+                  "vs random [95% CI] | "
                   "vs prior [95% CI] | note |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             lines.append(f"| {r['criterion']} | {r['selected'] if isinstance(r['selected'], str) else '–'} | "
-                         f"{_f(r['selected_metric'])} | {_f(r['tau'], '+.2f')} | {_regret(r)} | {_top3(r['top3'])} | "
+                         f"{_f(r['selected_metric'])} | {_regret(r, 'tau', '+.2f')} | {_regret(r)} | {_top3(r)} | "
                          f"{_regret(r, 'vs_random', '+.3f')} | {_regret(r, 'vs_prior', '+.3f')} | {r['note'] or ''} |")
         lines.append("")
     lines += ["### Over datasets", "", summary_markdown(table), ""]
@@ -95,7 +104,7 @@ def render_latex(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         rows.append(" & ".join(latex_escape(str(x)) for x in (
             r["dataset"], r["target"], r["criterion"], r["selected"] if isinstance(r["selected"], str) else "–",
-            _f(r["tau"], "+.2f"), _regret(r), _top3(r["top3"]), _regret(r, "vs_random", "+.3f"),
+            _regret(r, "tau", "+.2f"), _regret(r), _top3(r), _regret(r, "vs_random", "+.3f"),
             _regret(r, "vs_prior", "+.3f"))) + r" \\")
     rows += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(rows)
