@@ -75,9 +75,13 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     t = table.assign(top3=pd.to_numeric(table["top3"], errors="coerce"),
                      beats_random=pd.to_numeric(table["vs_random_low"], errors="coerce") > 0,
-                     beats_prior=pd.to_numeric(table["vs_prior_low"], errors="coerce") > 0)
+                     beats_prior=pd.to_numeric(table["vs_prior_low"], errors="coerce") > 0,
+                     tau_sure=pd.to_numeric(table["tau_low"], errors="coerce") > 0,
+                     top3_sure=pd.to_numeric(table["top3_low"], errors="coerce") > 0)
     out = (t.groupby(["target", "criterion"]).agg(datasets=("dataset", "nunique"), tau=("tau", "mean"),
+                                                     tau_sure=("tau_sure", "sum"),
                                                      regret=("regret", "mean"), top3=("top3", "mean"),
+                                                     top3_sure=("top3_sure", "sum"),
                                                      beats_random=("beats_random", "sum"),
                                                      beats_prior=("beats_prior", "sum"))
            .reset_index().sort_values(["target", "regret"], kind="mergesort"))
@@ -86,13 +90,19 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def summary_markdown(table: pd.DataFrame) -> str:
     s = summary(table)
-    lines = ["| target | criterion | datasets | mean tau | mean regret | top-3 rate | beats random (CI > 0) | "
-             "beats prior (CI > 0) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.target} | {r.criterion} | {r.datasets} | {_f(r.tau, '+.2f')} | {_f(r.regret)} | {_f(r.top3, '.2f')} | "
+    lines = ["| target | criterion | datasets | mean tau | tau > 0 (CI) | mean regret | top-3 rate | in top 3 (CI) | "
+             "beats random (CI > 0) | beats prior (CI > 0) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.target} | {r.criterion} | {r.datasets} | {_f(r.tau, '+.2f')} | {_sure(r, 'tau_sure')} | "
+              f"{_f(r.regret)} | {_f(r.top3, '.2f')} | {_sure(r, 'top3_sure')} | "
               + ("–" if r.criterion == "random" else f"{int(r.beats_random)} of {r.datasets}") + " | "
               + ("–" if r.criterion == "prior" else f"{int(r.beats_prior)} of {r.datasets}") + " |"
               for r in s.itertuples()]
     return "\n".join(lines)
+
+
+def _sure(r, column: str) -> str:
+    """'k of n' datasets where the grade's interval lies above zero ('–' for the random baseline: no interval)."""
+    return "–" if r.criterion == "random" else f"{int(getattr(r, column))} of {r.datasets}"
 
 
 def render_latex(table: pd.DataFrame) -> str:
