@@ -134,3 +134,43 @@ def test_wrap_label_breaks_only_between_words_and_never_inside_a_number():
     assert "(3.10)" in wrapped.splitlines()[-1]
     assert wrap_label("short", 20) == "short"
     assert wrap_label("a_b_c_d_e_f_g_h", 4, 2).endswith("…")
+
+
+def test_pdf_embeds_a_complete_truetype_subset_without_layout_tables(tmp_path):
+    """The PDF's fonts are Type 42 subsets a reader can draw (glyph outlines, metrics, cmap), minus the
+    OpenType layout tables that ``lean_font_subsets`` drops to make saving fast; the subsetter's
+    defaults are restored afterwards."""
+    import io
+    import re
+    import zlib
+
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+
+    import matplotlib as mpl
+
+    from bench.analysis.figure_style import LAYOUT_TABLES, PAPER_STYLE, new_figure, save_figure
+
+    defaults = list(subset.Options._drop_tables_default)
+    with mpl.rc_context(PAPER_STYLE):
+        fig = new_figure(1.5)
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], label="ROC (AUROC 0.91)")
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.legend()
+        _, pdf = save_figure(fig, tmp_path / "fig")
+    data = pdf.read_bytes()
+    assert b"/FontFile2" in data and b"/FontType /Type3" not in data
+    fonts = []
+    for match in re.finditer(rb"/Length1 \d+.*?stream\r?\n(.*?)endstream", data, re.S):
+        raw = match.group(1)
+        try:
+            fonts.append(TTFont(io.BytesIO(zlib.decompress(raw))))
+        except zlib.error:
+            fonts.append(TTFont(io.BytesIO(raw)))
+    assert fonts, "no embedded TrueType font stream found"
+    for font in fonts:
+        assert {"glyf", "loca", "hmtx", "cmap", "head"} <= set(font.keys())
+        assert not set(LAYOUT_TABLES) & set(font.keys())
+    assert subset.Options._drop_tables_default == defaults
