@@ -145,12 +145,12 @@ def top3_cutoff(truth: pd.Series, chosen: str) -> str | None:
     return order[2]
 
 
-def leave_one_seed_out(cells: pd.DataFrame, datasets: Sequence[str]) -> list[dict]:
-    """Per seed of the run: the configuration means of every dataset without that seed (the jackknife)."""
+def leave_one_seed_out(cells: pd.DataFrame, datasets: Sequence[str]) -> dict:
+    """``{seed: the configuration means of every dataset without that seed}`` (the jackknife)."""
     seeds = sorted(cells["seed"].dropna().unique(), key=str)
     if len(seeds) < 2:
-        return []
-    return [{d: config_means(cells[cells["seed"] != s], d) for d in datasets} for s in seeds]
+        return {}
+    return {s: {d: config_means(cells[cells["seed"] != s], d) for d in datasets} for s in seeds}
 
 
 def _candidates(means: Mapping[str, pd.DataFrame], dataset: str, metric: str) -> dict[str, pd.Series]:
@@ -170,7 +170,7 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
     by_id = {r["cell_id"]: r for r in records if r.get("cell_id")}
     datasets = sorted(cells["dataset"].dropna().unique(), key=str)
     means = {d: config_means(cells, d) for d in datasets}
-    jackknife = leave_one_seed_out(cells, datasets) if intervals else []
+    jackknife = leave_one_seed_out(cells, datasets) if intervals else {}
     cache: dict = {}
     rows = []
     for dataset in datasets:
@@ -203,13 +203,12 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
             if intervals:
                 members = {label: [by_id[c] for c in part.loc[part["label"] == label, "cell_id"]]
                            for label in truth.index}
-                found, samples = truth_resamples(dataset, metric, members, arrays_of, graded,
-                                                 n_resamples=n_resamples, seed=seed, cache=cache)
-                if found is None:
-                    samples, tau_problem = None, samples
-                resampled = found
-                left_out = [_candidates(m, dataset, metric) for m in jackknife]
-                left_out_truth = [m[dataset][metric] for m in jackknife]
+                resampled, samples, tau_problem = truth_resamples(dataset, metric, members, arrays_of, graded,
+                                                                  n_resamples=n_resamples, seed=seed, cache=cache)
+                # the jackknife over this dataset's own seeds (a seed it lacks would change nothing)
+                dataset_seeds = set(part["seed"])
+                left_out = [_candidates(m, dataset, metric) for s, m in jackknife.items() if s in dataset_seeds]
+                left_out_truth = [m[dataset][metric] for s, m in jackknife.items() if s in dataset_seeds]
 
             for name, vals in candidates.items():
                 vals = vals.reindex(truth.index)

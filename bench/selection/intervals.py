@@ -81,9 +81,9 @@ def tau_b_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 def truth_resamples(dataset: str, metric: str, cells: Mapping[str, Sequence[Mapping]], arrays_of,
                     graded: Callable[[Mapping], float], *, n_resamples: int, seed: int, cache: dict
-                    ) -> tuple[np.ndarray, object] | tuple[None, str]:
+                    ) -> tuple[np.ndarray | None, object, str]:
     """Each configuration's true metric (mean over its seeds) on every shared test-case resample:
-    ``([B, C] in the order of ``cells``, the SplitSamples)``, or ``(None, reason)``."""
+    ``([B, C] in the order of ``cells``, the SplitSamples, '')``, or ``(None, None, reason)``."""
     samples = split_samples(dataset, arrays_of, cache, n_resamples, seed)
     columns = []
     try:
@@ -93,12 +93,12 @@ def truth_resamples(dataset: str, metric: str, cells: Mapping[str, Sequence[Mapp
                 cell = _cell(rec, metric, graded(rec))
                 problem = samples.reference(cell)
                 if problem:
-                    return None, problem
+                    return None, None, problem
                 per_seed.append(samples.samples(cell, metric))
             columns.append(np.nanmean(np.vstack(per_seed), axis=0))
     except (KeyError, ValueError) as exc:
-        return None, str(exc.args[0])
-    return np.column_stack(columns), samples
+        return None, None, str(exc.args[0])
+    return np.column_stack(columns), samples, ""
 
 
 def tau_interval(tau: float, values: pd.Series, resampled_truth: np.ndarray, samples, jackknife: Sequence[float],
