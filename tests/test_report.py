@@ -341,3 +341,25 @@ def test_constant_embeddings_never_reach_tsne(tmp_path):
     out = build_report(run, tmp_path / "report", n_resamples=20, strict=True)
     readme = (out / "README.md").read_text()
     assert "skipped: test embeddings are constant" in readme or "skipped: training embeddings are constant" in readme
+
+
+def test_rebuilt_wilcoxon_tables_come_from_the_content_cache_and_match(fake_run, full_report, tmp_path,
+                                                                      monkeypatch):
+    """A rebuild reads each Wilcoxon table's tests from ``.cache/wilcoxon`` (keyed by the pairs) and
+    writes the same table; without the cache entries the tests run again and agree."""
+    from bench.analysis import stats
+
+    out = tmp_path / "copy"
+    shutil.copytree(full_report, out)
+    assert sorted((out / ".cache" / "wilcoxon").glob("*.json")), "the first build stored its Wilcoxon results"
+    before = (out / "tables/wilcoxon_image_auroc.csv").read_text()
+    real = stats.wilcoxon_signed_rank
+    calls = []
+    monkeypatch.setattr(stats, "wilcoxon_signed_rank", lambda *a: calls.append(a) or (0.0, 1.0, 0))
+    build_report(fake_run, out, n_resamples=200)
+    assert not calls, "an unchanged table is not tested again"
+    assert (out / "tables/wilcoxon_image_auroc.csv").read_text() == before
+    shutil.rmtree(out / ".cache" / "wilcoxon")
+    monkeypatch.setattr(stats, "wilcoxon_signed_rank", lambda *a: calls.append(a) or real(*a))
+    build_report(fake_run, out, n_resamples=200)
+    assert calls and (out / "tables/wilcoxon_image_auroc.csv").read_text() == before

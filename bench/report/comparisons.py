@@ -268,6 +268,28 @@ class ComparisonParts:
                          f"{metric_label(metric)}: mean rank over {summary.n_datasets} datasets",
                          self.out_dir / f"figures/cd_{metric}"), figure=True, headline=metric == "image_auroc")
 
+    def cached_wilcoxon(self, pivot: pd.DataFrame, best: str, others: list[str]) -> list[tuple[float, float, int]]:
+        """``wilcoxon_signed_rank(best, other)`` for each of ``others``, stored under
+        ``<report>/.cache/wilcoxon`` by the content of the pairs (and the code that tests them). Why:
+        with zero differences scipy's exact test enumerates sign flips, 0.2-0.7 s per method, which was
+        most of a 1000-record report's rebuild (issue 27 item 4)."""
+        import json
+
+        from bench.analysis.figure_cache import _feed, _source_digest
+
+        h = hashlib.sha256(_source_digest(stats.__file__).encode())
+        _feed(h, [best, list(map(str, others)), pivot[[best, *others]].to_numpy(dtype=float)])
+        path = self.out_dir / ".cache" / "wilcoxon" / f"{h.hexdigest()[:24]}.json"
+        if path.is_file():
+            try:
+                return [(float(a), float(b), int(n)) for a, b, n in json.loads(path.read_text())]
+            except (OSError, ValueError, TypeError):
+                pass                                  # a damaged entry is recomputed and replaced
+        results = [stats.wilcoxon_signed_rank(pivot[best].to_numpy(), pivot[o].to_numpy()) for o in others]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(results), sync=False)
+        return results
+
     def wilcoxon_table(self, metric: str) -> None:
         ok = self.ok[self.ok[metric].notna()]
         if ok["dataset"].nunique() < 2:
@@ -278,7 +300,7 @@ class ComparisonParts:
         mean_of_means = ok.groupby(["dataset", "label"])[metric].mean().groupby("label").mean()
         best = mean_of_means.sort_values(ascending=lower_is_better(metric), kind="mergesort").index[0]
         others = [lab for lab in pivot.columns if lab != best]
-        results = [stats.wilcoxon_signed_rank(pivot[best].to_numpy(), pivot[o].to_numpy()) for o in others]
+        results = self.cached_wilcoxon(pivot, best, others)
         holm = stats.holm_adjust([r[1] for r in results])
         cells = _cells_frame(others, ["pairs", "median Δ (best − method)", "p", "p (Holm)"])
         for o, (_, p, n), ph in zip(others, results, holm, strict=True):
