@@ -263,3 +263,18 @@ def test_bad_embeddings_file_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "embeddings.npz", train=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="embeddings.npz: missing arrays"):
         diagnostics.load_embeddings(tmp_path)
+
+
+def test_paired_bootstrap_rows_equal_one_pair_at_a_time():
+    """The report's all-pairs table uses the row-wise version: it must give each pair's own result,
+    rows with non-finite resamples and all-zero differences included."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(7, 300)), rng.normal(size=(7, 300))
+    a[2, :5] = np.nan                        # a resample where a metric was undefined
+    b[4] = a[4]                              # identical methods: p = 1
+    b[5] = a[5] - 0.5                        # every resample on one side
+    observed = rng.normal(size=7)
+    rows = stats.paired_bootstrap_rows(a, b, observed)
+    for k in range(7):
+        assert rows[k] == stats.paired_bootstrap(a[k], b[k], observed[k])
+    assert rows[4].p_value == 1.0 and rows[2].n_resamples == 295

@@ -169,17 +169,16 @@ class ComparisonParts:
             labels = [lab for lab in self.ranked_labels(dataset, m) if m in samples.get(lab, {})]
             if len(labels) < 2:
                 continue
-            for i, a in enumerate(labels):
-                for b in labels[i + 1:]:
-                    obs = self.agg.loc[(dataset, a), f"{m}.mean"] - self.agg.loc[(dataset, b), f"{m}.mean"]
-                    res = stats.paired_bootstrap(samples[a][m], samples[b][m], obs)
-                    all_rows.append({"dataset": dataset, "metric": m, "a": a, "b": b, "difference": res.difference,
-                                     "ci_low": res.low, "ci_high": res.high, "p_value": res.p_value,
-                                     "n_resamples": res.n_resamples})
+            means = np.array([self.agg.loc[(dataset, lab), f"{m}.mean"] for lab in labels], dtype=float)
+            stacked = np.vstack([np.asarray(samples[lab][m], dtype=float) for lab in labels])   # [L, B]
+            first, second = np.triu_indices(len(labels), k=1)
+            pairs = stats.paired_bootstrap_rows(stacked[first], stacked[second], means[first] - means[second])
+            for i, j, res in zip(first, second, pairs, strict=True):
+                all_rows.append({"dataset": dataset, "metric": m, "a": labels[i], "b": labels[j],
+                                 "difference": res.difference, "ci_low": res.low, "ci_high": res.high,
+                                 "p_value": res.p_value, "n_resamples": res.n_resamples})
             best, others = labels[0], labels[1:]
-            results = [stats.paired_bootstrap(samples[best][m], samples[o][m],
-                                              self.agg.loc[(dataset, best), f"{m}.mean"]
-                                              - self.agg.loc[(dataset, o), f"{m}.mean"]) for o in others]
+            results = pairs[:len(others)]            # the pairs (best, other) come first, in the same order
             holm = stats.holm_adjust([r.p_value for r in results])
             cells = _cells_frame(others, ["Δ (best − method) [95% CI]", "p", "p (Holm)"])
             for o, r, ph in zip(others, results, holm, strict=True):
