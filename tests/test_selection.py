@@ -51,7 +51,7 @@ def test_criterion_equal_to_truth_gives_tau_one_and_regret_zero():
     # tau and the top-3 margin carry intervals too: tau 1 cannot be exceeded, the margin is over the 4th
     assert row["tau_low"] < 1.0 and row["tau_high"] == pytest.approx(1.0)
     assert row["top3_margin"] == pytest.approx(means["a"] - means["d"])
-    assert row["top3_low"] < row["top3_margin"] < row["top3_high"]
+    assert row["top3_margin_low"] < row["top3_margin"] < row["top3_margin_high"]
     records2, arrays2 = constructed_run(datasets=("d1", "d2"))
     table2, _ = selection_table(records2, arrays2.__getitem__, n_resamples=200)
     row2 = table2[(table2["criterion"] == "synth_auroc[g]") & (table2["dataset"] == "d1")

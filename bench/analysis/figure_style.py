@@ -126,11 +126,8 @@ def lean_font_subsets():
     """Within the block, fontTools' subsetter (which matplotlib calls to embed TrueType fonts) drops
     :data:`LAYOUT_TABLES`. Why: subsetting DejaVu Sans's layout tables was most of a PDF's save time
     (0.12 s of every font embedded, 0.03 s without them; issue 24 item 10)."""
-    try:
-        from fontTools import subset
-    except ImportError:                                          # matplotlib without fontTools: nothing to trim
-        yield
-        return
+    from fontTools import subset
+
     before = getattr(subset.Options, "_drop_tables_default", None)
     if not isinstance(before, list):
         yield

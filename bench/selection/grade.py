@@ -40,7 +40,7 @@ SCORED = ("ok", "degenerate")
 BASELINES = ("random", "prior")
 COLUMNS = ["dataset", "target", "metric", "criterion", "selected", "value", "selected_metric", "best", "best_metric",
            "tau", "tau_low", "tau_high", "regret", "regret_low", "regret_high", "top3", "top3_margin",
-           "top3_low", "top3_high", "vs_random", "vs_random_low", "vs_random_high",
+           "top3_margin_low", "top3_margin_high", "vs_random", "vs_random_low", "vs_random_high",
            "vs_prior", "vs_prior_low", "vs_prior_high", "n_configs", "n_seeds", "note"]
 
 
@@ -238,7 +238,7 @@ def selection_table(records: Sequence[Mapping], arrays_of, *, n_resamples: int =
                     if prior_pick is not None:
                         row["vs_prior_low"], row["vs_prior_high"], _ = interval(chosen, [prior_pick])
                     if cutoff is not None:
-                        row["top3_low"], row["top3_high"], _ = interval(chosen, [cutoff])
+                        row["top3_margin_low"], row["top3_margin_high"], _ = interval(chosen, [cutoff])
                     why_tau = tau_problem
                     if resampled is not None:
                         jack = [kendall_tau(v.get(name, pd.Series(dtype=float)).reindex(truth.index), t)

@@ -42,7 +42,7 @@ def _top3(row) -> str:
         text = "yes" if value else "no"
         margin = row.get("top3_margin")
         if isinstance(margin, float) and math.isfinite(margin):
-            text += f", {_regret({**row, 'top3': margin}, 'top3', '+.3f')}"
+            text += f", {_regret(row, 'top3_margin', '+.3f')}"
         return text
     return _f(value, ".2f") if isinstance(value, float) else "–"
 
@@ -77,7 +77,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                      beats_random=pd.to_numeric(table["vs_random_low"], errors="coerce") > 0,
                      beats_prior=pd.to_numeric(table["vs_prior_low"], errors="coerce") > 0,
                      tau_sure=pd.to_numeric(table["tau_low"], errors="coerce") > 0,
-                     top3_sure=pd.to_numeric(table["top3_low"], errors="coerce") > 0)
+                     top3_sure=pd.to_numeric(table["top3_margin_low"], errors="coerce") > 0)
     out = (t.groupby(["target", "criterion"]).agg(datasets=("dataset", "nunique"), tau=("tau", "mean"),
                                                      tau_sure=("tau_sure", "sum"),
                                                      regret=("regret", "mean"), top3=("top3", "mean"),
@@ -93,16 +93,16 @@ def summary_markdown(table: pd.DataFrame) -> str:
     lines = ["| target | criterion | datasets | mean tau | tau > 0 (CI) | mean regret | top-3 rate | in top 3 (CI) | "
              "beats random (CI > 0) | beats prior (CI > 0) |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.target} | {r.criterion} | {r.datasets} | {_f(r.tau, '+.2f')} | {_sure(r, 'tau_sure')} | "
-              f"{_f(r.regret)} | {_f(r.top3, '.2f')} | {_sure(r, 'top3_sure')} | "
-              + ("–" if r.criterion == "random" else f"{int(r.beats_random)} of {r.datasets}") + " | "
-              + ("–" if r.criterion == "prior" else f"{int(r.beats_prior)} of {r.datasets}") + " |"
+              f"{_f(r.regret)} | {_f(r.top3, '.2f')} | {_sure(r, 'top3_sure')} | {_sure(r, 'beats_random')} | "
+              f"{_sure(r, 'beats_prior', baseline='prior')} |"
               for r in s.itertuples()]
     return "\n".join(lines)
 
 
-def _sure(r, column: str) -> str:
-    """'k of n' datasets where the grade's interval lies above zero ('–' for the random baseline: no interval)."""
-    return "–" if r.criterion == "random" else f"{int(getattr(r, column))} of {r.datasets}"
+def _sure(r, column: str, baseline: str = "random") -> str:
+    """'k of n' datasets where the grade's interval lies above zero ('–' for ``baseline``'s own row: the
+    random pick has no interval, the prior is not compared with itself)."""
+    return "–" if r.criterion == baseline else f"{int(getattr(r, column))} of {r.datasets}"
 
 
 def render_latex(table: pd.DataFrame) -> str:
