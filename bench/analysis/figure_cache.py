@@ -78,17 +78,27 @@ def figure_key(fn: Callable, inputs: Mapping, options: object = None) -> str:
     return h.hexdigest()[:24]
 
 
-def cached_render(fn: Callable, args: tuple, kwargs: dict, draw: Callable[[], list[Path]],
+def cached_render(fn: Callable, args: tuple, kwargs: dict, drawing: dict,
                   options: object = None) -> list[Path]:
-    """``draw()`` (which writes ``stem.png``/``stem.pdf``), or the stored files of the same inputs."""
-    root = _ROOT.get()
-    if root is None:
-        return draw()
+    """The files ``stem.png``/``stem.pdf`` of ``fn(*args, **kwargs)`` drawn in the paper style
+    (:func:`bench.analysis.figure_style.draw_styled` with ``drawing``), or the stored files of the
+    same inputs. Inside a figure pool a figure to draw goes to a worker and its paths come back at
+    once; it is stored in the cache when the pool has finished it."""
+    from bench.analysis.figure_pool import active_pool
+    from bench.analysis.figure_style import draw_styled
+
+    root, pool = _ROOT.get(), active_pool()
+    if root is None and pool is None:
+        return draw_styled(fn, drawing, args, kwargs)
     bound = inspect.signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
-    stem = Path(bound.arguments.pop("stem"))
-    entry = root / figure_key(fn, bound.arguments, options)
+    stem = Path(bound.arguments["stem"])
     targets = [stem.with_suffix(s) for s in SUFFIXES]
+    if root is None:
+        return pool.submit(fn, drawing, args, kwargs, targets)
+    inputs = dict(bound.arguments)
+    inputs.pop("stem")
+    entry = root / figure_key(fn, inputs, options)
     stored = [entry.with_suffix(s) for s in SUFFIXES]
     if all(p.is_file() for p in stored):
         from bench.run.store import atomic_write_bytes
@@ -96,10 +106,16 @@ def cached_render(fn: Callable, args: tuple, kwargs: dict, draw: Callable[[], li
         for src, dst in zip(stored, targets, strict=True):
             atomic_write_bytes(dst, src.read_bytes(), sync=False)
         return targets
-    paths = draw()
-    root.mkdir(parents=True, exist_ok=True)
-    for src, dst in zip(paths, stored, strict=False):
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)               # a killed build leaves no half entry
+
+    def store() -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        for src, dst in zip(targets, stored, strict=True):
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)               # a killed build leaves no half entry
+
+    if pool is not None:
+        return pool.submit(fn, drawing, args, kwargs, targets, after=store)
+    paths = draw_styled(fn, drawing, args, kwargs)
+    store()
     return paths

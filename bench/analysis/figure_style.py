@@ -76,13 +76,17 @@ def paper_style(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from bench.analysis.figure_cache import cached_render
 
-        def draw():
-            with mpl.rc_context(PAPER_STYLE):
-                return fn(*args, **kwargs)
-
-        return cached_render(fn, args, kwargs, draw, options=(PAPER_STYLE, DPI, width(), _style_digest()))
+        return cached_render(fn, args, kwargs, {"width": width()},
+                             options=(PAPER_STYLE, DPI, width(), _style_digest()))
 
     return wrapper
+
+
+def draw_styled(fn: Callable, drawing: dict, args: tuple, kwargs: dict) -> list[Path]:
+    """``fn(*args, **kwargs)`` in the paper style at the width in ``drawing`` (here or in a figure
+    worker, :mod:`bench.analysis.figure_pool`, which must draw exactly what this process would)."""
+    with figure_width(drawing["width"]), mpl.rc_context(PAPER_STYLE):
+        return fn(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=1)

@@ -46,7 +46,7 @@ __all__ = [
 def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, full: bool = True,
                  n_resamples: int = 1000, seed: int = 0, tsne_points: int = 500, strict: bool = False,
                  skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05,
-                 builtin_claims: bool = True) -> Path:
+                 builtin_claims: bool = True, figure_workers: int | None = None) -> Path:
     """Write every table and figure of ``run_dir`` to ``out_dir`` (default ``reports/<run name>``).
 
     ``run_dir`` may be a list of run directories: one report over all of them (:mod:`bench.report.runs`).
@@ -54,10 +54,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, full
     ``full=False`` builds Part A only (tables, heatmaps, summary.csv); the full build also evaluates the
     claims (built-in, the run's grid's ``[claims]``, ``claim_files``) and opens the index with their verdicts. ``strict=True`` re-raises
     the first error of any part instead of listing it under "Parts that could not be built".
+    Figures are drawn by ``figure_workers`` processes (default: one per core; 0: in this process).
     An unreadable record raises :class:`bench.run.store.BadRecordError` naming it, unless
     ``skip_bad=True``, which reports without it and lists it in the README. Returns the report
     folder; its ``README.md`` indexes everything written.
     """
     return ReportBuilder(run_dir, out_dir, full=full, n_resamples=n_resamples, seed=seed,
                          tsne_points=tsne_points, strict=strict, skip_bad=skip_bad, claim_files=claim_files,
-                         alpha=alpha, builtin_claims=builtin_claims).build()
+                         alpha=alpha, builtin_claims=builtin_claims,
+                         figure_workers=figure_workers).build()

@@ -63,7 +63,8 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
 
     def __init__(self, run_dir: str | Path, out_dir: str | Path | None = None, *, full: bool = True,
                  n_resamples: int = 1000, seed: int = 0, tsne_points: int = 500, strict: bool = False,
-                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05, builtin_claims: bool = True):
+                 skip_bad: bool = False, claim_files: tuple = (), alpha: float = 0.05, builtin_claims: bool = True,
+                 figure_workers: int | None = None):
         run_dirs = [Path(d).resolve() for d in ([run_dir] if isinstance(run_dir, (str, Path)) else run_dir)]
         for folder in run_dirs:
             if not (folder / "records").is_dir():
@@ -73,6 +74,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
         self.out_dir = Path(out_dir) if out_dir is not None else Path("reports") / self.run_name
         self.full, self.n_resamples, self.seed, self.tsne_points = full, n_resamples, seed, tsne_points
         self.strict = strict
+        self.figure_workers = figure_workers   # processes drawing figures (None: one per core; 0: inline)
         self.claim_files, self.alpha = tuple(claim_files), alpha     # claims (bench.report.verdicts)
         self.builtin_claims = builtin_claims
         # several runs: one store over all of them, cells matched by configuration (bench.report.runs)
@@ -121,6 +123,19 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
             self.problems.append(f"could not build {what}: {type(exc).__name__}: {exc} "
                                  f"({Path(last.filename).name}:{last.lineno})")
             return None
+
+    def figures_failed(self, failures) -> None:
+        """Figures a worker could not draw: listed in the README like any failed part, and left out
+        of the index (re-raised with ``strict``)."""
+        for failure in failures:
+            if self.strict:
+                raise failure.error
+            self.problems.append(f"could not draw {failure.paths[0].stem} ({failure.name}): "
+                                 f"{type(failure.error).__name__}: {failure.error}")
+        lost = {p for failure in failures for p in failure.paths}
+        for entry in self.index:
+            entry.paths = [p for p in entry.paths if Path(p) not in lost]
+        self.index = [e for e in self.index if e.paths]
 
     def add(self, section: str, title: str, paths, figure: bool = False, headline: bool = False) -> None:
         if paths:
@@ -240,14 +255,19 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.clean_previous()
         from bench.analysis.figure_cache import figure_cache
+        from bench.analysis.figure_pool import figure_pool
 
-        with figure_cache(self.out_dir / ".cache" / "figures"):   # unchanged figures are copied, not redrawn
+        # unchanged figures are copied, not redrawn; the others are drawn by worker processes while
+        # the tables are computed
+        with figure_cache(self.out_dir / ".cache" / "figures"), figure_pool(self.figure_workers) as pool:
             self.part_a()
             if self.full:
                 self.part_b()
                 self.attempt("claims and verdicts", self.claims_part)
                 self.attempt("training adequacy", self.adequacy_part)
                 self.attempt("label-free selection", self.selection_part)
+            if pool is not None:
+                self.figures_failed(pool.finish())
         readme = self.write_readme()
         answer = self.out_dir / ANSWER
         atomic_write_text(answer, self.attempt("the answer on screen", answer_text, self) or "", sync=False)

@@ -1,0 +1,94 @@
+"""Figures drawn by worker processes (bench.analysis.figure_pool) are the figures this process draws,
+a figure that fails in a worker is reported with its files, and the figure cache stores and reuses
+what the workers drew."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pandas as pd
+import pytest
+
+from bench.analysis import figure_pool as fp
+from bench.analysis import figures
+from bench.analysis.figure_cache import figure_cache
+from bench.analysis.figure_style import TEXT_WIDTH_IN, figure_width
+from tests.test_figures import figure_inputs
+
+pytestmark = pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(),
+                                reason="no fork server on this platform: figures are always drawn inline")
+
+
+def _draw_all(folder, workers: int) -> dict[str, bytes]:
+    """Every figure of the fixed inputs at two-column width; file name -> bytes."""
+    with figure_width(TEXT_WIDTH_IN), fp.figure_pool(workers) as pool:
+        paths = [p for name, (fn_name, args) in figure_inputs().items()
+                 for p in getattr(figures, fn_name)(*args, folder / name)]
+        if pool is not None:
+            assert not pool.finish()
+    return {p.name: p.read_bytes() for p in paths}
+
+
+def test_workers_draw_the_same_files_as_this_process(tmp_path):
+    inline = _draw_all(tmp_path / "inline", 0)
+    pooled = _draw_all(tmp_path / "pooled", 2)
+    assert sorted(pooled) == sorted(inline) and len(inline) == 2 * len(figure_inputs())
+    different = [name for name in inline if pooled[name] != inline[name]]
+    assert not different, f"drawn differently by a worker (width, style or fonts not carried): {different}"
+
+
+def test_a_figure_failing_in_a_worker_is_reported_with_its_files(tmp_path):
+    fn_name, args = figure_inputs()["roc_pr_curves"]
+    with fp.figure_pool(2) as pool:
+        broken = figures.interval_plot(pd.DataFrame({"label": ["a"]}), "t", "x", tmp_path / "broken")
+        fine = getattr(figures, fn_name)(*args, tmp_path / "fine")
+        failures = pool.finish()
+    assert [f.paths for f in failures] == [broken]
+    assert isinstance(failures[0].error, KeyError) and failures[0].name.endswith("interval_plot")
+    assert all(p.is_file() for p in fine) and not any(p.exists() for p in broken)
+
+
+def test_without_a_worker_the_figure_is_drawn_here(tmp_path, monkeypatch):
+    """A pool whose workers cannot start (a sandbox without fork server) still yields every figure."""
+    def no_workers(self):
+        raise OSError("no fork server here")
+
+    monkeypatch.setattr(fp.FigurePool, "_start", no_workers)
+    fn_name, args = figure_inputs()["roc_pr_curves"]
+    with fp.figure_pool(2) as pool:
+        paths = getattr(figures, fn_name)(*args, tmp_path / "curves")
+        assert not pool.finish()
+    assert all(p.is_file() and p.stat().st_size for p in paths)
+
+
+def test_the_cache_stores_what_workers_drew_and_a_rebuild_starts_none(tmp_path, monkeypatch):
+    fn_name, args = figure_inputs()["score_histograms"]
+    with figure_cache(tmp_path / "cache"), fp.figure_pool(2) as pool:
+        first = getattr(figures, fn_name)(*args, tmp_path / "a" / "hist")
+        pool.finish()
+    assert len(list((tmp_path / "cache").glob("*.p*"))) == 2
+
+    def must_not_start(self):
+        raise AssertionError("a cached figure started a worker")
+
+    monkeypatch.setattr(fp.FigurePool, "_start", must_not_start)
+    with figure_cache(tmp_path / "cache"), fp.figure_pool(2) as pool:
+        again = getattr(figures, fn_name)(*args, tmp_path / "b" / "hist")
+        assert not pool.finish()
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in first]
+
+
+def test_a_report_lists_a_failed_figure_as_a_problem_and_drops_its_files(tmp_path):
+    from bench.report.builder import IndexEntry, ReportBuilder
+
+    builder = ReportBuilder.__new__(ReportBuilder)
+    builder.strict, builder.problems = False, []
+    lost = [tmp_path / "roc.png", tmp_path / "roc.pdf"]
+    builder.index = [IndexEntry("d", "curves", list(lost), figure=True),
+                     IndexEntry("d", "table", [tmp_path / "t.csv"])]
+    builder.figures_failed([fp.FigureFailure("bench.analysis.figures.roc_pr_curves", lost, ValueError("bad"))])
+    assert [e.title for e in builder.index] == ["table"]
+    assert builder.problems == ["could not draw roc (bench.analysis.figures.roc_pr_curves): ValueError: bad"]
+    builder.strict = True
+    with pytest.raises(ValueError):
+        builder.figures_failed([fp.FigureFailure("f", lost, ValueError("bad"))])
