@@ -11,6 +11,8 @@ score = the map's maximum.
 
 from __future__ import annotations
 
+from functools import partial
+
 from methods.detectors.patch import PatchDetector
 from methods.encoders.msacl import MSACLEncoder
 from methods.heads.patch_gaussian import PatchGaussianHead
@@ -29,6 +31,6 @@ def msacl_patch(in_chans: int = 1, image_size: int = 64, *, backbone: str = "res
     kwargs = {"backbone": backbone, **(encoder or {}), **{k: v for k, v in given.items() if v is not None}}
     head = PatchGaussianHead(stages=["layer2", "layer3"], d_reduced=d_reduced, epsilon=epsilon, sigma=sigma,
                              score=score)
-    build = lambda: MSACLEncoder(in_chans, image_size, **kwargs)  # noqa: E731
+    build = partial(MSACLEncoder, in_chans, image_size, **kwargs)   # picklable: the fitted detector is cached
     return PatchDetector(build(), head, fit_encoder=True, build_encoder=build, batch_size=batch_size_features,
                          name="msacl_patch")
