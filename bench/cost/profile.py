@@ -90,15 +90,15 @@ def profile_lines(phases: dict, records: list[dict], wall_s: float, launched_at:
              f"  preflight (datasets loaded/decoded, components built): {_fmt(steps.get('preflight', 0.0))}",
              f"  cost estimate: {_fmt(steps.get('estimate', 0.0))}",
              f"  units: {_fmt(units_wall)} wall"
-             + (f" ({_fmt(units_wall * workers)} of worker time)" if workers > 1 else "")]
+             + (f" ({_fmt(units_wall * workers)} of worker slots: {workers} x wall)" if workers > 1 else "")]
     header = f"    {'unit kind':42s} {'cells':>5s} " + " ".join(f"{c:>17s}" for c, _ in COLUMNS)
     lines.append(header)
     for kind in sorted(table, key=lambda k: -sum(table[k][c] for c, _ in COLUMNS)):
         row = table[kind]
         lines.append(f"    {kind:42s} {int(row['cells']):5d} " + " ".join(f"{_fmt(row[c]):>17s}" for c, _ in COLUMNS))
     lines.append(f"    {'all units':42s} {len(records):5d} " + " ".join(f"{_fmt(totals[c]):>17s}" for c, _ in COLUMNS))
-    lines += [f"    not in the records' timings (adequacy guard's untrained reference, cache writes, "
-              f"worker start-up): {_fmt(max(other, 0.0))}",
+    lines += [f"    not in the records' timings (slots idle once fewer units than workers are left, the adequacy "
+              f"guard's untrained reference, cache writes, worker start-up): {_fmt(max(other, 0.0))}",
               f"  record writing (driver): {_fmt(writing)}",
               f"  report: {_fmt(steps.get('report', 0.0))}",
               f"  exit (interpreter shutdown): {_fmt(max(exit_s, 0.0))}"]
