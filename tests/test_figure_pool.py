@@ -19,9 +19,16 @@ pytestmark = pytest.mark.skipif("forkserver" not in multiprocessing.get_all_star
                                 reason="no fork server on this platform: figures are always drawn inline")
 
 
+def _ready_pool(pool) -> None:
+    """Wait for the workers (figures asked for before they are up are drawn in this process)."""
+    assert pool.ready.wait(120) and pool._executor is not None, "the figure workers did not start"
+
+
 def _draw_all(folder, workers: int) -> dict[str, bytes]:
     """Every figure of the fixed inputs at two-column width; file name -> bytes."""
     with figure_width(TEXT_WIDTH_IN), fp.figure_pool(workers) as pool:
+        if pool is not None:
+            _ready_pool(pool)
         paths = [p for name, (fn_name, args) in figure_inputs().items()
                  for p in getattr(figures, fn_name)(*args, folder / name)]
         if pool is not None:
@@ -40,6 +47,7 @@ def test_workers_draw_the_same_files_as_this_process(tmp_path):
 def test_a_figure_failing_in_a_worker_is_reported_with_its_files(tmp_path):
     fn_name, args = figure_inputs()["roc_pr_curves"]
     with fp.figure_pool(2) as pool:
+        _ready_pool(pool)
         broken = figures.interval_plot(pd.DataFrame({"label": ["a"]}), "t", "x", tmp_path / "broken")
         fine = getattr(figures, fn_name)(*args, tmp_path / "fine")
         failures = pool.finish()
@@ -49,32 +57,55 @@ def test_a_figure_failing_in_a_worker_is_reported_with_its_files(tmp_path):
 
 
 def test_without_a_worker_the_figure_is_drawn_here(tmp_path, monkeypatch):
-    """A pool whose workers cannot start (a sandbox without fork server) still yields every figure."""
-    def no_workers(self):
+    """A pool whose workers cannot start (a sandbox without fork server) still yields every figure,
+    drawn in this process with its errors raised as without a pool."""
+    def no_workers(*args, **kwargs):
         raise OSError("no fork server here")
 
-    monkeypatch.setattr(fp.FigurePool, "_start", no_workers)
+    monkeypatch.setattr(fp, "ProcessPoolExecutor", no_workers)
     fn_name, args = figure_inputs()["roc_pr_curves"]
     with fp.figure_pool(2) as pool:
+        assert pool.ready.wait(60) and pool._executor is None
         paths = getattr(figures, fn_name)(*args, tmp_path / "curves")
+        assert all(p.is_file() and p.stat().st_size for p in paths) and not pool.jobs
+        with pytest.raises(KeyError):
+            figures.interval_plot(pd.DataFrame({"label": ["a"]}), "t", "x", tmp_path / "broken")
         assert not pool.finish()
-    assert all(p.is_file() and p.stat().st_size for p in paths)
 
 
-def test_the_cache_stores_what_workers_drew_and_a_rebuild_starts_none(tmp_path, monkeypatch):
+def test_workers_run_only_where_they_would_not_run_the_main_script_again(monkeypatch):
+    import sys
+    import types
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = "/home/me/study.py", None
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert fp._main_runs_again_in_workers() and fp.default_workers() == 0
+    script.__spec__ = types.SimpleNamespace(name="bench.__main__")      # python -m bench
+    assert not fp._main_runs_again_in_workers()
+    del script.__file__
+    script.__spec__ = None                                                # an interactive session
+    assert not fp._main_runs_again_in_workers()
+
+
+def test_the_cache_stores_what_workers_drew_and_a_rebuild_draws_none(tmp_path, monkeypatch):
+    from bench.analysis import figure_style
+
     fn_name, args = figure_inputs()["score_histograms"]
     with figure_cache(tmp_path / "cache"), fp.figure_pool(2) as pool:
+        _ready_pool(pool)
         first = getattr(figures, fn_name)(*args, tmp_path / "a" / "hist")
-        pool.finish()
+        assert len(pool.jobs) == 1 and not pool.finish()
     assert len(list((tmp_path / "cache").glob("*.p*"))) == 2
 
-    def must_not_start(self):
-        raise AssertionError("a cached figure started a worker")
+    def must_not_draw(*args, **kwargs):
+        raise AssertionError("a cached figure was drawn again")
 
-    monkeypatch.setattr(fp.FigurePool, "_start", must_not_start)
+    monkeypatch.setattr(figure_style, "draw_styled", must_not_draw)
     with figure_cache(tmp_path / "cache"), fp.figure_pool(2) as pool:
+        _ready_pool(pool)
         again = getattr(figures, fn_name)(*args, tmp_path / "b" / "hist")
-        assert not pool.finish()
+        assert not pool.jobs and not pool.finish()
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in first]
 
 

@@ -259,6 +259,28 @@ def test_diagnostics_cache_reuses_values(tmp_path):
     assert coords.shape == (20, 2) and labels.shape == (20,)
 
 
+def test_prefetched_diagnostics_equal_computed_ones_and_keep_their_errors(tmp_path):
+    """The report computes t-SNE views and diagnostics in a background thread: the values are those of
+    a direct call, and a degenerate embedding raises the same error at the call that asks for it."""
+    rng = np.random.default_rng(13)
+    good, flat = tmp_path / "good", tmp_path / "flat"
+    for folder, train in ((good, rng.normal(size=(30, 4))), (flat, np.zeros((30, 4)))):
+        folder.mkdir()
+        np.savez(folder / "embeddings.npz", train=train, val=rng.normal(size=(10, 4)), test=rng.normal(size=(20, 4)),
+                 val_labels=np.zeros(10, int), test_labels=np.r_[np.zeros(10), np.ones(10)])
+    direct = diagnostics.DiagnosticsCache(tmp_path / "direct")
+    background = diagnostics.DiagnosticsCache(tmp_path / "background")
+    background.prefetch([good], [good, flat])
+    try:
+        assert background.diagnostics(good) == pytest.approx(direct.diagnostics(good))
+        assert np.array_equal(background.tsne(good)[0], direct.tsne(good)[0])
+        with pytest.raises(diagnostics.DegenerateEmbedding):
+            background.diagnostics(flat)
+    finally:
+        background.close()
+    assert not background._pending and background._executor is None
+
+
 def test_bad_embeddings_file_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "embeddings.npz", train=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="embeddings.npz: missing arrays"):

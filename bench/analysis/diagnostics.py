@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,36 @@ class DiagnosticsCache:
         self.cache_root = Path(cache_root)
         self.seed = seed
         self.tsne_points = tsne_points
+        self._pending: dict[tuple[str, Path], Future] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    def prefetch(self, tsne_dirs, diagnostics_dirs) -> None:
+        """Start computing these views and diagnostics in a background thread; the calls that ask for
+        them later wait for them. Why: t-SNE and the SVDs run in native code that releases the GIL, so
+        they overlap the report's tables (about a second of a 2-cell report, issue 27 item 4)."""
+        self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="diagnostics")
+        for what, dirs, fn in (("tsne", tsne_dirs, self._tsne), ("diagnostics", diagnostics_dirs, self._diagnostics)):
+            for cache_dir in dict.fromkeys(Path(d) for d in dirs):
+                self._pending.setdefault((what, cache_dir), self._executor.submit(fn, cache_dir))
+
+    def close(self) -> None:
+        """Stop the background work (what was not started is dropped; what runs is waited for)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._pending.clear()
+
+    def _prefetched(self, what: str, cache_dir):
+        future = self._pending.pop((what, Path(cache_dir)), None)
+        return None if future is None or future.cancelled() else future
+
+    def diagnostics(self, cache_dir: str | Path) -> dict:
+        future = self._prefetched("diagnostics", cache_dir)
+        return future.result() if future is not None else self._diagnostics(cache_dir)
+
+    def tsne(self, cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        future = self._prefetched("tsne", cache_dir)
+        return future.result() if future is not None else self._tsne(cache_dir)
 
     def _key(self, cache_dir: Path, what: str) -> Path:
         path = (Path(cache_dir) / "embeddings.npz").resolve()
@@ -271,7 +302,7 @@ class DiagnosticsCache:
         text = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{DIAGNOSTICS_VERSION}|{self.seed}|{what}"
         return self.cache_root / hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    def diagnostics(self, cache_dir: str | Path) -> dict:
+    def _diagnostics(self, cache_dir: str | Path) -> dict:
         key = self._key(Path(cache_dir), "diagnostics").with_suffix(".json")
         if key.exists():
             try:
@@ -285,7 +316,7 @@ class DiagnosticsCache:
         atomic_write_bytes(key, text.encode(), sync=False)   # a killed report leaves no half entry
         return values
 
-    def tsne(self, cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    def _tsne(self, cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         key = self._key(Path(cache_dir), f"tsne{self.tsne_points}").with_suffix(".npz")
         if key.exists():
             try:

@@ -106,18 +106,31 @@ class ViewParts:
                 return candidate
         return None
 
-    def latent_view_figure(self, dataset: str, cache) -> None:
+    def tsne_sources(self, dataset: str) -> list[tuple[str, int, Path]]:
+        """(encoder, seed, embeddings folder) the dataset's t-SNE views are drawn from: per encoder,
+        its first seed whose embeddings are on disk."""
         sub = self.ok[(self.ok["dataset"] == dataset) & (self.ok["kind"] == LATENT)]
-        views, seeds = {}, set()
+        sources = []
         for encoder, group in sub.groupby("encoder", sort=True):
             for _, row in group.sort_values(["seed", "cell_id"], key=_natural).iterrows():
                 path = self.resolve_cache(row["encoder_cache"])
                 if path is not None:
-                    view = self.unless_degenerate(f"{dataset} · {encoder}: t-SNE", cache.tsne, path)
-                    if view is not None:
-                        views[str(encoder)] = view
-                        seeds.add(row["seed"])
+                    sources.append((str(encoder), row["seed"], path))
                     break
+        return sources
+
+    def diagnostics_sources(self) -> list[Path]:
+        """Embeddings folders of the latent cells, once each (what the diagnostics are computed on)."""
+        latent = self.ok[(self.ok["kind"] == LATENT) & (self.ok["level"] == "image")]
+        return list(dict.fromkeys(p for p in map(self.resolve_cache, latent["encoder_cache"]) if p is not None))
+
+    def latent_view_figure(self, dataset: str, cache) -> None:
+        views, seeds = {}, set()
+        for encoder, seed, path in self.tsne_sources(dataset):
+            view = self.unless_degenerate(f"{dataset} · {encoder}: t-SNE", cache.tsne, path)
+            if view is not None:
+                views[encoder] = view
+                seeds.add(seed)
         if not views:
             return
         from bench.analysis import figures
@@ -208,6 +221,14 @@ class ViewParts:
         from bench.analysis.diagnostics import DiagnosticsCache
 
         cache = DiagnosticsCache(self.out_dir / ".cache" / "diagnostics", seed=self.seed, tsne_points=self.tsne_points)
+        try:
+            self.attempt("background diagnostics", lambda: cache.prefetch(
+                [p for dataset in self.datasets for _, _, p in self.tsne_sources(dataset)], self.diagnostics_sources()))
+            self.part_b_parts(cache)
+        finally:
+            cache.close()
+
+    def part_b_parts(self, cache) -> None:
         for dataset in self.datasets:
             self.attempt(f"bootstrap for {dataset}", self.bootstrap_dataset, dataset)
             self.attempt(f"CI table for {dataset}", self.ci_table_and_plots, dataset)
