@@ -461,7 +461,9 @@ def test_a_figure_interrupted_mid_write_leaves_no_partial_file(run_copy, tmp_pat
 
     monkeypatch.setattr(Figure, "savefig", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        build_report(run_dir, tmp_path / "report")     # full: a one-row matrix draws no heatmap
+        # drawn in this process (figure workers do not see the patched savefig; they write through the
+        # same save_figure); full: a one-row matrix draws no heatmap
+        build_report(run_dir, tmp_path / "report", figure_workers=0)
     assert not [p for p in (tmp_path / "report").rglob("*") if p.suffix in (".png", ".pdf") or
                 p.name.endswith(".tmp")]
 

@@ -157,6 +157,18 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
         raise
 
 
+def npz_bytes(arrays: dict[str, np.ndarray], level: int = 1) -> bytes:
+    """``arrays`` as a compressed ``.npz`` (what ``np.savez_compressed`` writes, read by ``np.load``)
+    at deflate level ``level``. Why level 1: a BUSI record's maps took 0.37 s to compress at numpy's
+    level 6 and 0.23 s at level 1, for a file 1.6 % larger; the driver compresses every record."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return buf.getvalue()
+
+
 def atomic_write_text(path: Path, text: str, *, sync: bool = True) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"), sync=sync)
@@ -412,9 +424,7 @@ class ResultStore:
             except OSError as exc:
                 raise storage_error(exc, self.arrays_path(cell_id)) from exc
         if arrays:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **arrays)
-            atomic_write_bytes(self.arrays_path(cell_id), buf.getvalue())
+            atomic_write_bytes(self.arrays_path(cell_id), npz_bytes(arrays))
         scores_csv = self.scores_path(cell_id)
         if arrays and "test_scores" in arrays:
             atomic_write_text(scores_csv, test_scores_csv(arrays, (record.get("metrics") or {}).get("image_threshold")))
