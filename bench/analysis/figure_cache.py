@@ -7,11 +7,12 @@ path), the source of the module that draws it, matplotlib's version and the outp
 hashed; a hit copies the stored files to the requested path, a miss draws and stores them.
 
 The cache is off unless a report build opens one with :func:`figure_cache` (tests and direct
-calls always draw).
+calls always draw). :func:`paper_style` is the decorator that makes a figure function go through it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import shutil
@@ -22,6 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from bench.analysis.figure_pool import active_pool
+from bench.analysis.figure_style import DPI, PAPER_STYLE, _style_digest, draw_styled, width
 
 _ROOT: ContextVar[Path | None] = ContextVar("figure_cache_root", default=None)
 SUFFIXES = (".png", ".pdf")
@@ -84,9 +88,6 @@ def cached_render(fn: Callable, args: tuple, kwargs: dict, drawing: dict,
     (:func:`bench.analysis.figure_style.draw_styled` with ``drawing``), or the stored files of the
     same inputs. Inside a figure pool a figure to draw goes to a worker and its paths come back at
     once; it is stored in the cache when the pool has finished it."""
-    from bench.analysis.figure_pool import active_pool
-    from bench.analysis.figure_style import draw_styled
-
     root, pool = _ROOT.get(), active_pool()
     if root is None and pool is None:
         return draw_styled(fn, drawing, args, kwargs)
@@ -119,3 +120,17 @@ def cached_render(fn: Callable, args: tuple, kwargs: dict, drawing: dict,
     paths = draw_styled(fn, drawing, args, kwargs)
     store()
     return paths
+
+
+def paper_style(fn: Callable) -> Callable:
+    """Make ``fn`` (which draws and saves one figure, ``stem`` its output path) a report figure: drawn
+    in the paper style (:func:`bench.analysis.figure_style.draw_styled`); within a report build, an
+    unchanged figure is copied from the figure cache instead of drawn, and a new one drawn by a
+    figure worker when the build has them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return cached_render(fn, args, kwargs, {"width": width()},
+                             options=(PAPER_STYLE, DPI, width(), _style_digest()))
+
+    return wrapper

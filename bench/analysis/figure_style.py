@@ -68,23 +68,11 @@ def new_figure(height: float, fig_width: float | None = None) -> Figure:
     return Figure(figsize=(fig_width or width(), height), layout="constrained")
 
 
-def paper_style(fn: Callable) -> Callable:
-    """Run a plotting function inside the paper rc-context (fonts are fixed when artists are made);
-    within a report build, an unchanged figure is copied from the figure cache instead of drawn."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from bench.analysis.figure_cache import cached_render
-
-        return cached_render(fn, args, kwargs, {"width": width()},
-                             options=(PAPER_STYLE, DPI, width(), _style_digest()))
-
-    return wrapper
-
-
 def draw_styled(fn: Callable, drawing: dict, args: tuple, kwargs: dict) -> list[Path]:
-    """``fn(*args, **kwargs)`` in the paper style at the width in ``drawing`` (here or in a figure
-    worker, :mod:`bench.analysis.figure_pool`, which must draw exactly what this process would)."""
+    """``fn(*args, **kwargs)`` in the paper rc-context (fonts are fixed when artists are made) at the
+    width in ``drawing``: here or in a figure worker (:mod:`bench.analysis.figure_pool`), which must
+    draw exactly what this process would. Figure functions get it through
+    :func:`bench.analysis.figure_cache.paper_style`."""
     with figure_width(drawing["width"]), mpl.rc_context(PAPER_STYLE):
         return fn(*args, **kwargs)
 

@@ -19,6 +19,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 
+from bench.analysis.figure_cache import paper_style
 from bench.analysis.figure_style import (  # noqa: F401 - re-exported: the figure API lives here
     ANOMALY_COLOUR,
     COLUMN_WIDTH_IN,
@@ -29,7 +30,6 @@ from bench.analysis.figure_style import (  # noqa: F401 - re-exported: the figur
     chars_for,
     figure_width,
     new_figure,
-    paper_style,
     save_figure,
     save_png,
     width,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.analysis.figure_style import chars_for, new_figure, paper_style, save_figure, width, wrap_label
+from bench.analysis.figure_cache import paper_style
+from bench.analysis.figure_style import chars_for, new_figure, save_figure, width, wrap_label
 
 MAP_CMAP = "inferno"
 MAP_ALPHA = 0.55
