@@ -16,7 +16,7 @@ import functools
 import hashlib
 import inspect
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
@@ -68,6 +68,16 @@ def _feed(h, obj) -> None:
 @lru_cache(maxsize=None)
 def _source_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def content_key(sources: Iterable[str], inputs: object) -> str:
+    """24 hex digits naming ``inputs`` by content together with the source files of the code that
+    computes from them: the key of the report's content-addressed caches (bootstrap, Wilcoxon)."""
+    h = hashlib.sha256()
+    for source in sources:
+        h.update(_source_digest(source).encode())
+    _feed(h, inputs)
+    return h.hexdigest()[:24]
 
 
 def figure_key(fn: Callable, inputs: Mapping, options: object = None) -> str:

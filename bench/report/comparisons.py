@@ -3,7 +3,6 @@ ranks across datasets and Wilcoxon tests (numbers from :mod:`bench.analysis.stat
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import zipfile
@@ -70,15 +69,13 @@ class ComparisonParts:
         """:meth:`cell_samples`, stored under ``<report>/.cache/bootstrap`` by the content of its inputs
         (the cell's arrays, the resample weights, the threshold, the code that computes them), so a
         rebuild recomputes only the cells whose results changed (issue 27 item 4)."""
-        from bench.analysis.figure_cache import _feed, _source_digest
+        from bench.analysis.figure_cache import content_key
 
-        h = hashlib.sha256()
-        for module in (stats, metrics_weighted, metrics_image):
-            h.update(_source_digest(module.__file__).encode())
-        _feed(h, [row.get("level", "image"), row.get("pixel_threshold"), row.get("image_threshold"),
-                  metric_names(), weights, labels])
-        _feed(h, {k: arrays[k] for k in ("test_scores", "test_maps", "test_masks") if k in arrays})
-        path = self.out_dir / ".cache" / "bootstrap" / f"{h.hexdigest()[:24]}.npz"
+        key = content_key([m.__file__ for m in (stats, metrics_weighted, metrics_image)],
+                          [row.get("level", "image"), row.get("pixel_threshold"), row.get("image_threshold"),
+                           metric_names(), weights, labels,
+                           {k: arrays[k] for k in ("test_scores", "test_maps", "test_masks") if k in arrays}])
+        path = self.out_dir / ".cache" / "bootstrap" / f"{key}.npz"
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -274,11 +271,11 @@ class ComparisonParts:
         most of a 1000-record report's rebuild (issue 27 item 4)."""
         import json
 
-        from bench.analysis.figure_cache import _feed, _source_digest
+        from bench.analysis.figure_cache import content_key
 
-        h = hashlib.sha256(_source_digest(stats.__file__).encode())
-        _feed(h, [best, list(map(str, others)), pivot[[best, *others]].to_numpy(dtype=float)])
-        path = self.out_dir / ".cache" / "wilcoxon" / f"{h.hexdigest()[:24]}.json"
+        key = content_key([stats.__file__],
+                          [best, list(map(str, others)), pivot[[best, *others]].to_numpy(dtype=float)])
+        path = self.out_dir / ".cache" / "wilcoxon" / f"{key}.json"
         if path.is_file():
             try:
                 return [(float(a), float(b), int(n)) for a, b, n in json.loads(path.read_text())]
