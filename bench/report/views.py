@@ -119,10 +119,15 @@ class ViewParts:
                     break
         return sources
 
+    def latent_image_entries(self) -> pd.DataFrame:
+        """One entry per (embedding, head), whatever map kinds the cells made: what the diagnostics
+        are computed on and plotted against."""
+        return self.ok[(self.ok["kind"] == LATENT) & (self.ok["level"] == "image")]
+
     def diagnostics_sources(self) -> list[Path]:
         """Embeddings folders of the latent cells, once each (what the diagnostics are computed on)."""
-        latent = self.ok[(self.ok["kind"] == LATENT) & (self.ok["level"] == "image")]
-        return list(dict.fromkeys(p for p in map(self.resolve_cache, latent["encoder_cache"]) if p is not None))
+        paths = map(self.resolve_cache, self.latent_image_entries()["encoder_cache"])
+        return list(dict.fromkeys(p for p in paths if p is not None))
 
     def latent_view_figure(self, dataset: str, cache) -> None:
         views, seeds = {}, set()
@@ -148,9 +153,7 @@ class ViewParts:
 
         per_cache: dict[Path, dict | None] = {}
         named, rows = {}, []
-        # image entries: one per (embedding, head), whatever map kinds the cells made
-        latent = self.ok[(self.ok["kind"] == LATENT) & (self.ok["level"] == "image")]
-        for _, row in latent.iterrows():
+        for _, row in self.latent_image_entries().iterrows():
             path = self.resolve_cache(row["encoder_cache"])
             if path is None:
                 continue
