@@ -351,6 +351,10 @@ def _cmd_run(args, phases) -> int:
         if args.check:
             print("preflight: ok")
             return 0
+        if not args.no_report:
+            from bench.analysis.figure_pool import warm_figure_workers
+
+            warm_figure_workers()               # they start while the cells train
         summary = runner.run(checked)
         phases.mark("units", record_writing_s=runner.write_s, workers=getattr(executor, "workers", 1),
                     threads=runner.context.threads)

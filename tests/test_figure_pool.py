@@ -123,3 +123,28 @@ def test_a_report_lists_a_failed_figure_as_a_problem_and_drops_its_files(tmp_pat
     builder.strict = True
     with pytest.raises(ValueError):
         builder.figures_failed([fp.FigureFailure("f", lost, ValueError("bad"))])
+
+
+def test_a_warm_pool_is_taken_by_the_report_of_its_size_and_shut_otherwise(tmp_path):
+    """``bench run`` starts the workers before its cells; the report's pool is that one (already up),
+    a report asking for another number of workers gets its own and the warm one is shut down."""
+    fp.warm_figure_workers(2)
+    warm = fp._WARM[0]
+    fp.warm_figure_workers(2)                      # a second call starts nothing more
+    assert fp._WARM == [warm]
+    _ready_pool(warm)
+    fn_name, args = figure_inputs()["roc_pr_curves"]
+    with fp.figure_pool(2) as pool:
+        assert pool is warm and not fp._WARM
+        getattr(figures, fn_name)(*args, tmp_path / "curves")
+        assert len(pool.jobs) == 1, "the figure went to a warm worker"
+        assert not pool.finish()
+    assert warm._executor is None                   # shut with the block, as a pool of its own
+
+    fp.warm_figure_workers(2)
+    other = fp._WARM[0]
+    with fp.figure_pool(1) as pool:
+        assert pool is not other and other._closed and not fp._WARM
+    fp.warm_figure_workers(2)
+    fp._close_warm()                                # what exit does with a pool nobody took
+    assert not fp._WARM

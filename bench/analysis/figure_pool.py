@@ -10,11 +10,14 @@ The workers are forked from a fork server that imported the drawing modules once
 warm and none inherits the parent's torch/OpenMP threads (a plain fork after them is unsafe). They
 start in the background; until they are up (about a second), and wherever they cannot start (one
 core, no fork server as on Windows, a plain script that workers would run again), figures are drawn
-here as without a pool, so a 2-cell report is not slowed by the start.
+here as without a pool, so a 2-cell report is not slowed by the start. ``bench run`` calls
+:func:`warm_figure_workers` before its cells, so the workers start while the encoders train and a
+report built at the end of the run finds them up.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import inspect
 import multiprocessing
@@ -36,6 +39,7 @@ from bench.analysis.figure_style import draw_styled
 DRAWING_MODULES = ["bench.analysis.figures", "bench.analysis.overlays", "seaborn", "sklearn.metrics"]
 
 _POOL: ContextVar[FigurePool | None] = ContextVar("figure_pool", default=None)
+_WARM: list[FigurePool] = []          # a pool started ahead of the report that will use it
 
 
 @dataclass
@@ -183,12 +187,42 @@ def default_workers() -> int:
     return cores
 
 
+def warm_figure_workers(workers: int | None = None) -> None:
+    """Start the figure workers now, for the next :func:`figure_pool` of this process to take over.
+
+    Why: a small run's report used to draw its first figures here while its workers were still
+    importing (about a second of a 3 s report); started before the cells, they are up when the
+    report begins. A pool nobody takes is shut down at exit.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers > 0 and not _WARM:
+        _WARM.append(FigurePool(workers))
+
+
+def _take_warm(workers: int) -> FigurePool | None:
+    """The warm pool if it has ``workers`` workers (another size is shut down), else None."""
+    if not _WARM:
+        return None
+    pool = _WARM.pop()
+    if pool.workers == workers:
+        return pool
+    pool.close()
+    return None
+
+
+@atexit.register
+def _close_warm() -> None:
+    while _WARM:
+        _WARM.pop().close()
+
+
 @contextmanager
 def figure_pool(workers: int | None = None) -> Iterator[FigurePool | None]:
-    """Within the block, figures are drawn by a pool (None when ``workers`` is 0: inline). The caller
-    must call :meth:`FigurePool.finish` before it uses the files; leaving the block shuts the pool."""
+    """Within the block, figures are drawn by a pool (None when ``workers`` is 0: inline), the warm
+    one if :func:`warm_figure_workers` started one of that size. The caller must call
+    :meth:`FigurePool.finish` before it uses the files; leaving the block shuts the pool."""
     workers = default_workers() if workers is None else workers
-    pool = FigurePool(workers) if workers > 0 else None
+    pool = (_take_warm(workers) or FigurePool(workers)) if workers > 0 else None
     token = _POOL.set(pool)
     try:
         yield pool
