@@ -295,6 +295,10 @@ def cmd_run(args) -> int:
 
 
 def _cmd_run(args, phases) -> int:
+    if not (args.no_report or args.check):
+        from bench.analysis.figure_pool import warm_figure_workers
+
+        warm_figure_workers()   # they import on the core this process's imports and preflight leave idle
     from bench.run.executors import make_executor
     from bench.run.plan import Plan
     from bench.run.preflight import cells_line, preflight
@@ -351,10 +355,6 @@ def _cmd_run(args, phases) -> int:
         if args.check:
             print("preflight: ok")
             return 0
-        if not args.no_report:
-            from bench.analysis.figure_pool import warm_figure_workers
-
-            warm_figure_workers()               # they start while the cells train
         summary = runner.run(checked)
         phases.mark("units", record_writing_s=runner.write_s, workers=getattr(executor, "workers", 1),
                     threads=runner.context.threads)
