@@ -122,10 +122,23 @@ class _DescendingOrder:
 
     @classmethod
     def of(cls, scores: np.ndarray) -> _DescendingOrder:
-        order = np.argsort(scores)[::-1]  # order within ties is irrelevant: only group ends are read
+        return cls.from_order(scores, _ascending_order(scores)[::-1])
+
+    @classmethod
+    def from_order(cls, scores: np.ndarray, order: np.ndarray) -> _DescendingOrder:
+        """From ``order``, indices that sort ``scores`` descending (ties in any order: only group
+        ends are read)."""
         ranked = scores[order]
         ends = np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1)
         return cls(order=order, ends=ends, thresholds=ranked[ends])
+
+    def within(self, select: np.ndarray, scores: np.ndarray) -> _DescendingOrder:
+        """The order of the selected scores ``scores = all_scores[select]`` (``select`` a boolean mask
+        over this order's scores), read off this sort in linear time instead of sorting again."""
+        select = select.ravel()
+        position = np.cumsum(select, dtype=np.int64) - 1      # index of a selected score among them
+        kept = self.order[select[self.order]]
+        return _DescendingOrder.from_order(scores, position[kept])
 
     def counts(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(true positives, false positives) per threshold, as exact integers."""
@@ -136,6 +149,25 @@ class _DescendingOrder:
     def cumulative(self, weights: np.ndarray) -> np.ndarray:
         """Sum of ``weights`` over the samples at or above each threshold."""
         return np.cumsum(weights[self.order], dtype=np.float64)[self.ends]
+
+
+def _ascending_order(scores: np.ndarray) -> np.ndarray:
+    """Indices that sort ``scores`` ascending (stable).
+
+    Why not ``np.argsort``: a test set's maps are millions of float32 pixels and sorting them was
+    most of a cell's metric time. Packing each value's order-preserving bit pattern (sign-flipped
+    IEEE bits) above its index into one uint64 and sorting those plain integers gives the same
+    order, ties by index, in about half the time. Other dtypes, or more than 2**32 scores, use
+    ``np.argsort``.
+    """
+    if scores.dtype != np.float32 or scores.size >= 2**32:
+        return np.argsort(scores)
+    bits = scores.view(np.uint32).astype(np.uint64)
+    negative = bits >= 0x80000000
+    bits = np.where(negative, bits ^ 0xFFFFFFFF, bits | 0x80000000)   # negatives reversed, below positives
+    keys = (bits << np.uint64(32)) | np.arange(scores.size, dtype=np.uint64)
+    keys.sort()
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
 
 
 def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:

@@ -22,7 +22,6 @@ from bench.metrics.curves import (
     _check_pixel_inputs,
     _DescendingOrder,
     _region_weights,
-    best_dice,
     dice_at,
 )
 from bench.metrics.registry import MetricUnavailable, metrics, register_metric
@@ -40,8 +39,10 @@ class PixelCurve:
     """
 
     def __init__(self, maps: np.ndarray, masks: np.ndarray, *, select: np.ndarray | None = None,
-                 fpr_limit: float = 0.3, threshold: float | None = None, threshold_reason: str = NO_VALIDATION):
+                 fpr_limit: float = 0.3, threshold: float | None = None, threshold_reason: str = NO_VALIDATION,
+                 all_pixels: PixelCurve | None = None):
         self.maps, self.masks, self.select = maps, masks, select
+        self.all_pixels = all_pixels        # the same maps' all-pixel curve, whose sort ``select`` reads
         self.fpr_limit = fpr_limit
         self.threshold, self.threshold_reason = threshold, threshold_reason
 
@@ -55,6 +56,8 @@ class PixelCurve:
 
     @cached_property
     def order(self) -> _DescendingOrder:
+        if self.select is not None and self.all_pixels is not None and self.all_pixels.maps is self.maps:
+            return self.all_pixels.order.within(self.select, self.scores)
         return _DescendingOrder.of(self.scores)
 
     @cached_property
@@ -115,34 +118,39 @@ def _as_selection(foreground: np.ndarray | None, shape: tuple, name: str) -> np.
     return arr != 0
 
 
-def validation_threshold(val_maps, val_masks, val_select=None) -> tuple[float | None, str]:
-    """The threshold maximising pooled validation Dice (NaN when the masks hold no anomalous pixel),
-    or ``(None, reason)`` without validation maps."""
-    if val_maps is None or val_masks is None:
+def _dice_threshold(curve: PixelCurve | None) -> tuple[float | None, str]:
+    """The threshold maximising pooled Dice on a validation curve (NaN when its masks hold no
+    anomalous pixel), or ``(None, reason)`` without validation maps."""
+    if curve is None:
         return None, NO_VALIDATION
-    maps_3d, masks_3d = _check_pixel_inputs(val_maps, val_masks, "val_maps", "val_masks")
-    if val_select is not None:
-        maps_3d, masks_3d = maps_3d[val_select], masks_3d[val_select]
-    return best_dice(maps_3d, masks_3d)[1], ""
+    if curve.empty:
+        return NAN, ""
+    return _best_dice_from_counts(*curve.counts, curve.order.thresholds)[1], ""
 
 
 def pixel_curves(maps, masks, *, val_maps=None, val_masks=None, test_foreground=None, val_foreground=None,
                  fpr_limit: float = 0.3) -> dict[bool, PixelCurve]:
-    """The all-pixel curve (key False) and, with ``test_foreground``, the foreground curve (key True)."""
+    """The all-pixel curve (key False) and, with ``test_foreground``, the foreground curve (key True).
+
+    Each foreground curve reads its order off the all-pixel sort of the same maps (test and
+    validation), so a cell sorts its test pixels once and its validation pixels once.
+    """
     limit = _check_fraction(fpr_limit, "fpr_limit")
     maps_3d, masks_3d = _check_pixel_inputs(maps, masks)
-    threshold, reason = validation_threshold(val_maps, val_masks)
-    curves = {False: PixelCurve(maps_3d, masks_3d, fpr_limit=limit, threshold=threshold, threshold_reason=reason)}
+    val = None if val_maps is None or val_masks is None else \
+        PixelCurve(*_check_pixel_inputs(val_maps, val_masks, "val_maps", "val_masks"))
+    threshold, reason = _dice_threshold(val)
+    all_pixels = PixelCurve(maps_3d, masks_3d, fpr_limit=limit, threshold=threshold, threshold_reason=reason)
+    curves = {False: all_pixels}
     select = _as_selection(test_foreground, maps_3d.shape, "test_foreground")
     if select is not None:
-        val_select = None
-        if val_maps is not None and val_foreground is not None:
-            val_select = _as_selection(val_foreground, _check_pixel_inputs(val_maps, val_masks)[0].shape,
-                                       "val_foreground")
-        fg_threshold, fg_reason = (threshold, reason) if val_select is None else \
-            validation_threshold(val_maps, val_masks, val_select)
+        val_fg = val
+        if val is not None and val_foreground is not None:
+            val_fg = PixelCurve(val.maps, val.masks, all_pixels=val,
+                                select=_as_selection(val_foreground, val.maps.shape, "val_foreground"))
+        fg_threshold, fg_reason = (threshold, reason) if val_fg is val else _dice_threshold(val_fg)
         curves[True] = PixelCurve(maps_3d, masks_3d, select=select, fpr_limit=limit, threshold=fg_threshold,
-                                  threshold_reason=fg_reason)
+                                  threshold_reason=fg_reason, all_pixels=all_pixels)
     return curves
 
 
