@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.localization import gaussian_filter, gradient_maps
+from methods.localization import gaussian_filter, gradient_maps, median_filter
 
 
 def test_gaussian_filter_is_cradls_zero_padded_smooth_tensor():
@@ -19,6 +19,25 @@ def test_gaussian_filter_is_cradls_zero_padded_smooth_tensor():
     assert torch.allclose(gaussian_filter(x, sigma, size), reference, atol=1e-6)
     ones = gaussian_filter(torch.ones(1, 1, 16, 16))
     assert ones[0, 0, 8, 8] == pytest.approx(1.0, abs=1e-6) and ones[0, 0, 0, 0] < 0.6, "zeros pad the border"
+
+
+@pytest.mark.parametrize("size", [3, 5, 7])
+def test_median_filter_is_the_median_of_each_reflect_padded_window(size):
+    """The CPU path (numpy's partition of contiguous windows) gives torch.median's values exactly;
+    NaN propagates as in torch, and a map that needs its gradient keeps it."""
+    generator = torch.Generator().manual_seed(size)
+    x = torch.round(torch.rand(4, 1, 19, 23, generator=generator) * 6) / 6      # many ties
+    x[0, 0, :4] = 0
+    pad = size // 2
+    windows = torch.nn.functional.unfold(torch.nn.functional.pad(x, (pad,) * 4, mode="reflect"), size)
+    reference = windows.median(dim=1).values.view_as(x)
+    assert torch.equal(median_filter(x, size), reference)
+    assert torch.equal(median_filter(x.double(), size), reference.double())
+    x[1, 0, 5, 5] = float("nan")
+    assert median_filter(x, size)[1, 0, 5, 5].isnan() and not median_filter(x, size)[2].isnan().any()
+    y = torch.rand(2, 1, 8, 8, requires_grad=True)
+    median_filter(y, size).sum().backward()
+    assert y.grad is not None and y.grad.sum() == pytest.approx(2 * 8 * 8)
 
 
 def _phase_ratio(mean_map: np.ndarray, stride: int = 4) -> float:
