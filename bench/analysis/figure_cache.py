@@ -105,31 +105,33 @@ def cached_render(fn: Callable, args: tuple, kwargs: dict, drawing: dict,
     bound.apply_defaults()
     stem = Path(bound.arguments["stem"])
     targets = [stem.with_suffix(s) for s in SUFFIXES]
-    if root is None:
-        return pool.submit(fn, drawing, args, kwargs, targets)
-    inputs = dict(bound.arguments)
-    inputs.pop("stem")
-    entry = root / figure_key(fn, inputs, options)
-    stored = [entry.with_suffix(s) for s in SUFFIXES]
-    if all(p.is_file() for p in stored):
-        from bench.run.store import atomic_write_bytes
+    store = None                               # what keeps the drawn files (with the cache open)
+    if root is not None:
+        inputs = dict(bound.arguments)
+        inputs.pop("stem")
+        entry = root / figure_key(fn, inputs, options)
+        stored = [entry.with_suffix(s) for s in SUFFIXES]
+        if all(p.is_file() for p in stored):
+            from bench.run.store import atomic_write_bytes
 
-        for src, dst in zip(stored, targets, strict=True):
-            atomic_write_bytes(dst, src.read_bytes(), sync=False)
-        return targets
-
-    def store() -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        for src, dst in zip(targets, stored, strict=True):
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(src, tmp)
-            tmp.replace(dst)               # a killed build leaves no half entry
-
+            for src, dst in zip(stored, targets, strict=True):
+                atomic_write_bytes(dst, src.read_bytes(), sync=False)
+            return targets
+        store = functools.partial(_store, targets, stored)
     if pool is not None:
         return pool.submit(fn, drawing, args, kwargs, targets, after=store)
     paths = draw_styled(fn, drawing, args, kwargs)
-    store()
+    store()                                    # here the cache is open (neither pool nor cache: drawn above)
     return paths
+
+
+def _store(drawn: list[Path], entries: list[Path]) -> None:
+    """Copy a figure's drawn files into its cache entry."""
+    entries[0].parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in zip(drawn, entries, strict=True):
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)               # a killed build leaves no half entry
 
 
 def paper_style(fn: Callable) -> Callable:

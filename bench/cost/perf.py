@@ -103,21 +103,25 @@ def grid_ratio(n_encoders: int, out: Path, device: str, image_size: int,
     encoders = ["simclr", "vae", "moco", "imagenet/tf_efficientnet_lite0"][:n_encoders]
     base = [f"encoders={encoders!r}".replace("'", '"'), 'localization=["gradient"]', "seeds=[0]",
             f"defaults.dataset.image_size={image_size}"]
-    all_heads = f"heads={['gaussian', 'gmm', 'flow', 'knn']!r}".replace("'", '"')
+    all_heads = ["gaussian", "gmm", "flow", "knn"]
+
+    def with_heads(heads: list[str]) -> list[str]:
+        return base + [f"heads={heads!r}".replace("'", '"')]
+
     # Warm-up, untimed: one epoch of everything, so the process's one-time costs (imports, thread
     # pools, the decoded dataset) fall on neither timed run; the first timed run used to pay them
     # (about 5 s here: 1.22 with the 4-head run first, 1.17 with it second).
     tiny = [f"encoder.{name}.epochs=1" for name in encoders if "/" not in name] + ["head.flow.epochs=1"]
     warm_dir = out / "warm_up"
     shutil.rmtree(warm_dir, ignore_errors=True)
-    Runner(Plan.of(load_grid("quick", base + [all_heads] + tiny)), warm_dir / "run", device=device,
+    Runner(Plan.of(load_grid("quick", with_heads(all_heads) + tiny)), warm_dir / "run", device=device,
            cache_dir=warm_dir / "cache", progress=False).run()
     times = []
-    for heads in (["gaussian", "gmm", "flow", "knn"], ["gaussian"]):
+    for heads in (all_heads, ["gaussian"]):
         run_dir, cache = out / f"grid_{len(heads)}h", out / f"cache_{len(heads)}h"
         for path in (run_dir, cache):
             shutil.rmtree(path, ignore_errors=True)
-        grid = load_grid("quick", base + [f"heads={heads!r}".replace("'", '"')])
+        grid = load_grid("quick", with_heads(heads))
         t0, c0 = time.perf_counter(), time.process_time()
         summary = Runner(Plan.of(grid), run_dir, device=device, cache_dir=cache, progress=False).run()
         times.append(time.perf_counter() - t0)
