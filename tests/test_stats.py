@@ -169,6 +169,29 @@ def test_wilcoxon_and_holm():
     assert np.isnan(stats.holm_adjust([0.01, np.nan])[1])
 
 
+def test_wilcoxon_with_ties_or_zeros_equals_scipys_permutation_test():
+    """Small samples with tied or zero differences: the vectorised sign-flip p-value is scipy's, bit for
+    bit (scipy enumerates the same 2**n flips with one Python call each)."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for trial in range(80):
+        n = int(rng.integers(2, 10)) if trial < 79 else 13
+        if trial % 2:
+            a, b = rng.integers(0, 4, n) / 4, rng.integers(0, 4, n) / 4         # ties and zeros
+        else:
+            a = rng.random(n)
+            b = a + np.where(rng.random(n) < 0.3, 0.0, rng.normal(0.1, 0.2, n))  # some zero differences
+        if np.allclose(a, b):
+            continue
+        expected = scipy_stats.wilcoxon(a, b, zero_method="zsplit")
+        statistic, p, pairs = stats.wilcoxon_signed_rank(a, b)
+        assert (statistic, p, pairs) == (float(expected.statistic), float(expected.pvalue), n), (a, b)
+        checked += 1
+    assert checked > 60
+
+
 # ---------------------------------------------------------------------------------------------
 # Ranks
 # ---------------------------------------------------------------------------------------------

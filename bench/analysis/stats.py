@@ -320,8 +320,35 @@ def wilcoxon_signed_rank(a, b) -> tuple[float, float, int]:
         return float("nan"), float("nan"), int(a.size)
     if np.allclose(a, b):
         return 0.0, 1.0, int(a.size)
+    d = a - b
+    if d.size <= SIGN_FLIP_MAX_N and (np.unique(np.abs(d)).size < d.size or (d == 0).any()):
+        statistic, p = _signed_rank_sign_flips(d)
+        return statistic, p, int(a.size)
     result = stats.wilcoxon(a, b, zero_method="zsplit")
     return float(result.statistic), float(result.pvalue), int(a.size)
+
+
+#: Up to this many pairs with tied or zero differences scipy's ``wilcoxon`` decides by all 2**n sign flips.
+SIGN_FLIP_MAX_N = 13
+
+
+def _signed_rank_sign_flips(d: np.ndarray) -> tuple[float, float]:
+    """The zero-split signed-rank statistic ``min(R+, R-)`` and its two-sided p-value over all ``2**n``
+    sign flips of ``d``: what ``scipy.stats.wilcoxon(zero_method="zsplit")`` returns for n <= 13 with
+    ties or zeros, where it runs ``permutation_test`` and calls the statistic once per flip in Python
+    (0.2-0.7 s a test; 120 of a 1020-record report's 280 s). Ranks are multiples of 1/2, so every sum
+    here is exact, and the p-value is scipy's count of flips at least as extreme (same tolerance)."""
+    n = d.size
+    ranks = stats.rankdata(np.abs(d))                                   # average ranks, zeros included
+    zero_half = ranks[d == 0].sum() / 2
+    r_plus, r_minus = ranks[d > 0].sum() + zero_half, ranks[d < 0].sum() + zero_half
+    flipped = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1).astype(bool)    # [2**n, n]
+    positive = np.where(flipped, d < 0, d > 0)                          # d_i > 0 after the flip
+    null = positive.astype(float) @ ranks + zero_half
+    gamma = abs(np.finfo(float).eps * 100 * r_plus)
+    less = np.count_nonzero(null <= r_plus + gamma) / 2 ** n
+    greater = np.count_nonzero(null >= r_plus - gamma) / 2 ** n
+    return float(min(r_plus, r_minus)), float(np.clip(min(less, greater) * 2, 0.0, 1.0))
 
 
 def holm_adjust(p_values) -> np.ndarray:

@@ -268,7 +268,8 @@ class ComparisonParts:
         """``wilcoxon_signed_rank(best, other)`` for each of ``others``, stored under
         ``<report>/.cache/wilcoxon`` by the content of the pairs (and the code that tests them). Why:
         with zero differences scipy's exact test enumerates sign flips, 0.2-0.7 s per method, which was
-        most of a 1000-record report's rebuild (issue 27 item 4)."""
+        most of a 1000-record report's rebuild (issue 27 item 4); the flips are now one array operation
+        (``stats._signed_rank_sign_flips``), and a rebuild still reads the answers instead."""
         import json
 
         from bench.analysis.figure_cache import content_key
