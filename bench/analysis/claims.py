@@ -473,10 +473,9 @@ def evaluate_claims(records: Sequence[Mapping], claims: Sequence[Claim], arrays_
         """:func:`~bench.analysis.inference.light_arrays` of a cell, read once (none for an unreadable file)."""
         if cell_id not in cache:
             try:
-                arrays = dict(arrays_of(cell_id))
+                cache[cell_id] = light_arrays(arrays_of(cell_id))     # the maps are not read (lazy stores)
             except (OSError, ValueError):
-                arrays = {}
-            cache[cell_id] = light_arrays(arrays)
+                cache[cell_id] = light_arrays({})
         return cache[cell_id]
 
     b = n_resamples or DEFAULT_RESAMPLES

@@ -89,7 +89,7 @@ PIXEL_ARRAYS = ("test_maps", "test_masks")
 def light_arrays(arrays) -> dict:
     """A cell's arrays without its maps and pixel summaries (the large ones, read again only when a pixel
     metric is resampled); ``available`` lists every stored key."""
-    out = {k: v for k, v in arrays.items() if k not in PIXEL_ARRAYS and not k.startswith("test_pixsum_")}
+    out = {k: arrays[k] for k in arrays if k not in PIXEL_ARRAYS and not k.startswith("test_pixsum_")}
     out["available"] = np.array(sorted(arrays))
     return out
 SPLIT_NAMES = {"test": "test", "val": "validation"}

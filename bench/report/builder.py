@@ -104,7 +104,7 @@ class ReportBuilder(ComparisonParts, ViewParts, IndexParts, ClaimParts, Selectio
     def arrays(self, cell_id: str) -> dict[str, np.ndarray]:
         if cell_id not in self._arrays:
             try:
-                self._arrays[cell_id] = self.store.arrays(cell_id)
+                self._arrays[cell_id] = self.store.arrays(cell_id, lazy=True)   # maps read only if used
             except (OSError, ValueError) as exc:
                 if self.strict:
                     raise

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 
-from bench.analysis import stats
+from bench.analysis import pixsum, stats
 from bench.metrics import image as metrics_image
 from bench.metrics import weighted as metrics_weighted
 from bench.analysis.pixsum import pixel_counts_of
@@ -71,10 +71,9 @@ class ComparisonParts:
         rebuild recomputes only the cells whose results changed (issue 27 item 4)."""
         from bench.analysis.figure_cache import content_key
 
-        key = content_key([m.__file__ for m in (stats, metrics_weighted, metrics_image)],
+        key = content_key([m.__file__ for m in (stats, pixsum, metrics_weighted, metrics_image)],
                           [row.get("level", "image"), row.get("pixel_threshold"), row.get("image_threshold"),
-                           metric_names(), weights, labels,
-                           {k: arrays[k] for k in ("test_scores", "test_maps", "test_masks") if k in arrays}])
+                           metric_names(), weights, labels, self.sample_inputs(row, arrays)])
         path = self.out_dir / ".cache" / "bootstrap" / f"{key}.npz"
         if path.is_file():
             try:
@@ -88,6 +87,18 @@ class ComparisonParts:
         np.savez(buf, **{f"s:{k}": v for k, v in samples.items()}, **{f"f:{k}": v for k, v in full.items()})
         atomic_write_bytes(path, buf.getvalue(), sync=False)
         return samples, full
+
+    @staticmethod
+    def sample_inputs(row: pd.Series, arrays) -> dict[str, np.ndarray]:
+        """The arrays :meth:`cell_samples` reads: the scores, or the pixel summary (the full maps only for
+        records without one). Why not always the maps: reading them decompressed megabytes per cell."""
+        if row.get("level", "image") == "image":
+            names = ["test_scores"]
+        elif pixsum.has_summary(arrays):
+            names = [pixsum.PREFIX + k for k in pixsum.KEYS]
+        else:
+            names = list(pixsum.MAP_KEYS)
+        return {k: arrays[k] for k in names if k in arrays}
 
     @staticmethod
     def cell_samples(row: pd.Series, arrays: dict, labels: np.ndarray,

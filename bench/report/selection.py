@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 
 class SelectionParts:
     """Selection part of :class:`bench.report.builder.ReportBuilder`: only for runs made with ``selection``."""
@@ -14,7 +16,8 @@ class SelectionParts:
 
         if not any(r.get("selection") for r in self.records):
             return
-        table, cells = selection_table(self.records, self.store.arrays, n_resamples=self.n_resamples)
+        table, cells = selection_table(self.records, functools.partial(self.store.arrays, lazy=True),
+                                       n_resamples=self.n_resamples)
         paths = write_selection(table, cells, self.out_dir)
         self.selection_markdown = render_markdown(table, "Label-free selection (graded with the test labels)")
         self.add("Run", "Label-free selection: criteria, selected configuration, tau, regret, top 3",

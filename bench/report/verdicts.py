@@ -6,6 +6,7 @@ what the report's index opens with, and what ``python -m bench claims RUN_DIR`` 
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -193,7 +194,7 @@ class ClaimParts:
             if line:
                 self.claims_markdown = f"## Claims and verdicts\n\n{line}"
             return
-        result = evaluate_claims(self.records, claims, self.store.arrays, alpha=self.alpha)
+        result = evaluate_claims(self.records, claims, functools.partial(self.store.arrays, lazy=True), alpha=self.alpha)
         self.claims_table = result.table          # the answer on screen lists the testable verdicts
         paths = write_claims(result, self.out_dir, line)
         self.claims_markdown = render_markdown(result, "Claims and verdicts", line)

@@ -478,10 +478,16 @@ class ResultStore:
             problem = arrays_problem(arrays, record, full=False)
         return problem
 
-    def arrays(self, cell_id: str) -> dict[str, np.ndarray]:
+    def arrays(self, cell_id: str, *, lazy: bool = False):
+        """The cell's arrays (``{}`` without a file); ``lazy``: each read when first asked for
+        (:class:`~bench.run.stored_arrays.StoredArrays`: the report and the claims never touch the maps)."""
         path = self.arrays_path(cell_id)
         if not path.exists():
             return {}
+        if lazy:
+            from bench.run.stored_arrays import StoredArrays
+
+            return StoredArrays(path)
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 
