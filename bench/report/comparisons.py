@@ -51,8 +51,7 @@ class ComparisonParts:
             samples, full = self.cached_cell_samples(row, arrays, labels, weights)
             if row.get("level") == "pixel":
                 for key in [k for k in arrays if k in ("test_maps", "test_masks") or k.startswith("test_pixsum_")]:
-                    # the largest arrays; nothing later needs them
-                    arrays.pop(key, None)
+                    del arrays[key]        # the largest arrays; nothing later needs them (del: not read to drop)
             unreproduced |= {(row["label"], m) for m in self.check_consistency(dataset, row, full)}
             bucket = per_label.setdefault(row["label"], {})
             for m, s in samples.items():
