@@ -169,6 +169,21 @@ def test_wilcoxon_and_holm():
     assert np.isnan(stats.holm_adjust([0.01, np.nan])[1])
 
 
+def test_partial_areas_of_many_curves_equal_the_one_curve_function_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        b, t = 9, int(rng.integers(2, 40))
+        x = np.sort(rng.random((b, t)) * rng.choice([0.2, 0.5, 1.0, 3.0]), axis=1)
+        x[0] = np.repeat(np.sort(rng.random(t // 2 + 1)), 2)[:t]          # steps: repeated FPRs
+        x[1] = 0.3                                                       # every point at the limit
+        x[:, 0] = 0.0                                                    # curves start at the origin
+        if trial % 4 == 0:
+            x[2, 1] = np.nan
+        y = rng.random((b, t))
+        expected = np.array([stats._partial_area(xx, yy, 0.3) for xx, yy in zip(x, y, strict=True)])
+        np.testing.assert_array_equal(stats._partial_areas(x, y, 0.3), expected)
+
+
 def test_wilcoxon_with_ties_or_zeros_equals_scipys_permutation_test():
     """Small samples with tied or zero differences: the vectorised sign-flip p-value is scipy's, bit for
     bit (scipy enumerates the same 2**n flips with one Python call each)."""

@@ -162,8 +162,7 @@ def pixel_metric_samples(counts: PixelCounts, weights=None) -> dict[str, np.ndar
         rw = w[:, counts.region_image]
         pro = _ratio(rw @ counts.region_overlap, rw.sum(axis=1, keepdims=True))[:, ::-1]
         pro_desc = np.concatenate([np.zeros((len(w), 1)), pro], axis=1)
-        out["pixel_aupro"] = np.array([_partial_area(f, p, AUPRO_FPR_LIMIT)
-                                       for f, p in zip(fpr_desc, pro_desc, strict=True)]) / AUPRO_FPR_LIMIT
+        out["pixel_aupro"] = _partial_areas(fpr_desc, pro_desc, AUPRO_FPR_LIMIT) / AUPRO_FPR_LIMIT
     dice_oracle = _ratio(2 * tp, 2 * tp + fp + (p_total[:, None] - tp))
     out["pixel_dice_oracle"] = np.nanmax(np.nan_to_num(dice_oracle, nan=-np.inf), axis=1)
     if counts.dice_counts is not None:
@@ -187,6 +186,41 @@ def _partial_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
         y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0) if x1 > x0 else y1
         xs, ys = np.append(xs, limit), np.append(ys, y_lim)
     return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+def _partial_areas(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
+    """:func:`_partial_area` of every row of ``x`` and ``y`` ``[B, T]``, equal to it bit for bit.
+
+    Why: one Python call per resample was a fifth of a 1000-record report's bootstrap. The trapezoids
+    are the same elementwise operations; rows are summed in groups of the same number of terms, so
+    each row's terms are added by numpy's pairwise sum in the order the one-row call adds them.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    out = np.full(len(x), np.nan)
+    finite = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    if not finite.any():
+        return out
+    rows = np.flatnonzero(finite)
+    xf, yf = x[rows], y[rows]
+    kept = np.count_nonzero(xf <= limit, axis=1)                 # x non-decreasing: a prefix of each row
+    n_cols = x.shape[1]
+    width = n_cols + 1
+    terms = np.zeros((len(rows), width))
+    terms[:, :n_cols - 1] = np.diff(xf, axis=1) * (yf[:, 1:] + yf[:, :-1]) / 2.0
+    last = np.take_along_axis(xf, np.maximum(kept - 1, 0)[:, None], axis=1)[:, 0]
+    cross = (kept < n_cols) & (kept > 0) & (last < limit)        # the curve passes the limit between points
+    n_terms = np.maximum(kept - 1, 0) + cross
+    if cross.any():
+        i = np.flatnonzero(cross)
+        k = kept[i]
+        x0, x1, y0, y1 = xf[i, k - 1], xf[i, k], yf[i, k - 1], yf[i, k]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y_lim = np.where(x1 > x0, y0 + (y1 - y0) * (limit - x0) / (x1 - x0), y1)
+        terms[i, k - 1] = (limit - x0) * (y_lim + y0) / 2.0      # replaces the step past the limit
+    for n in np.unique(n_terms):
+        group = np.flatnonzero(n_terms == n)
+        out[rows[group]] = np.ascontiguousarray(terms[group, :n]).sum(axis=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
