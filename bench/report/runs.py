@@ -78,9 +78,9 @@ class CombinedStore:
                               f"run: {', '.join(sorted(renamed_label)[:6])}")
         return list(kept.values())
 
-    def arrays(self, cell_id: str):
+    def arrays(self, cell_id: str, *, lazy: bool = False):
         store, source = self._where[cell_id]
-        return store.arrays(source)
+        return store.arrays(source, lazy=lazy)
 
     def arrays_path(self, cell_id: str) -> Path:
         store, source = self._where[cell_id]
