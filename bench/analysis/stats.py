@@ -174,26 +174,14 @@ def pixel_metric_samples(counts: PixelCounts, weights=None) -> dict[str, np.ndar
     return out
 
 
-def _partial_area(x: np.ndarray, y: np.ndarray, limit: float) -> float:
-    """Trapezoidal area under ``y(x)`` for ``x`` in ``[0, limit]``; ``x`` non-decreasing."""
-    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
-        return float("nan")
-    keep = x <= limit
-    xs, ys = x[keep], y[keep]
-    if xs[-1] < limit and keep.sum() < x.size:
-        nxt = int(np.argmax(~keep))
-        x0, x1, y0, y1 = x[nxt - 1], x[nxt], y[nxt - 1], y[nxt]
-        y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0) if x1 > x0 else y1
-        xs, ys = np.append(xs, limit), np.append(ys, y_lim)
-    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0))
-
-
 def _partial_areas(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
-    """:func:`_partial_area` of every row of ``x`` and ``y`` ``[B, T]``, equal to it bit for bit.
+    """Trapezoidal area under each row's ``y(x)`` for ``x`` in ``[0, limit]`` (rows of ``[B, T]``, ``x``
+    non-decreasing from 0; the last segment interpolated at ``limit``; NaN for a row with NaN or inf).
 
-    Why: one Python call per resample was a fifth of a 1000-record report's bootstrap. The trapezoids
-    are the same elementwise operations; rows are summed in groups of the same number of terms, so
-    each row's terms are added by numpy's pairwise sum in the order the one-row call adds them.
+    Why all rows at once: one Python call per resample was a fifth of a 1000-record report's bootstrap.
+    Rows are summed in groups of the same number of terms, so numpy's pairwise sum adds each row's
+    terms in the order a one-row ``np.sum`` does: bit for bit the per-row result
+    (``tests/test_stats.py`` keeps that one-row function as the reference).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     out = np.full(len(x), np.nan)
@@ -204,9 +192,7 @@ def _partial_areas(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
     xf, yf = x[rows], y[rows]
     kept = np.count_nonzero(xf <= limit, axis=1)                 # x non-decreasing: a prefix of each row
     n_cols = x.shape[1]
-    width = n_cols + 1
-    terms = np.zeros((len(rows), width))
-    terms[:, :n_cols - 1] = np.diff(xf, axis=1) * (yf[:, 1:] + yf[:, :-1]) / 2.0
+    terms = np.diff(xf, axis=1) * (yf[:, 1:] + yf[:, :-1]) / 2.0   # [B, T - 1]
     last = np.take_along_axis(xf, np.maximum(kept - 1, 0)[:, None], axis=1)[:, 0]
     cross = (kept < n_cols) & (kept > 0) & (last < limit)        # the curve passes the limit between points
     n_terms = np.maximum(kept - 1, 0) + cross
@@ -342,6 +328,10 @@ def delong(scores, labels, groups=None) -> tuple[np.ndarray, np.ndarray]:
     return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
 
+#: Up to this many pairs with tied or zero differences scipy's ``wilcoxon`` decides by all 2**n sign flips.
+SIGN_FLIP_MAX_N = 13
+
+
 def wilcoxon_signed_rank(a, b) -> tuple[float, float, int]:
     """Wilcoxon signed-rank test on paired values (statistic, two-sided p, number of pairs).
 
@@ -360,10 +350,6 @@ def wilcoxon_signed_rank(a, b) -> tuple[float, float, int]:
         return statistic, p, int(a.size)
     result = stats.wilcoxon(a, b, zero_method="zsplit")
     return float(result.statistic), float(result.pvalue), int(a.size)
-
-
-#: Up to this many pairs with tied or zero differences scipy's ``wilcoxon`` decides by all 2**n sign flips.
-SIGN_FLIP_MAX_N = 13
 
 
 def _signed_rank_sign_flips(d: np.ndarray) -> tuple[float, float]:

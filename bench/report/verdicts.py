@@ -194,7 +194,8 @@ class ClaimParts:
             if line:
                 self.claims_markdown = f"## Claims and verdicts\n\n{line}"
             return
-        result = evaluate_claims(self.records, claims, functools.partial(self.store.arrays, lazy=True), alpha=self.alpha)
+        result = evaluate_claims(self.records, claims, functools.partial(self.store.arrays, lazy=True),
+                                 alpha=self.alpha)
         self.claims_table = result.table          # the answer on screen lists the testable verdicts
         paths = write_claims(result, self.out_dir, line)
         self.claims_markdown = render_markdown(result, "Claims and verdicts", line)
